@@ -1,0 +1,113 @@
+//! # burn-sparse-mask
+//!
+//! Masks on any burn model, and everything that builds, distributes, schedules and preserves
+//! them:
+//!
+//! - [`MaskSet`]: one boolean mask per prunable parameter of any `#[derive(Module)]` model,
+//!   found by walking the module ([`param_infos`], [`ParamFilter`]); applied as exact zeros.
+//! - [`top_k`]/[`masks_from_scores`]: the one exact top-k routine (global or layerwise,
+//!   deterministic ties) that every scorer shares.
+//! - [`Distribution`]: uniform, ER, ERK (with the dense-layer overflow loop), custom.
+//! - [`UpdateSchedule`], [`DropFraction`], [`GradualPruning`]: schedules.
+//! - [`SparseOptimizer`] (SGD/Adam with editable state and a topology-update seam) and
+//!   [`MaskedOptimizer`] (burn's own optimizers under a fixed mask).
+//! - [`checkpoint`]: atomic files and a checked archive for masks and optimizer state.
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::tensor::Device;
+//! use burn_sparse_mask::prelude::*;
+//!
+//! #[derive(Module, Debug)]
+//! struct Mlp { l1: Linear, l2: Linear }
+//!
+//! let device = Device::default();
+//! let model = Mlp { l1: LinearConfig::new(8, 16).init(&device), l2: LinearConfig::new(16, 4).init(&device) };
+//! // Score by |w|, keep the global top 10%, write the zeros into the model.
+//! let masks = magnitude_masks(&model, &ParamFilter::new(), Sparsity::new(0.9)?, &Scope::Global)?;
+//! let model = masks.apply(model);
+//! assert_eq!(masks.nnz(), 19); // round(0.1 * (8*16 + 16*4)) = round(19.2)
+//! println!("{masks}");
+//! # Ok::<(), burn_sparse_mask::MaskError>(())
+//! ```
+
+pub mod checkpoint;
+mod distribution;
+mod error;
+mod fraction;
+mod mask;
+pub mod optim;
+mod params;
+mod rng;
+mod schedule;
+mod topk;
+
+pub use distribution::Distribution;
+pub use error::{MaskError, Result};
+pub use fraction::{Density, Sparsity};
+pub use mask::{LayerMask, LayerStats, MaskSet, to_host};
+pub use optim::{
+    AdamConfig, LayerView, MaskedOptimizer, ParamState, Rule, SgdConfig, SparseOptimizer,
+    StepReport, TopologyChange, TopologyUpdater, mask_gradients,
+};
+pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
+pub use rng::SparseRng;
+pub use schedule::{DropFraction, GradualPruning, UpdateSchedule};
+pub use topk::{LayerScores, Scope, masks_from_scores, top_k, top_k_segments};
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+
+/// Masks that keep the largest `|w|` of the parameters `filter` selects.
+///
+/// # Errors
+/// As [`masks_from_scores`] and [`ParamFilter::select`].
+pub fn magnitude_masks<M: Module>(
+    model: &M,
+    filter: &ParamFilter,
+    sparsity: Sparsity,
+    scope: &Scope,
+) -> Result<MaskSet> {
+    let dense = MaskSet::dense(model, filter)?;
+    let weights = dense.read_weights(model)?;
+    let scores: Vec<LayerScores> = dense
+        .params()
+        .into_iter()
+        .zip(weights)
+        .map(|(param, w)| LayerScores {
+            param,
+            scores: w.iter().map(|x| x.abs()).collect(),
+        })
+        .collect();
+    let bits = masks_from_scores(&scores, sparsity, scope, true)?;
+    MaskSet::from_bits(model, dense.params(), bits)
+}
+
+/// Read a scalar loss and fail with [`MaskError::NonFinite`] if it is NaN or infinite, so a
+/// training loop can stop before a NaN reaches the weights (or the masks).
+///
+/// # Errors
+/// [`MaskError::NonFinite`] or [`MaskError::Data`].
+pub fn finite_loss(loss: &Tensor<1>) -> Result<f32> {
+    let v = to_host(loss.clone())?;
+    let x = v.first().copied().unwrap_or(f32::NAN);
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(MaskError::NonFinite {
+            what: "loss".into(),
+            value: x as f64,
+        })
+    }
+}
+
+/// The common imports.
+pub mod prelude {
+    pub use crate::{
+        AdamConfig, Density, Distribution, DropFraction, GradualPruning, LayerScores, MaskError,
+        MaskSet, MaskedOptimizer, ParamFilter, ParamInfo, Rule, Scope, SgdConfig, SparseOptimizer,
+        SparseRng, Sparsity, TopologyUpdater, UpdateSchedule, finite_loss, magnitude_masks,
+        masks_from_scores, param_infos, top_k,
+    };
+}

@@ -1,0 +1,492 @@
+//! `MaskSet`: one boolean mask per prunable parameter, stored as exact zeros in the weights.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor, TensorData};
+
+use crate::error::{MaskError, Result};
+use crate::params::{ParamFilter, ParamInfo, param_devices, param_infos};
+
+/// The mask of one prunable parameter.
+#[derive(Debug, Clone)]
+pub struct LayerMask {
+    info: ParamInfo,
+    bits: Vec<bool>,
+    nnz: usize,
+    /// The mask as 0/1 floats on the parameter's device (without autodiff), flattened.
+    device_mask: Tensor<1>,
+}
+
+impl LayerMask {
+    /// The parameter this mask covers.
+    pub fn param(&self) -> &ParamInfo {
+        &self.info
+    }
+    /// The mask, flattened row-major: `true` keeps the weight.
+    pub fn bits(&self) -> &[bool] {
+        &self.bits
+    }
+    /// Number of kept weights.
+    pub fn nnz(&self) -> usize {
+        self.nnz
+    }
+    /// Number of weights.
+    pub fn numel(&self) -> usize {
+        self.bits.len()
+    }
+    /// Kept / total.
+    pub fn density(&self) -> f64 {
+        if self.bits.is_empty() {
+            1.0
+        } else {
+            self.nnz as f64 / self.bits.len() as f64
+        }
+    }
+    /// Zeros / total.
+    pub fn sparsity(&self) -> f64 {
+        1.0 - self.density()
+    }
+    /// The mask as a flat float tensor of 0 and 1 on the parameter's device (no autodiff).
+    pub fn device_mask(&self) -> &Tensor<1> {
+        &self.device_mask
+    }
+}
+
+/// Per-layer figures of a [`MaskSet`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LayerStats {
+    /// Parameter path.
+    pub path: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Kept weights.
+    pub nnz: usize,
+    /// All weights.
+    pub numel: usize,
+    /// `nnz / numel`.
+    pub density: f64,
+}
+
+/// One boolean mask per prunable parameter of a model, keyed by [`ParamId`] and path.
+///
+/// Masks are applied as exact zeros in the weights ([`MaskSet::apply`]): the forward pass runs
+/// the unmodified layers, and the gradient burn returns for a masked weight is the dense
+/// gradient `dL/dW`, which RigL grows by. The sparse optimizers keep those zeros exact.
+#[derive(Debug, Clone)]
+pub struct MaskSet {
+    layers: Vec<LayerMask>,
+    index: HashMap<ParamId, usize>,
+}
+
+fn device_mask(bits: &[bool], device: &Device) -> Tensor<1> {
+    let data: Vec<f32> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+    Tensor::<1>::from_data(TensorData::new(data, [bits.len()]), device).inner()
+}
+
+impl MaskSet {
+    /// An all-ones mask over the parameters of `model` that `filter` selects.
+    ///
+    /// # Errors
+    /// As [`ParamFilter::select`].
+    pub fn dense<M: Module>(model: &M, filter: &ParamFilter) -> Result<Self> {
+        let params = filter.select(model)?;
+        let bits = params.iter().map(|p| vec![true; p.numel()]).collect();
+        Self::from_bits(model, params, bits)
+    }
+
+    /// Masks from flat boolean vectors, one per parameter (row-major, burn's layout).
+    ///
+    /// # Errors
+    /// [`MaskError::ShapeMismatch`] if a vector's length differs from its parameter's size,
+    /// [`MaskError::ModelMismatch`] if a parameter is not in `model`,
+    /// [`MaskError::EmptyPrunableSet`] for no parameter.
+    pub fn from_bits<M: Module>(
+        model: &M,
+        params: Vec<ParamInfo>,
+        bits: Vec<Vec<bool>>,
+    ) -> Result<Self> {
+        if params.is_empty() {
+            return Err(MaskError::EmptyPrunableSet("no parameter given".into()));
+        }
+        if params.len() != bits.len() {
+            return Err(MaskError::ModelMismatch(format!(
+                "{} parameters but {} masks",
+                params.len(),
+                bits.len()
+            )));
+        }
+        let all = param_infos(model);
+        for p in &params {
+            match all.iter().find(|q| q.id == p.id) {
+                Some(q) if q.shape == p.shape => {}
+                Some(q) => {
+                    return Err(MaskError::ShapeMismatch {
+                        param: p.path.clone(),
+                        mask: p.shape.clone(),
+                        weight: q.shape.clone(),
+                    });
+                }
+                None => {
+                    return Err(MaskError::ModelMismatch(format!(
+                        "parameter `{}` ({}) is not in the model",
+                        p.path, p.id
+                    )));
+                }
+            }
+        }
+        let devices = param_devices(model);
+        let mut layers = Vec::with_capacity(params.len());
+        for (info, b) in params.into_iter().zip(bits) {
+            if b.len() != info.numel() {
+                return Err(MaskError::ShapeMismatch {
+                    param: info.path.clone(),
+                    mask: vec![b.len()],
+                    weight: info.shape.clone(),
+                });
+            }
+            let device = devices.get(&info.id).cloned().unwrap_or_default();
+            let nnz = b.iter().filter(|&&x| x).count();
+            let device_mask = device_mask(&b, &device);
+            layers.push(LayerMask {
+                info,
+                bits: b,
+                nnz,
+                device_mask,
+            });
+        }
+        let index = layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.info.id, i))
+            .collect();
+        Ok(Self { layers, index })
+    }
+
+    /// The layer masks, in the model's parameter order.
+    pub fn layers(&self) -> &[LayerMask] {
+        &self.layers
+    }
+
+    /// The prunable parameters.
+    pub fn params(&self) -> Vec<ParamInfo> {
+        self.layers.iter().map(|l| l.info.clone()).collect()
+    }
+
+    /// The mask of the parameter with this id, if it is prunable.
+    pub fn get(&self, id: ParamId) -> Option<&LayerMask> {
+        self.index.get(&id).map(|&i| &self.layers[i])
+    }
+
+    /// The position of a layer by path.
+    ///
+    /// # Errors
+    /// [`MaskError::UnknownParam`] listing the prunable paths.
+    pub fn position(&self, path: &str) -> Result<usize> {
+        self.layers
+            .iter()
+            .position(|l| l.info.path == path)
+            .ok_or_else(|| MaskError::UnknownParam {
+                name: path.to_string(),
+                known: self
+                    .layers
+                    .iter()
+                    .map(|l| l.info.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    /// The mask of a parameter by path.
+    ///
+    /// # Errors
+    /// [`MaskError::UnknownParam`] listing the prunable paths.
+    pub fn layer(&self, path: &str) -> Result<&LayerMask> {
+        Ok(&self.layers[self.position(path)?])
+    }
+
+    /// Replace the mask of layer `i` (its position in [`MaskSet::layers`]).
+    ///
+    /// # Errors
+    /// [`MaskError::ShapeMismatch`] for a wrong length.
+    ///
+    /// # Panics
+    /// If `i` is out of range (a programmer error; use [`MaskSet::position`]).
+    pub fn set_bits(&mut self, i: usize, bits: Vec<bool>) -> Result<()> {
+        let layer = &mut self.layers[i];
+        if bits.len() != layer.bits.len() {
+            return Err(MaskError::ShapeMismatch {
+                param: layer.info.path.clone(),
+                mask: vec![bits.len()],
+                weight: layer.info.shape.clone(),
+            });
+        }
+        let device = layer.device_mask.device();
+        layer.nnz = bits.iter().filter(|&&x| x).count();
+        layer.device_mask = device_mask(&bits, &device);
+        layer.bits = bits;
+        Ok(())
+    }
+
+    /// Replace the mask of a parameter by path.
+    ///
+    /// # Errors
+    /// Unknown path or wrong length.
+    pub fn set_layer(&mut self, path: &str, bits: Vec<bool>) -> Result<()> {
+        let i = self.position(path)?;
+        self.set_bits(i, bits)
+    }
+
+    /// Kept weights over all prunable parameters.
+    pub fn nnz(&self) -> usize {
+        self.layers.iter().map(|l| l.nnz).sum()
+    }
+    /// All prunable weights.
+    pub fn numel(&self) -> usize {
+        self.layers.iter().map(|l| l.bits.len()).sum()
+    }
+    /// Total density over the prunable parameters.
+    pub fn density(&self) -> f64 {
+        self.nnz() as f64 / self.numel().max(1) as f64
+    }
+    /// Total sparsity over the prunable parameters.
+    pub fn sparsity(&self) -> f64 {
+        1.0 - self.density()
+    }
+
+    /// Per-layer figures.
+    pub fn stats(&self) -> Vec<LayerStats> {
+        self.layers
+            .iter()
+            .map(|l| LayerStats {
+                path: l.info.path.clone(),
+                shape: l.info.shape.clone(),
+                nnz: l.nnz,
+                numel: l.numel(),
+                density: l.density(),
+            })
+            .collect()
+    }
+
+    /// Move the device masks to `device`.
+    pub fn to_device(mut self, device: &Device) -> Self {
+        for l in &mut self.layers {
+            l.device_mask = l.device_mask.clone().to_device(device).inner();
+        }
+        self
+    }
+
+    /// Write the masks into `model` as exact zeros (one multiply per prunable weight). Other
+    /// parameters, ids and autodiff settings are unchanged.
+    pub fn apply<M: Module>(&self, model: M) -> M {
+        model.map(&mut ApplyMasks { masks: self })
+    }
+
+    /// Check that `model` has every masked parameter, with the same shape.
+    ///
+    /// # Errors
+    /// [`MaskError::ModelMismatch`] or [`MaskError::ShapeMismatch`].
+    pub fn check_model<M: Module>(&self, model: &M) -> Result<()> {
+        let all = param_infos(model);
+        for l in &self.layers {
+            match all.iter().find(|q| q.id == l.info.id) {
+                Some(q) if q.shape == l.info.shape => {}
+                Some(q) => {
+                    return Err(MaskError::ShapeMismatch {
+                        param: l.info.path.clone(),
+                        mask: l.info.shape.clone(),
+                        weight: q.shape.clone(),
+                    });
+                }
+                None => {
+                    return Err(MaskError::ModelMismatch(format!(
+                        "parameter `{}` ({}) is not in the model",
+                        l.info.path, l.info.id
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Count, per layer, the weights of `model` that are non-zero where the mask is false.
+    /// A correctly masked model gives all zeros. Reads the weights back to the host.
+    ///
+    /// # Errors
+    /// [`MaskError::Data`] if a weight cannot be read back.
+    pub fn violations<M: Module>(&self, model: &M) -> Result<Vec<(String, usize)>> {
+        let weights = self.read_weights(model)?;
+        Ok(self
+            .layers
+            .iter()
+            .zip(weights)
+            .map(|(l, w)| {
+                let bad = l
+                    .bits
+                    .iter()
+                    .zip(&w)
+                    .filter(|(keep, v)| !**keep && **v != 0.0)
+                    .count();
+                (l.info.path.clone(), bad)
+            })
+            .collect())
+    }
+
+    /// The current weights of every masked parameter, flattened, in layer order.
+    ///
+    /// # Errors
+    /// [`MaskError::Data`] if a weight cannot be read back.
+    pub fn read_weights<M: Module>(&self, model: &M) -> Result<Vec<Vec<f32>>> {
+        let mut reader = WeightReader {
+            masks: self,
+            out: vec![None; self.layers.len()],
+            error: None,
+        };
+        model.visit(&mut reader);
+        if let Some(e) = reader.error {
+            return Err(e);
+        }
+        reader
+            .out
+            .into_iter()
+            .zip(&self.layers)
+            .map(|(w, l)| {
+                w.ok_or_else(|| {
+                    MaskError::ModelMismatch(format!("`{}` is not in the model", l.info.path))
+                })
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for MaskSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:<28} {:>18} {:>10} {:>10} {:>8}",
+            "layer", "shape", "nnz", "numel", "density"
+        )?;
+        for s in self.stats() {
+            writeln!(
+                f,
+                "{:<28} {:>18} {:>10} {:>10} {:>7.2}%",
+                s.path,
+                format!("{:?}", s.shape),
+                s.nnz,
+                s.numel,
+                100.0 * s.density
+            )?;
+        }
+        write!(
+            f,
+            "{:<28} {:>18} {:>10} {:>10} {:>7.2}%",
+            "total",
+            "",
+            self.nnz(),
+            self.numel(),
+            100.0 * self.density()
+        )
+    }
+}
+
+/// The autodiff settings of a parameter tensor, kept across an update on the inner backend.
+pub(crate) struct TensorContext {
+    autodiff: bool,
+    require_grad: bool,
+    distributed: bool,
+    checkpointing: Option<GradientCheckpointingStrategy>,
+}
+
+impl TensorContext {
+    pub(crate) fn capture<const D: usize>(t: &Tensor<D>) -> Self {
+        if !t.is_autodiff() {
+            return Self {
+                autodiff: false,
+                require_grad: false,
+                distributed: false,
+                checkpointing: None,
+            };
+        }
+        Self {
+            autodiff: t.is_autodiff(),
+            require_grad: t.is_require_grad(),
+            distributed: t.is_distributed(),
+            checkpointing: t.gradient_checkpointing_strategy(),
+        }
+    }
+
+    pub(crate) fn restore<const D: usize>(self, updated: Tensor<D>, id: ParamId) -> Tensor<D> {
+        if !self.autodiff {
+            return updated.inner();
+        }
+        let mut t = Tensor::from_inner(updated.inner());
+        if let Some(s) = self.checkpointing {
+            t = t.with_gradient_checkpointing_strategy(s);
+        }
+        if self.require_grad {
+            t = t.require_grad();
+        }
+        if self.distributed {
+            t = t.set_distributed(id);
+        }
+        t
+    }
+}
+
+pub(crate) fn reshape_mask<const D: usize>(m: &Tensor<1>, like: &Tensor<D>) -> Tensor<D> {
+    let dims: [usize; D] = like.dims();
+    let m = m.clone().reshape(dims);
+    if m.device() != like.device() {
+        m.to_device(&like.device())
+    } else {
+        m
+    }
+}
+
+struct ApplyMasks<'a> {
+    masks: &'a MaskSet,
+}
+
+impl ModuleMapper for ApplyMasks<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let Some(layer) = self.masks.get(param.id) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let ctx = TensorContext::capture(&tensor);
+        let inner = tensor.inner();
+        let m = reshape_mask(layer.device_mask(), &inner);
+        Param::from_mapped_value(id, ctx.restore(inner * m, id), mapper)
+    }
+}
+
+struct WeightReader<'a> {
+    masks: &'a MaskSet,
+    out: Vec<Option<Vec<f32>>>,
+    error: Option<MaskError>,
+}
+
+impl ModuleVisitor for WeightReader<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let Some(&i) = self.masks.index.get(&param.id) else {
+            return;
+        };
+        match to_host(param.val()) {
+            Ok(v) => self.out[i] = Some(v),
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+/// Read a float tensor back to the host as a flat `Vec<f32>`.
+///
+/// # Errors
+/// [`MaskError::Data`] if the read fails.
+pub fn to_host<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.inner()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| MaskError::Data(format!("{e:?}")))
+}

@@ -1,0 +1,202 @@
+//! Exact top-k mask construction, the one routine every scorer shares.
+//!
+//! The routine runs on the host over `f32` scores: one `select_nth_unstable` (O(n) expected)
+//! finds the k-th largest score, every strictly larger score is kept, and ties at the threshold
+//! are kept in increasing flat index order until exactly `k` survive. So the number of survivors
+//! is exact and the result is deterministic and identical on every backend for the same scores.
+//! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
+//! reason not to build masks with it.) Scores are compared with `f32::total_cmp`; NaN is an error.
+
+use crate::distribution::Distribution;
+use crate::error::{MaskError, Result};
+use crate::fraction::Sparsity;
+use crate::params::ParamInfo;
+
+/// Keep the `k` highest of `scores`. Ties are broken by lower index.
+///
+/// # Errors
+/// [`MaskError::TooManySurvivors`] if `k > scores.len()`, [`MaskError::NanScore`] on NaN.
+pub fn top_k(scores: &[f32], k: usize) -> Result<Vec<bool>> {
+    Ok(top_k_segments(&[("scores", scores)], k)?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Keep the `k` highest scores over the concatenation of `segments` (global top-k). Ties are
+/// broken by lower flat index in the concatenation (segment order, then element order).
+///
+/// # Errors
+/// As [`top_k`]; a NaN error names the segment.
+pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<bool>>> {
+    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
+    if k > n {
+        return Err(MaskError::TooManySurvivors { k, n });
+    }
+    for (name, s) in segments {
+        if let Some(index) = s.iter().position(|v| v.is_nan()) {
+            return Err(MaskError::NanScore {
+                param: name.to_string(),
+                index,
+            });
+        }
+    }
+    if k == 0 || k == n {
+        return Ok(segments
+            .iter()
+            .map(|(_, s)| vec![k == n; s.len()])
+            .collect());
+    }
+    // The k-th largest value: position n - k in ascending order.
+    let mut all: Vec<f32> = Vec::with_capacity(n);
+    for (_, s) in segments {
+        all.extend_from_slice(s);
+    }
+    let (_, kth, _) = all.select_nth_unstable_by(n - k, f32::total_cmp);
+    let threshold = *kth;
+    drop(all);
+    let greater: usize = segments
+        .iter()
+        .map(|(_, s)| s.iter().filter(|v| v.total_cmp(&threshold).is_gt()).count())
+        .sum();
+    let mut ties_left = k - greater;
+    let mut out = Vec::with_capacity(segments.len());
+    for (_, s) in segments {
+        let mut m = Vec::with_capacity(s.len());
+        for v in s.iter() {
+            let keep = match v.total_cmp(&threshold) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal if ties_left > 0 => {
+                    ties_left -= 1;
+                    true
+                }
+                _ => false,
+            };
+            m.push(keep);
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// How scores are turned into masks across layers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scope {
+    /// One top-k over all prunable weights together (SNIP, GraSP, SynFlow, global IMP).
+    Global,
+    /// A top-k per layer, with per-layer counts from a sparsity distribution.
+    Layerwise(Distribution),
+}
+
+/// Scores for the weights of one prunable parameter, flattened in row-major order.
+#[derive(Debug, Clone)]
+pub struct LayerScores {
+    /// The parameter scored.
+    pub param: ParamInfo,
+    /// One score per weight, higher is kept.
+    pub scores: Vec<f32>,
+}
+
+/// Turn per-layer scores into masks with exactly the requested number of survivors.
+///
+/// With [`Scope::Global`], `sparsity.kept(total)` weights survive over all layers. With
+/// [`Scope::Layerwise`], each layer keeps the count its distribution assigns it. A layer left
+/// with no weight is an error unless `allow_empty_layers`.
+///
+/// # Errors
+/// Shape mismatches between `param` and `scores`, NaN scores, infeasible budgets, and
+/// [`MaskError::EmptyLayer`].
+pub fn masks_from_scores(
+    layers: &[LayerScores],
+    sparsity: Sparsity,
+    scope: &Scope,
+    allow_empty_layers: bool,
+) -> Result<Vec<Vec<bool>>> {
+    for l in layers {
+        if l.scores.len() != l.param.numel() {
+            return Err(MaskError::ShapeMismatch {
+                param: l.param.path.clone(),
+                mask: vec![l.scores.len()],
+                weight: l.param.shape.clone(),
+            });
+        }
+    }
+    let masks = match scope {
+        Scope::Global => {
+            let total: usize = layers.iter().map(|l| l.scores.len()).sum();
+            let segs: Vec<(&str, &[f32])> = layers
+                .iter()
+                .map(|l| (l.param.path.as_str(), l.scores.as_slice()))
+                .collect();
+            top_k_segments(&segs, sparsity.kept(total))?
+        }
+        Scope::Layerwise(dist) => {
+            let params: Vec<ParamInfo> = layers.iter().map(|l| l.param.clone()).collect();
+            let counts = dist.layer_counts(&params, sparsity, &Default::default())?;
+            layers
+                .iter()
+                .zip(counts)
+                .map(|(l, k)| {
+                    Ok(top_k_segments(&[(l.param.path.as_str(), &l.scores)], k)?
+                        .pop()
+                        .unwrap_or_default())
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
+    if !allow_empty_layers {
+        for (l, m) in layers.iter().zip(&masks) {
+            if !m.is_empty() && !m.iter().any(|&b| b) {
+                return Err(MaskError::EmptyLayer {
+                    param: l.param.path.clone(),
+                    numel: m.len(),
+                });
+            }
+        }
+    }
+    Ok(masks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_broken_by_lower_index() {
+        // Hand table: scores with a 4-way tie at 0.5; k = 3 keeps 0.9 then the two first 0.5s.
+        let s = [0.5, 0.1, 0.9, 0.5, 0.5, 0.5, 0.2];
+        let m = top_k(&s, 3).unwrap();
+        assert_eq!(m, vec![true, false, true, true, false, false, false]);
+        // All equal: the first k positions.
+        let m = top_k(&[1.0; 6], 4).unwrap();
+        assert_eq!(m, vec![true, true, true, true, false, false]);
+        // k = 0 and k = n.
+        assert_eq!(top_k(&s, 0).unwrap(), vec![false; 7]);
+        assert_eq!(top_k(&s, 7).unwrap(), vec![true; 7]);
+    }
+
+    #[test]
+    fn global_ties_span_segments_in_order() {
+        let a = [1.0f32, 0.0];
+        let b = [1.0f32, 1.0];
+        let m = top_k_segments(&[("a", &a), ("b", &b)], 2).unwrap();
+        assert_eq!(m, vec![vec![true, false], vec![true, false]]);
+    }
+
+    #[test]
+    fn negative_zero_and_infinities_are_ordered() {
+        let s = [f32::NEG_INFINITY, -0.0, 0.0, f32::INFINITY];
+        assert_eq!(top_k(&s, 2).unwrap(), vec![false, false, true, true]);
+    }
+
+    #[test]
+    fn nan_and_oversized_k_are_errors() {
+        assert!(matches!(
+            top_k(&[0.1, f32::NAN], 1),
+            Err(MaskError::NanScore { index: 1, .. })
+        ));
+        assert!(matches!(
+            top_k(&[0.1], 2),
+            Err(MaskError::TooManySurvivors { k: 2, n: 1 })
+        ));
+    }
+}

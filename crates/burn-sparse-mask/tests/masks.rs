@@ -1,0 +1,245 @@
+//! Masks on user models: enumeration, filters, shapes, application, exact counts.
+
+mod common;
+
+use burn::module::Module;
+use burn_sparse_mask::prelude::*;
+use burn_sparse_mask::{MaskError, param_infos};
+use common::{ConvNet, Mlp, device};
+use proptest::prelude::*;
+
+#[test]
+fn enumerates_paths_shapes_and_ids_of_conv_and_linear() {
+    let d = device();
+    let m = ConvNet::new(&d);
+    let infos = param_infos(&m);
+    let listed: Vec<(String, Vec<usize>)> = infos
+        .iter()
+        .map(|p| (p.path.clone(), p.shape.clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            ("features.0.weight".into(), vec![4, 1, 3, 3]),
+            ("features.0.bias".into(), vec![4]),
+            ("features.1.weight".into(), vec![6, 4, 3, 3]),
+            ("features.1.bias".into(), vec![6]),
+            ("head.weight".into(), vec![96, 3]),
+            ("head.bias".into(), vec![3]),
+        ]
+    );
+    // Ids are stable across clone.
+    assert_eq!(param_infos(&m.clone()), infos);
+}
+
+#[test]
+fn filter_defaults_and_options() {
+    let d = device();
+    let m = ConvNet::new(&d);
+    let paths = |f: &ParamFilter| -> Vec<String> {
+        f.select(&m).unwrap().into_iter().map(|p| p.path).collect()
+    };
+    assert_eq!(
+        paths(&ParamFilter::new()),
+        ["features.0.weight", "features.1.weight", "head.weight"]
+    );
+    assert_eq!(
+        paths(
+            &ParamFilter::new()
+                .keep_first_dense(true)
+                .keep_last_dense(true)
+        ),
+        ["features.1.weight"]
+    );
+    assert_eq!(
+        paths(&ParamFilter::new().with_regex(r"^features\.").unwrap()),
+        ["features.0.weight", "features.1.weight"]
+    );
+    assert_eq!(
+        paths(&ParamFilter::new().with_names(["head.weight"])),
+        ["head.weight"]
+    );
+    assert_eq!(
+        paths(
+            &ParamFilter::new()
+                .with_min_rank(1)
+                .excluding_regex("weight")
+                .unwrap()
+        ),
+        ["features.0.bias", "features.1.bias", "head.bias"]
+    );
+    let err = ParamFilter::new()
+        .with_names(["nope.weight"])
+        .select(&m)
+        .unwrap_err();
+    assert!(matches!(err, MaskError::UnknownParam { ref name, .. } if name == "nope.weight"));
+    assert!(err.to_string().contains("head.weight"), "{err}");
+    assert!(matches!(
+        ParamFilter::new().with_regex("zzz").unwrap().select(&m),
+        Err(MaskError::EmptyPrunableSet(_))
+    ));
+    assert!(matches!(
+        ParamFilter::new().with_regex("("),
+        Err(MaskError::InvalidRegex { .. })
+    ));
+}
+
+#[test]
+fn shape_mismatch_and_unknown_layer_are_errors() {
+    let d = device();
+    let m = ConvNet::new(&d);
+    let params = ParamFilter::new().select(&m).unwrap();
+    let mut bits: Vec<Vec<bool>> = params.iter().map(|p| vec![true; p.numel()]).collect();
+    bits[1].pop();
+    let err = MaskSet::from_bits(&m, params.clone(), bits).unwrap_err();
+    assert!(
+        matches!(err, MaskError::ShapeMismatch { ref param, .. } if param == "features.1.weight")
+    );
+    let mut masks = MaskSet::dense(&m, &ParamFilter::new()).unwrap();
+    assert!(matches!(
+        masks.set_layer("head.bias", vec![true; 3]),
+        Err(MaskError::UnknownParam { .. })
+    ));
+    assert!(matches!(
+        masks.set_layer("head.weight", vec![true; 3]),
+        Err(MaskError::ShapeMismatch { .. })
+    ));
+    // A mask set of one model does not fit another model (other ids).
+    let other = ConvNet::new(&d);
+    assert!(matches!(
+        masks.check_model(&other),
+        Err(MaskError::ModelMismatch(_))
+    ));
+}
+
+#[test]
+fn magnitude_masks_apply_zeros_to_rank_2_and_rank_4() {
+    let d = device();
+    let m = ConvNet::new(&d);
+    let s = Sparsity::new(0.8).unwrap();
+    let masks = magnitude_masks(&m, &ParamFilter::new(), s, &Scope::Global).unwrap();
+    // 36 + 216 + 288 = 540 prunable weights; keep round(0.2 * 540) = 108.
+    assert_eq!(masks.numel(), 540);
+    assert_eq!(masks.nnz(), 108);
+    let m = masks.apply(m);
+    assert!(masks.violations(&m).unwrap().iter().all(|(_, v)| *v == 0));
+    // Every kept weight is at least as large as every pruned one.
+    let w = masks.read_weights(&m).unwrap();
+    let m0 = ConvNet::new(&d);
+    let _ = m0; // a fresh model has other ids, so read from the masked model only
+    let kept_min = masks
+        .layers()
+        .iter()
+        .zip(&w)
+        .flat_map(|(l, w)| {
+            l.bits()
+                .iter()
+                .zip(w)
+                .filter(|(b, _)| **b)
+                .map(|(_, v)| v.abs())
+        })
+        .fold(f32::INFINITY, f32::min);
+    assert!(kept_min > 0.0);
+    // Layerwise ERK: exact total too, and per layer the distribution's counts.
+    let masks = magnitude_masks(
+        &m,
+        &ParamFilter::new(),
+        s,
+        &Scope::Layerwise(Distribution::Erk),
+    )
+    .unwrap();
+    assert_eq!(masks.nnz(), 108);
+    let want = Distribution::Erk
+        .layer_counts(&masks.params(), s, &Default::default())
+        .unwrap();
+    let got: Vec<usize> = masks.layers().iter().map(|l| l.nnz()).collect();
+    assert_eq!(got, want);
+    let shown = masks.to_string();
+    assert!(
+        shown.contains("features.1.weight") && shown.contains("total"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn applying_keeps_autodiff_and_ids() {
+    let d = device();
+    let m = Mlp::new([6, 5, 4, 3], &d);
+    let masks = magnitude_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.5).unwrap(),
+        &Scope::Global,
+    )
+    .unwrap();
+    let before = param_infos(&m);
+    let m = masks.apply(m);
+    assert_eq!(param_infos(&m), before);
+    assert!(m.l1.weight.is_require_grad());
+    // A valid (no autodiff) model stays without autodiff.
+    let v = masks.apply(m.valid());
+    assert!(!v.l1.weight.val().is_autodiff());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Exact nnz for random shapes, sparsities and scopes, with many ties in the scores.
+    #[test]
+    fn exact_nnz_for_random_shapes(
+        dims in proptest::collection::vec(1usize..40, 4),
+        s in 0.0f64..0.999,
+        levels in 1u32..6,
+        seed in any::<u64>(),
+        global in any::<bool>(),
+    ) {
+        let d = device();
+        let m = Mlp::new([dims[0], dims[1], dims[2], dims[3]], &d);
+        let params = ParamFilter::new().select(&m).unwrap();
+        let mut rng = SparseRng::new(seed);
+        // Quantised scores: lots of ties.
+        let scores: Vec<LayerScores> = params.iter().map(|p| LayerScores {
+            param: p.clone(),
+            scores: (0..p.numel()).map(|_| rng.below(levels as u64) as f32).collect(),
+        }).collect();
+        let sp = Sparsity::new(s).unwrap();
+        let total: usize = params.iter().map(|p| p.numel()).sum();
+        let scope = if global { Scope::Global } else { Scope::Layerwise(Distribution::Erk) };
+        let bits = masks_from_scores(&scores, sp, &scope, true).unwrap();
+        let nnz: usize = bits.iter().map(|b| b.iter().filter(|x| **x).count()).sum();
+        prop_assert_eq!(nnz, sp.kept(total));
+        // Deterministic: same scores, same masks.
+        prop_assert_eq!(masks_from_scores(&scores, sp, &scope, true).unwrap(), bits.clone());
+        // Within a layer (layerwise) or overall (global), every kept score >= every dropped one.
+        let all: Vec<(f32, bool)> = scores.iter().zip(&bits)
+            .flat_map(|(l, b)| l.scores.iter().copied().zip(b.iter().copied())).collect();
+        if global {
+            let min_kept = all.iter().filter(|x| x.1).map(|x| x.0).fold(f32::INFINITY, f32::min);
+            let max_drop = all.iter().filter(|x| !x.1).map(|x| x.0).fold(f32::NEG_INFINITY, f32::max);
+            prop_assert!(min_kept >= max_drop);
+        }
+    }
+
+    /// Every distribution: exact total, each layer within one weight of its real-valued share.
+    #[test]
+    fn distribution_totals_exact(
+        dims in proptest::collection::vec(1usize..60, 4),
+        s in 0.0f64..0.999,
+        kind in 0usize..3,
+    ) {
+        let d = device();
+        let m = Mlp::new([dims[0], dims[1], dims[2], dims[3]], &d);
+        let params = ParamFilter::new().select(&m).unwrap();
+        let dist = [Distribution::Uniform, Distribution::Er, Distribution::Erk][kind].clone();
+        let sp = Sparsity::new(s).unwrap();
+        let counts = dist.layer_counts(&params, sp, &Default::default()).unwrap();
+        let dens = dist.layer_densities(&params, sp, &Default::default()).unwrap();
+        let total: usize = params.iter().map(|p| p.numel()).sum();
+        prop_assert_eq!(counts.iter().sum::<usize>(), sp.kept(total));
+        for ((c, dn), p) in counts.iter().zip(&dens).zip(&params) {
+            prop_assert!(*dn <= 1.0 + 1e-12);
+            let share = dn * p.numel() as f64;
+            prop_assert!((*c as f64 - share).abs() <= 1.0 + 1e-9, "{} vs {}", c, share);
+        }
+    }
+}

@@ -1,1 +1,58 @@
+//! # burn-sparse
+//!
+//! Sparse training for [burn](https://burn.dev): train sparse networks instead of training
+//! dense and pruning. This facade re-exports the crates behind features and adds the reference
+//! models and a small training loop.
+//!
+//! | module | crate | feature |
+//! |---|---|---|
+//! | [`mask`] | `burn-sparse-mask`: masks, top-k, distributions, schedules, sparse optimizers | always |
+//! | [`data`] | `burn-sparse-data`: MNIST, Fashion-MNIST, CIFAR-10 | `data` (default) |
+//! | [`models`] | LeNet-300-100, LeNet-5 | always |
+//! | [`train`] | a hand-written training loop with exact masked steps | always |
+//!
+//! Backends: the CPU backend `flex` always; `wgpu`, `cuda` and `ndarray` behind features of
+//! the same names. See [`device::device_from_name`].
+//!
+//! Your own model needs nothing but `#[derive(Module)]`:
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::nn::{Linear, LinearConfig, conv::{Conv2d, Conv2dConfig}};
+//! use burn::tensor::Device;
+//! use burn_sparse::prelude::*;
+//!
+//! #[derive(Module, Debug)]
+//! struct MyNet { conv: Conv2d, fc: Linear }
+//!
+//! let device = Device::default().autodiff();
+//! let net = MyNet {
+//!     conv: Conv2dConfig::new([3, 16], [3, 3]).init(&device),
+//!     fc: LinearConfig::new(16 * 30 * 30, 10).init(&device),
+//! };
+//! // 90% sparse, ERK per layer, largest |w| kept; conv [16,3,3,3] and fc [14400,10] together.
+//! let masks = magnitude_masks(&net, &ParamFilter::new(), Sparsity::new(0.9)?,
+//!                             &Scope::Layerwise(Distribution::Erk))?;
+//! let net = masks.apply(net);
+//! let optim = SparseOptimizer::new(SgdConfig::default(), masks)?; // keeps the zeros exact
+//! println!("{}", optim.masks());
+//! # Ok::<(), burn_sparse::mask::MaskError>(())
+//! ```
 
+pub use burn_sparse_mask as mask;
+
+#[cfg(feature = "data")]
+pub use burn_sparse_data as data;
+
+pub mod device;
+pub mod models;
+pub mod train;
+
+/// The common imports.
+pub mod prelude {
+    pub use crate::models::{Classifier, LeNet5, LeNet5Config, LeNet300, LeNet300Config};
+    pub use crate::train::{TrainConfig, accuracy, train_epoch};
+    #[cfg(feature = "data")]
+    pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};
+    pub use burn_sparse_mask::prelude::*;
+}

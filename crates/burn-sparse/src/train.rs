@@ -1,0 +1,142 @@
+//! A hand-written training loop: cross-entropy, a [`SparseOptimizer`] step per batch, and an
+//! exact accuracy on a test set. Deterministic for a seed on the CPU backend.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor};
+use burn_sparse_mask::{MaskError, SparseOptimizer, finite_loss};
+
+use crate::models::Classifier;
+
+/// Batch size and learning rate of a run.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning rate.
+    pub lr: f64,
+}
+
+/// Errors of the loop: the optimizer's, or a dataset's.
+#[derive(Debug)]
+pub enum TrainError {
+    /// From the optimizer (NaN loss, bad update ...).
+    Mask(MaskError),
+    /// From the data.
+    Data(String),
+}
+
+impl std::fmt::Display for TrainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TrainError::Mask(e) => write!(f, "{e}"),
+            TrainError::Data(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for TrainError {}
+
+impl From<MaskError> for TrainError {
+    fn from(e: MaskError) -> Self {
+        TrainError::Mask(e)
+    }
+}
+
+/// A source of labelled image batches by index.
+pub trait BatchSource {
+    /// Number of items.
+    fn len(&self) -> usize;
+    /// Whether empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Images `[B, C, H, W]` and targets `[B]` for these indices.
+    ///
+    /// # Errors
+    /// A message for bad indices.
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), String>;
+}
+
+#[cfg(feature = "data")]
+impl BatchSource for burn_sparse_data::VisionDataset {
+    fn len(&self) -> usize {
+        burn_sparse_data::VisionDataset::len(self)
+    }
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), String> {
+        let b = burn_sparse_data::VisionDataset::batch(self, indices, device)
+            .map_err(|e| e.to_string())?;
+        Ok((b.images, b.targets))
+    }
+}
+
+/// A seeded permutation of `0..n`.
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    burn_sparse_mask::SparseRng::new(seed).shuffle(&mut idx);
+    idx
+}
+
+/// One epoch over `data` in a seeded order. Returns the mean training loss. Stops with
+/// [`MaskError::NonFinite`] on a NaN or infinite loss, before it reaches the weights.
+///
+/// # Errors
+/// [`TrainError`].
+pub fn train_epoch<M: Classifier, D: BatchSource>(
+    mut model: M,
+    optim: &mut SparseOptimizer,
+    data: &D,
+    cfg: TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(M, f64), TrainError> {
+    let order = permutation(data.len(), seed);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut total = 0.0;
+    let mut batches = 0usize;
+    for idx in order.chunks(cfg.batch_size.max(1)) {
+        let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
+        let loss = loss_fn.forward(model.logits(x), y);
+        total += finite_loss(&loss)? as f64;
+        batches += 1;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(cfg.lr, model, grads)?;
+    }
+    Ok((model, total / batches.max(1) as f64))
+}
+
+/// Top-1 accuracy of `model` on `data`, in percent (exact count over every item).
+///
+/// # Errors
+/// [`TrainError`].
+pub fn accuracy<M: Classifier, D: BatchSource>(
+    model: &M,
+    data: &D,
+    device: &Device,
+) -> Result<f64, TrainError> {
+    let model = model.valid();
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let mut correct = 0usize;
+    let inner = device.clone();
+    for chunk in idx.chunks(1000) {
+        let (x, y) = data.batch(chunk, &inner).map_err(TrainError::Data)?;
+        let x = x.inner();
+        let pred = model.logits(x).argmax(1).reshape([chunk.len()]);
+        let eq = pred.equal(y.inner()).int().sum();
+        let c = eq
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+        correct += c[0] as usize;
+    }
+    Ok(100.0 * correct as f64 / data.len().max(1) as f64)
+}

@@ -1,1 +1,194 @@
+//! # burn-sparse-dynamic
+//!
+//! Dynamic sparse training: the mask evolves during training at a fixed parameter budget.
+//! Every method is a [`TopologyUpdater`](burn_sparse_mask::TopologyUpdater) plugged into the
+//! [`SparseOptimizer`](burn_sparse_mask::SparseOptimizer), so updates happen inside `step`:
+//! a hand-written loop needs nothing else, and a checkpoint of the optimizer resumes with the
+//! same topology and counters.
+//!
+//! - [`SetUpdater`]: SET (Mocanu et al. 2018, arXiv:1707.04780): drop zeta = 0.3 of the active
+//!   weights by |w| once per epoch, regrow at random; ER initial distribution.
+//! - [`RiglUpdater`]: RigL (Evci et al. 2020, arXiv:1911.11134): drop by |w|, grow by the dense
+//!   gradient's magnitude; cosine drop fraction (alpha 0.3), delta_t = 100, end at 75%; ERK.
+//! - [`Snfs`]: sparse momentum (Dettmers & Zettlemoyer 2019, arXiv:1907.04840).
+//! - static sparse: no updater; the baseline.
+//!
+//! All share one engine ([`drop_and_grow`]): `n_drop = floor(f * n_active)` per layer, drop the
+//! smallest |w|, grow as many by the score (just-dropped positions may be regrown and keep their
+//! value), grown weights start at 0, and the optimizer zeroes their momentum/Adam moments.
+//! Randomness comes from `SparseRng::derive(seed, [step, layer])`, the same on every replica.
+//!
+//! ```
+//! use burn::module::Module;
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::tensor::Device;
+//! use burn_sparse_dynamic::{DstMethod, DstPlan};
+//! use burn_sparse_mask::prelude::*;
+//!
+//! #[derive(Module, Debug)]
+//! struct Mlp { a: Linear, b: Linear }
+//! let d = Device::default().autodiff();
+//! let model = Mlp { a: LinearConfig::new(20, 30).init(&d), b: LinearConfig::new(30, 5).init(&d) };
+//! let plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9)?, 1000, 100, 7);
+//! let (model, optim) = plan.build(model, &ParamFilter::new(), SgdConfig::default())?;
+//! assert_eq!(optim.masks().nnz(), 75); // round(0.1 * 750), ERK over a and b
+//! # Ok::<(), burn_sparse_mask::MaskError>(())
+//! ```
 
+mod drop_grow;
+mod engine;
+mod snfs;
+
+pub use drop_grow::{
+    DropGrow, DropGrowConfig, GradientGrow, GrowInit, GrowScore, RandomGrow, RiglUpdater,
+    SetUpdater, UpdateRecord,
+};
+pub use engine::{LayerUpdate, drop_and_grow, drop_count};
+pub use snfs::{Snfs, SnfsConfig, redistribute};
+
+use burn::module::Module;
+use burn_sparse_mask::{
+    Distribution, MaskError, ParamFilter, Result, Rule, SparseOptimizer, Sparsity, TopologyUpdater,
+    random_masks,
+};
+use serde::{Deserialize, Serialize};
+
+/// A dynamic-sparse-training method, chosen at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum DstMethod {
+    /// Fixed random mask.
+    Static,
+    /// SET.
+    Set,
+    /// RigL.
+    Rigl,
+    /// SNFS.
+    Snfs,
+}
+
+impl std::str::FromStr for DstMethod {
+    type Err = MaskError;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s.to_ascii_lowercase().as_str() {
+            "static" => DstMethod::Static,
+            "set" => DstMethod::Set,
+            "rigl" => DstMethod::Rigl,
+            "snfs" => DstMethod::Snfs,
+            other => {
+                return Err(MaskError::InvalidConfig {
+                    field: "method",
+                    message: format!("unknown method `{other}` (static, set, rigl, snfs)"),
+                });
+            }
+        })
+    }
+}
+
+impl DstMethod {
+    /// The initial distribution of the reference: ER for SET, ERK otherwise.
+    pub fn default_distribution(self) -> Distribution {
+        match self {
+            DstMethod::Set => Distribution::Er,
+            _ => Distribution::Erk,
+        }
+    }
+}
+
+/// Everything needed to start a DST run with the references' defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DstPlan {
+    /// The method.
+    pub method: DstMethod,
+    /// The global sparsity.
+    pub sparsity: Sparsity,
+    /// The initial distribution (default: the method's reference).
+    pub distribution: Distribution,
+    /// Total optimizer steps of the run.
+    pub total_steps: u64,
+    /// Steps per epoch (SET and SNFS update once per epoch).
+    pub steps_per_epoch: u64,
+    /// Seed of the initial mask and of every update.
+    pub seed: u64,
+    /// RigL's update interval (default 100).
+    pub delta_t: u64,
+    /// Drop fraction alpha (RigL 0.3, SET zeta 0.3, SNFS prune rate 0.5).
+    pub alpha: Option<f64>,
+}
+
+impl DstPlan {
+    /// A plan with the reference defaults.
+    pub fn new(
+        method: DstMethod,
+        sparsity: Sparsity,
+        total_steps: u64,
+        steps_per_epoch: u64,
+        seed: u64,
+    ) -> Self {
+        Self {
+            method,
+            sparsity,
+            distribution: method.default_distribution(),
+            total_steps,
+            steps_per_epoch,
+            seed,
+            delta_t: 100,
+            alpha: None,
+        }
+    }
+
+    /// The topology updater (none for static).
+    ///
+    /// # Errors
+    /// Invalid schedule (delta_t 0, a run too short for any update) or alpha outside `[0, 1]`.
+    pub fn updater(&self) -> Result<Option<Box<dyn TopologyUpdater>>> {
+        use burn_sparse_mask::{DropFraction, UpdateSchedule};
+        Ok(match self.method {
+            DstMethod::Static => None,
+            DstMethod::Set => {
+                let mut c = DropGrowConfig::set(self.total_steps, self.steps_per_epoch, self.seed)?;
+                if let Some(a) = self.alpha {
+                    c.drop_fraction = DropFraction::Constant { alpha: a };
+                }
+                Some(Box::new(SetUpdater::set(c)?))
+            }
+            DstMethod::Rigl => {
+                let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
+                c.schedule = UpdateSchedule::new(0, self.total_steps * 3 / 4, self.delta_t)?;
+                if let Some(a) = self.alpha {
+                    c.drop_fraction = DropFraction::Cosine { alpha: a };
+                }
+                Some(Box::new(RiglUpdater::rigl(c)?))
+            }
+            DstMethod::Snfs => {
+                let mut c =
+                    SnfsConfig::reference(self.total_steps, self.steps_per_epoch, self.seed)?;
+                if let Some(a) = self.alpha {
+                    c.prune_rate = DropFraction::Cosine { alpha: a };
+                }
+                Some(Box::new(Snfs::new(c)?))
+            }
+        })
+    }
+
+    /// Draw the initial random mask, write it into `model`, and build the optimizer with the
+    /// updater attached.
+    ///
+    /// # Errors
+    /// As [`DstPlan::updater`] and [`random_masks`].
+    pub fn build<M: Module>(
+        &self,
+        model: M,
+        filter: &ParamFilter,
+        rule: impl Into<Rule>,
+    ) -> Result<(M, SparseOptimizer)> {
+        let masks = random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?;
+        let model = masks.apply(model);
+        let mut optim = SparseOptimizer::new(rule, masks)?;
+        if let Some(u) = self.updater()? {
+            optim = optim.with_updater(u)?;
+        }
+        Ok((model, optim))
+    }
+}

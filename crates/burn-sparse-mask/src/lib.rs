@@ -84,6 +84,40 @@ pub fn magnitude_masks<M: Module>(
     MaskSet::from_bits(model, dense.params(), bits)
 }
 
+/// A random mask with exactly `sparsity.kept(n)` survivors, split over layers by `distribution`
+/// and drawn from `SparseRng::derive(seed, [layer])` (the static-sparse and random-pruning
+/// baseline). Bit-identical for the same seed.
+///
+/// # Errors
+/// As [`masks_from_scores`] and [`ParamFilter::select`].
+pub fn random_masks<M: Module>(
+    model: &M,
+    filter: &ParamFilter,
+    sparsity: Sparsity,
+    distribution: &Distribution,
+    seed: u64,
+) -> Result<MaskSet> {
+    let params = filter.select(model)?;
+    let scores: Vec<LayerScores> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut rng = SparseRng::derive(seed, &[i as u64]);
+            LayerScores {
+                param: p.clone(),
+                scores: (0..p.numel()).map(|_| rng.next_f32()).collect(),
+            }
+        })
+        .collect();
+    let bits = masks_from_scores(
+        &scores,
+        sparsity,
+        &Scope::Layerwise(distribution.clone()),
+        false,
+    )?;
+    MaskSet::from_bits(model, params, bits)
+}
+
 /// Read a scalar loss and fail with [`MaskError::NonFinite`] if it is NaN or infinite, so a
 /// training loop can stop before a NaN reaches the weights (or the masks).
 ///
@@ -108,6 +142,6 @@ pub mod prelude {
         AdamConfig, Density, Distribution, DropFraction, GradualPruning, LayerScores, MaskError,
         MaskSet, MaskedOptimizer, ParamFilter, ParamInfo, Rule, Scope, SgdConfig, SparseOptimizer,
         SparseRng, Sparsity, TopologyUpdater, UpdateSchedule, finite_loss, magnitude_masks,
-        masks_from_scores, param_infos, top_k,
+        masks_from_scores, param_infos, random_masks, top_k,
     };
 }

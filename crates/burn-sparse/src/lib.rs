@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | [`mask`] | `burn-sparse-mask`: masks, top-k, distributions, schedules, sparse optimizers | always |
 //! | [`data`] | `burn-sparse-data`: MNIST, Fashion-MNIST, CIFAR-10 | `data` (default) |
+//! | [`dynamic`] | `burn-sparse-dynamic`: SET, RigL, SNFS, static | `dynamic` (default) |
 //! | [`models`] | LeNet-300-100, LeNet-5 | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
@@ -44,6 +45,9 @@ pub use burn_sparse_mask as mask;
 #[cfg(feature = "data")]
 pub use burn_sparse_data as data;
 
+#[cfg(feature = "dynamic")]
+pub use burn_sparse_dynamic as dynamic;
+
 pub mod device;
 pub mod models;
 pub mod train;
@@ -54,5 +58,7 @@ pub mod prelude {
     pub use crate::train::{TrainConfig, accuracy, train_epoch};
     #[cfg(feature = "data")]
     pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};
+    #[cfg(feature = "dynamic")]
+    pub use burn_sparse_dynamic::{DstMethod, DstPlan, RiglUpdater, SetUpdater, Snfs};
     pub use burn_sparse_mask::prelude::*;
 }

@@ -192,6 +192,16 @@ impl SparseOptimizer {
             step: t,
             changed: Vec::new(),
         };
+        if self
+            .updater
+            .as_ref()
+            .is_some_and(|u| u.observes_every_step())
+        {
+            let flat = flat_grads(&self.masks, &model, &grads);
+            if let Some(u) = self.updater.as_mut() {
+                u.observe(t, &flat)?;
+            }
+        }
         let update_now = self.updater.as_ref().is_some_and(|u| u.is_update_step(t));
         if update_now {
             let (new_model, changed) = self.update_topology(t, model, &grads)?;
@@ -490,6 +500,37 @@ impl SparseOptimizer {
             last_report: None,
         })
     }
+}
+
+fn flat_grads<M: Module>(masks: &MaskSet, model: &M, grads: &GradientsParams) -> Vec<Tensor<1>> {
+    struct Reader<'a> {
+        masks: &'a MaskSet,
+        grads: &'a GradientsParams,
+        out: HashMap<ParamId, Tensor<1>>,
+    }
+    impl ModuleVisitor for Reader<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(l) = self.masks.get(param.id) {
+                if let Some(g) = self.grads.get::<D>(param.id) {
+                    self.out.insert(param.id, g.inner().reshape([l.numel()]));
+                }
+            }
+        }
+    }
+    let mut r = Reader {
+        masks,
+        grads,
+        out: HashMap::new(),
+    };
+    model.visit(&mut r);
+    masks
+        .layers()
+        .iter()
+        .map(|l| match r.out.remove(&l.param().id) {
+            Some(g) => g,
+            None => Tensor::<1>::zeros([l.numel()], &l.device_mask().device()),
+        })
+        .collect()
 }
 
 fn read_grads<M: Module>(

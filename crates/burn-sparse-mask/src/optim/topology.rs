@@ -1,5 +1,7 @@
 //! The seam through which dynamic sparse training changes the topology inside an optimizer step.
 
+use burn::tensor::Tensor;
+
 use crate::error::Result;
 use crate::params::ParamInfo;
 
@@ -51,6 +53,19 @@ pub trait TopologyUpdater: Send {
     /// Whether the updater reads the momentum buffer (SNFS).
     fn needs_momentum(&self) -> bool {
         false
+    }
+    /// Whether [`TopologyUpdater::observe`] wants the dense gradients of every step (SNFS keeps
+    /// a momentum EMA of them on the device).
+    fn observes_every_step(&self) -> bool {
+        false
+    }
+    /// Called at every step before the update, with each prunable layer's dense gradient
+    /// (flattened, on the device, without autodiff), when [`TopologyUpdater::observes_every_step`].
+    ///
+    /// # Errors
+    /// Aborts the step.
+    fn observe(&mut self, _t: u64, _grads: &[Tensor<1>]) -> Result<()> {
+        Ok(())
     }
     /// Skip the weight update on update steps (TF RigL does).
     fn skip_weight_update(&self) -> bool {

@@ -1,0 +1,289 @@
+//! Drop by |w|, grow by a score: SET (random) and RigL (|dense gradient|) on one engine.
+
+use burn_sparse_mask::{
+    DropFraction, LayerView, MaskError, Result, SparseRng, TopologyChange, TopologyUpdater,
+    UpdateSchedule,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{drop_and_grow, drop_count};
+
+/// Initial value of a newly grown weight (inactive before the update, active after).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GrowInit {
+    /// 0, as in the RigL and SET references (the default).
+    #[default]
+    Zero,
+    /// Normal with this standard deviation, from the update's seeded stream.
+    Normal {
+        /// Standard deviation.
+        std: f32,
+    },
+}
+
+/// Hyperparameters shared by the drop/grow methods.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DropGrowConfig {
+    /// When updates happen.
+    pub schedule: UpdateSchedule,
+    /// The fraction of active weights dropped per update.
+    pub drop_fraction: DropFraction,
+    /// Initial value of grown weights.
+    pub init: GrowInit,
+    /// Seed of the random streams, derived per `(step, layer)` so replicas agree.
+    pub seed: u64,
+    /// Skip the optimizer's weight update on update steps (TF RigL does; default false).
+    pub skip_weight_update: bool,
+}
+
+impl DropGrowConfig {
+    /// RigL's defaults for a run of `total_steps`: cosine drop fraction with alpha = 0.3,
+    /// delta_t = 100, updates from step 0 to 75% of the run.
+    ///
+    /// # Errors
+    /// If the run is too short for any update.
+    pub fn rigl(total_steps: u64, seed: u64) -> Result<Self> {
+        Ok(Self {
+            schedule: UpdateSchedule::rigl_default(total_steps)?,
+            drop_fraction: DropFraction::Cosine { alpha: 0.3 },
+            init: GrowInit::Zero,
+            seed,
+            skip_weight_update: false,
+        })
+    }
+
+    /// SET's defaults: constant zeta = 0.3, rewiring once per epoch for the whole run.
+    ///
+    /// # Errors
+    /// If the run is shorter than one epoch.
+    pub fn set(total_steps: u64, steps_per_epoch: u64, seed: u64) -> Result<Self> {
+        Ok(Self {
+            schedule: UpdateSchedule::new(0, total_steps, steps_per_epoch)?,
+            drop_fraction: DropFraction::Constant { alpha: 0.3 },
+            init: GrowInit::Zero,
+            seed,
+            skip_weight_update: false,
+        })
+    }
+
+    /// Check the drop fraction.
+    ///
+    /// # Errors
+    /// [`MaskError::InvalidFraction`].
+    pub fn validate(&self) -> Result<()> {
+        self.drop_fraction.validate()
+    }
+}
+
+/// A grow criterion: scores for every position of a layer; the highest inactive ones grow.
+pub trait GrowScore: Send {
+    /// Method name (`set`, `rigl`).
+    fn name(&self) -> &'static str;
+    /// Whether it reads the dense gradient.
+    fn needs_grads(&self) -> bool;
+    /// Scores for layer `layer` at step `t`. `rng` is the `(seed, t, layer)` stream.
+    fn scores(&self, view: &LayerView<'_>, rng: &mut SparseRng) -> Vec<f32>;
+}
+
+/// SET: uniformly random growth (Mocanu et al. 2018, arXiv:1707.04780).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomGrow;
+
+impl GrowScore for RandomGrow {
+    fn name(&self) -> &'static str {
+        "set"
+    }
+    fn needs_grads(&self) -> bool {
+        false
+    }
+    fn scores(&self, view: &LayerView<'_>, rng: &mut SparseRng) -> Vec<f32> {
+        (0..view.mask.len()).map(|_| rng.next_f32()).collect()
+    }
+}
+
+/// RigL: grow where `|dL/dW|` of the dense gradient is largest (Evci et al. 2020,
+/// arXiv:1911.11134). Weights are stored as zeros, so burn's gradient is already dense.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GradientGrow;
+
+impl GrowScore for GradientGrow {
+    fn name(&self) -> &'static str {
+        "rigl"
+    }
+    fn needs_grads(&self) -> bool {
+        true
+    }
+    fn scores(&self, view: &LayerView<'_>, _rng: &mut SparseRng) -> Vec<f32> {
+        match view.grads {
+            Some(g) => g.iter().map(|x| x.abs()).collect(),
+            None => vec![f32::NAN; view.mask.len()],
+        }
+    }
+}
+
+/// One update as recorded in [`DropGrow::history`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateRecord {
+    /// The step.
+    pub step: u64,
+    /// The drop fraction used.
+    pub drop_fraction: f64,
+    /// Newly grown connections per layer (= connections that changed).
+    pub changed: Vec<usize>,
+}
+
+/// The drop/grow topology updater: drop the smallest |w|, grow by `G`'s score.
+pub struct DropGrow<G: GrowScore> {
+    cfg: DropGrowConfig,
+    grow: G,
+    history: Vec<UpdateRecord>,
+    skipped: Vec<(u64, String)>,
+}
+
+/// SET.
+pub type SetUpdater = DropGrow<RandomGrow>;
+/// RigL.
+pub type RiglUpdater = DropGrow<GradientGrow>;
+
+impl<G: GrowScore> DropGrow<G> {
+    /// An updater with this config and grow criterion.
+    ///
+    /// # Errors
+    /// [`MaskError::InvalidFraction`] for a drop fraction outside `[0, 1]`.
+    pub fn new(cfg: DropGrowConfig, grow: G) -> Result<Self> {
+        cfg.validate()?;
+        Ok(Self {
+            cfg,
+            grow,
+            history: Vec::new(),
+            skipped: Vec::new(),
+        })
+    }
+    /// The config.
+    pub fn config(&self) -> &DropGrowConfig {
+        &self.cfg
+    }
+    /// Every update so far.
+    pub fn history(&self) -> &[UpdateRecord] {
+        &self.history
+    }
+    /// Updates skipped because of a NaN grow score, with the reason.
+    pub fn skipped(&self) -> &[(u64, String)] {
+        &self.skipped
+    }
+}
+
+impl SetUpdater {
+    /// SET with this config.
+    ///
+    /// # Errors
+    /// As [`DropGrow::new`].
+    pub fn set(cfg: DropGrowConfig) -> Result<Self> {
+        Self::new(cfg, RandomGrow)
+    }
+}
+
+impl RiglUpdater {
+    /// RigL with this config.
+    ///
+    /// # Errors
+    /// As [`DropGrow::new`].
+    pub fn rigl(cfg: DropGrowConfig) -> Result<Self> {
+        Self::new(cfg, GradientGrow)
+    }
+}
+
+pub(crate) fn grown_values(
+    init: GrowInit,
+    seed: u64,
+    t: u64,
+    layer: usize,
+    grown: &[usize],
+) -> Vec<(usize, f32)> {
+    match init {
+        GrowInit::Zero => Vec::new(),
+        GrowInit::Normal { std } => {
+            let mut rng = SparseRng::derive(seed, &[t, layer as u64, 1]);
+            grown
+                .iter()
+                .map(|&i| (i, (rng.normal() as f32) * std))
+                .collect()
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct SavedState {
+    history: Vec<UpdateRecord>,
+    skipped: Vec<(u64, String)>,
+}
+
+impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
+    fn name(&self) -> &str {
+        self.grow.name()
+    }
+    fn is_update_step(&self, t: u64) -> bool {
+        self.cfg.schedule.is_update_step(t)
+    }
+    fn needs_grads(&self) -> bool {
+        self.grow.needs_grads()
+    }
+    fn skip_weight_update(&self) -> bool {
+        self.cfg.skip_weight_update
+    }
+    fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> Result<Option<TopologyChange>> {
+        let f = self.cfg.drop_fraction.at(t, &self.cfg.schedule);
+        let mut masks = Vec::with_capacity(layers.len());
+        let mut changed = Vec::with_capacity(layers.len());
+        let mut values = Vec::with_capacity(layers.len());
+        for (i, view) in layers.iter().enumerate() {
+            let mut rng = SparseRng::derive(self.cfg.seed, &[t, i as u64]);
+            let scores = self.grow.scores(view, &mut rng);
+            let n_active = view.mask.iter().filter(|&&b| b).count();
+            let n = drop_count(f, n_active);
+            match drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n) {
+                Ok(u) => {
+                    values.push(grown_values(self.cfg.init, self.cfg.seed, t, i, &u.grown));
+                    changed.push(u.grown.len());
+                    masks.push(u.mask);
+                }
+                Err(e @ MaskError::NanScore { .. }) => {
+                    // Never corrupt the mask: skip the whole update, keep a record.
+                    let msg = format!("step {t}: update skipped: {e}");
+                    eprintln!("warning: {} {msg}", self.grow.name());
+                    self.skipped.push((t, msg));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.history.push(UpdateRecord {
+            step: t,
+            drop_fraction: f,
+            changed: changed.clone(),
+        });
+        Ok(Some(TopologyChange {
+            masks,
+            grown_values: values,
+            changed,
+        }))
+    }
+    fn state(&self) -> serde_json::Value {
+        serde_json::to_value(SavedState {
+            history: self.history.clone(),
+            skipped: self.skipped.clone(),
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+        let s: SavedState =
+            serde_json::from_value(state.clone()).map_err(|e| MaskError::InvalidConfig {
+                field: "updater state",
+                message: e.to_string(),
+            })?;
+        self.history = s.history;
+        self.skipped = s.skipped;
+        Ok(())
+    }
+}

@@ -1,0 +1,143 @@
+//! The shared drop/grow engine: one update of one layer.
+
+use burn_sparse_mask::{MaskError, Result, top_k};
+
+/// The result of one layer's drop/grow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerUpdate {
+    /// The new mask.
+    pub mask: Vec<bool>,
+    /// Positions inactive before and active after (newly grown).
+    pub grown: Vec<usize>,
+    /// How many active weights were dropped (as many were grown, some maybe the same).
+    pub n_drop: usize,
+}
+
+/// `n_drop = floor(fraction * n_active)`.
+pub fn drop_count(fraction: f64, n_active: usize) -> usize {
+    ((fraction * n_active as f64).floor() as usize).min(n_active)
+}
+
+/// Drop the `n_drop` active weights with the smallest `|w|` (ties: the higher flat index is
+/// dropped first), then grow `n_grow` positions that are inactive after the drop, by the highest
+/// `grow_score` (ties: lower index). Positions just dropped may be regrown, as in the RigL
+/// reference. The number of kept weights changes by `n_grow - n_drop`.
+///
+/// # Errors
+/// [`MaskError::NanScore`] if a grow score of a candidate is NaN (the caller skips the update),
+/// [`MaskError::ShapeMismatch`] for inconsistent lengths, and [`MaskError::TooManySurvivors`]
+/// if there are fewer candidates than `n_grow`.
+pub fn drop_and_grow(
+    name: &str,
+    mask: &[bool],
+    weights: &[f32],
+    grow_score: &[f32],
+    n_drop: usize,
+    n_grow: usize,
+) -> Result<LayerUpdate> {
+    if weights.len() != mask.len() || grow_score.len() != mask.len() {
+        return Err(MaskError::ShapeMismatch {
+            param: name.to_string(),
+            mask: vec![mask.len()],
+            weight: vec![weights.len(), grow_score.len()],
+        });
+    }
+    let n_active = mask.iter().filter(|&&b| b).count();
+    let n_drop = n_drop.min(n_active);
+    // Keep the n_active - n_drop largest |w| among the active ones.
+    let keep_scores: Vec<f32> = mask
+        .iter()
+        .zip(weights)
+        .map(|(&m, &w)| if m { w.abs() } else { f32::NEG_INFINITY })
+        .collect();
+    let after_drop = top_k(&keep_scores, n_active - n_drop)?;
+    // Candidates for growth: everything inactive after the drop.
+    if let Some(index) = grow_score
+        .iter()
+        .zip(&after_drop)
+        .position(|(s, &a)| !a && s.is_nan())
+    {
+        return Err(MaskError::NanScore {
+            param: name.to_string(),
+            index,
+        });
+    }
+    let candidates = after_drop.iter().filter(|&&a| !a).count();
+    if n_grow > candidates {
+        return Err(MaskError::TooManySurvivors {
+            k: n_grow,
+            n: candidates,
+        });
+    }
+    // Map every candidate's score into the finite range above -inf, and put the survivors at
+    // -inf, so an exact top-k over all positions picks only candidates.
+    let grow_scores: Vec<f32> = grow_score
+        .iter()
+        .zip(&after_drop)
+        .map(|(&s, &a)| {
+            if a {
+                f32::NEG_INFINITY
+            } else if s == f32::NEG_INFINITY {
+                f32::MIN
+            } else {
+                s
+            }
+        })
+        .collect();
+    let grown_mask = top_k(&grow_scores, n_grow)?;
+    let mut new_mask = after_drop;
+    let mut grown = Vec::new();
+    for (i, g) in grown_mask.iter().enumerate() {
+        if *g {
+            new_mask[i] = true;
+            if !mask[i] {
+                grown.push(i);
+            }
+        }
+    }
+    Ok(LayerUpdate {
+        mask: new_mask,
+        grown,
+        n_drop,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_built_drop_and_grow() {
+        // Active: 0 (|w| .5), 2 (.1), 3 (.9), 5 (.3). Drop 2 smallest: 2 and 5.
+        // Grow 2 by score among inactive-after-drop {1, 2, 4, 5}: scores 1: .2, 2: .8, 4: .7, 5: .1
+        // -> 2 (regrown, keeps its value: not "newly grown") and 4 (newly grown).
+        let mask = [true, false, true, true, false, true];
+        let w = [0.5, 0.0, -0.1, 0.9, 0.0, 0.3];
+        let g = [9.0, 0.2, 0.8, 9.0, 0.7, 0.1];
+        let u = drop_and_grow("l", &mask, &w, &g, 2, 2).unwrap();
+        assert_eq!(u.mask, vec![true, false, true, true, true, false]);
+        assert_eq!(u.grown, vec![4]);
+        assert_eq!(u.n_drop, 2);
+    }
+
+    #[test]
+    fn ties_and_nan() {
+        // All |w| equal: the higher index is dropped first. All grow scores equal: lower first.
+        let mask = [true, true, false, false];
+        let u = drop_and_grow("l", &mask, &[1.0, 1.0, 0.0, 0.0], &[0.0; 4], 1, 1).unwrap();
+        assert_eq!(u.mask, vec![true, true, false, false]); // drops 1, regrows 1 (lowest candidate)
+        assert!(u.grown.is_empty());
+        let e = drop_and_grow(
+            "l",
+            &mask,
+            &[1.0, 2.0, 0.0, 0.0],
+            &[0.0, 0.0, f32::NAN, 0.0],
+            1,
+            1,
+        )
+        .unwrap_err();
+        assert!(matches!(e, MaskError::NanScore { index: 2, .. }));
+        assert_eq!(drop_count(0.3, 10), 3);
+        assert_eq!(drop_count(0.299, 10), 2);
+    }
+}

@@ -1,0 +1,399 @@
+//! Dynamic sparse training invariants and hand-built cases.
+
+mod common;
+
+use burn::module::{Module, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use burn_sparse_dynamic::*;
+use burn_sparse_mask::prelude::*;
+use burn_sparse_mask::{LayerView, MaskError, to_host};
+use common::{Mlp, device, mlp_grads};
+use proptest::prelude::*;
+
+fn per_layer_nnz(o: &SparseOptimizer) -> Vec<usize> {
+    o.masks().layers().iter().map(|l| l.nnz()).collect()
+}
+
+fn cfg(begin: u64, end: u64, dt: u64, f: DropFraction, seed: u64) -> DropGrowConfig {
+    DropGrowConfig {
+        schedule: UpdateSchedule::new(begin, end, dt).unwrap(),
+        drop_fraction: f,
+        init: GrowInit::Zero,
+        seed,
+        skip_weight_update: false,
+    }
+}
+
+#[test]
+fn nnz_constant_over_1000_updates_rigl_and_set() {
+    let d = device();
+    for rigl in [true, false] {
+        let m = Mlp::new([9, 8, 7, 4], &d);
+        let masks = random_masks(
+            &m,
+            &ParamFilter::new(),
+            Sparsity::new(0.7).unwrap(),
+            &Distribution::Erk,
+            1,
+        )
+        .unwrap();
+        let mut m = masks.apply(m);
+        let c = cfg(0, 1000, 1, DropFraction::Constant { alpha: 0.3 }, 5);
+        let up: Box<dyn TopologyUpdater> = if rigl {
+            Box::new(RiglUpdater::rigl(c).unwrap())
+        } else {
+            Box::new(SetUpdater::set(c).unwrap())
+        };
+        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+            .unwrap()
+            .with_updater(up)
+            .unwrap();
+        let want = per_layer_nnz(&opt);
+        let mut changed_total = 0;
+        for s in 0..1000u64 {
+            let (_, g) = mlp_grads(&m, 4, s, &d);
+            m = opt.step(0.05, m, g).unwrap();
+            assert_eq!(per_layer_nnz(&opt), want, "step {s}");
+            changed_total += opt
+                .last_report()
+                .unwrap()
+                .changed
+                .iter()
+                .map(|c| c.1)
+                .sum::<usize>();
+            if s % 100 == 0 {
+                assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+            }
+        }
+        assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+        assert!(
+            changed_total > 1000,
+            "the topology must actually change ({changed_total})"
+        );
+    }
+}
+
+#[test]
+fn snfs_conserves_total_over_updates() {
+    let d = device();
+    let m = Mlp::new([12, 10, 8, 4], &d);
+    let masks = random_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.8).unwrap(),
+        &Distribution::Erk,
+        2,
+    )
+    .unwrap();
+    let total = masks.nnz();
+    let mut m = masks.apply(m);
+    let c = SnfsConfig::reference(400, 10, 3).unwrap();
+    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(Snfs::new(c).unwrap()))
+        .unwrap();
+    let start = per_layer_nnz(&opt);
+    let mut moved = false;
+    for s in 0..400u64 {
+        let (_, g) = mlp_grads(&m, 8, s, &d);
+        m = opt.step(0.05, m, g).unwrap();
+        assert_eq!(opt.masks().nnz(), total, "step {s}");
+        moved |= per_layer_nnz(&opt) != start;
+    }
+    assert!(moved, "SNFS should move weights between layers");
+    assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+}
+
+#[derive(Module, Debug)]
+struct One {
+    w: Param<Tensor<2>>,
+}
+
+#[test]
+fn rigl_grows_at_largest_dense_gradient_with_zero_weight_and_momentum() {
+    // L = sum(w * C): the dense gradient is C, also at inactive positions.
+    let d = device();
+    let c = [[0.1f32, -5.0, 0.2], [3.0, 0.3, -0.4]];
+    let m = One {
+        w: Param::from_data([[1.0f32, 0.0, 2.0], [0.0, 0.5, 0.0]], &d),
+    };
+    let params = ParamFilter::new().select(&m).unwrap();
+    // Active: 0 (|1|), 2 (|2|), 4 (|.5|). Inactive: 1 (|g| 5), 3 (3), 5 (.4).
+    let masks = MaskSet::from_bits(
+        &m,
+        params,
+        vec![vec![true, false, true, false, true, false]],
+    )
+    .unwrap();
+    let mut m = masks.apply(m);
+    let mut conf = cfg(0, 10, 2, DropFraction::Constant { alpha: 0.67 }, 0);
+    conf.skip_weight_update = true;
+    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(RiglUpdater::rigl(conf).unwrap()))
+        .unwrap();
+    let grads = |m: &One| {
+        let ct = Tensor::<2>::from_data(c, &d);
+        GradientsParams::from_grads((m.w.val() * ct).sum().backward(), m)
+    };
+    {
+        let g = grads(&m);
+        m = opt.step(0.1, m, g).unwrap();
+    } // step 1: plain SGD, builds momentum
+    let w1 = to_host(m.w.val()).unwrap();
+    {
+        let g = grads(&m);
+        m = opt.step(0.1, m, g).unwrap();
+    } // step 2: update, n_drop = floor(.67*3) = 2
+    // Dropped: the two smallest |w| among {0, 2, 4}: 4 (.5-0.1*.3=.47) and 0 (1-0.1*.1=.99).
+    // Grown: the two largest |g| among inactive-after-drop {0, 1, 3, 4, 5}: 1 (5) and 3 (3).
+    let l = &opt.masks().layers()[0];
+    assert_eq!(l.bits(), &[false, true, true, true, false, false]);
+    let w = to_host(m.w.val()).unwrap();
+    assert_eq!(w[1], 0.0);
+    assert_eq!(w[3], 0.0);
+    assert_eq!(w[0], 0.0);
+    assert_eq!(w[4], 0.0);
+    assert_eq!(w[2], w1[2], "skip_weight_update leaves the survivors alone");
+    let v = to_host(opt.state(m.w.id).unwrap().slots[0].clone()).unwrap();
+    assert_eq!((v[0], v[1], v[3], v[4]), (0.0, 0.0, 0.0, 0.0));
+    assert!(v[2] != 0.0);
+    assert_eq!(
+        opt.last_report().unwrap().changed,
+        vec![("w".to_string(), 2)]
+    );
+    // The next step trains the grown weights from 0.
+    {
+        let g = grads(&m);
+        m = opt.step(0.1, m, g).unwrap();
+    }
+    let w = to_host(m.w.val()).unwrap();
+    assert!(
+        (w[1] - 0.5).abs() < 1e-6 && (w[3] + 0.3).abs() < 1e-6,
+        "{w:?}"
+    );
+}
+
+#[test]
+fn cosine_reaches_zero_at_end_and_mask_freezes() {
+    let d = device();
+    let m = Mlp::new([8, 8, 6, 3], &d);
+    let masks = random_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.5).unwrap(),
+        &Distribution::Erk,
+        4,
+    )
+    .unwrap();
+    let mut m = masks.apply(m);
+    let c = cfg(0, 60, 10, DropFraction::Cosine { alpha: 0.3 }, 9);
+    assert_eq!(c.drop_fraction.at(60, &c.schedule), 0.0);
+    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(RiglUpdater::rigl(c).unwrap()))
+        .unwrap();
+    let mut frozen: Option<Vec<Vec<bool>>> = None;
+    for s in 1..=120u64 {
+        let (_, g) = mlp_grads(&m, 4, s, &d);
+        m = opt.step(0.05, m, g).unwrap();
+        let bits: Vec<Vec<bool>> = opt
+            .masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect();
+        if s == 60 {
+            // The update at `end` drops floor(0 * n) = 0: nothing changes.
+            assert!(opt.last_report().unwrap().changed.iter().all(|c| c.1 == 0));
+        }
+        if s >= 60 {
+            match &frozen {
+                None => frozen = Some(bits),
+                Some(f) => assert_eq!(f, &bits, "mask changed after end at step {s}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn same_seed_same_masks_bit_for_bit() {
+    let run = |seed: u64| {
+        let d = device();
+        d.seed(11);
+        let m = Mlp::new([10, 9, 8, 3], &d);
+        let plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.8).unwrap(), 400, 50, seed);
+        let mut plan = plan;
+        plan.delta_t = 20;
+        let (mut m, mut opt) = plan
+            .build(m, &ParamFilter::new(), SgdConfig::default())
+            .unwrap();
+        for s in 0..200u64 {
+            let (_, g) = mlp_grads(&m, 4, s, &d);
+            m = opt.step(0.05, m, g).unwrap();
+        }
+        let bits: Vec<Vec<bool>> = opt
+            .masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect();
+        let w: Vec<u32> = to_host(m.l1.weight.val())
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        (bits, w)
+    };
+    let a = run(1);
+    assert_eq!(a, run(1));
+    assert_ne!(a.0, run(2).0);
+}
+
+struct NanGrow;
+impl GrowScore for NanGrow {
+    fn name(&self) -> &'static str {
+        "nan"
+    }
+    fn needs_grads(&self) -> bool {
+        false
+    }
+    fn scores(&self, view: &LayerView<'_>, _: &mut SparseRng) -> Vec<f32> {
+        vec![f32::NAN; view.mask.len()]
+    }
+}
+
+#[test]
+fn bad_inputs() {
+    assert!(matches!(
+        DropGrow::new(
+            cfg(0, 10, 1, DropFraction::Cosine { alpha: 1.5 }, 0),
+            RandomGrow
+        ),
+        Err(MaskError::InvalidFraction { .. })
+    ));
+    assert!(matches!(
+        UpdateSchedule::new(0, 10, 0),
+        Err(MaskError::InvalidConfig {
+            field: "delta_t",
+            ..
+        })
+    ));
+    assert!(matches!(
+        UpdateSchedule::new(5, 5, 1),
+        Err(MaskError::InvalidConfig { field: "end", .. })
+    ));
+    let mut plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9).unwrap(), 1000, 100, 0);
+    plan.delta_t = 0;
+    assert!(plan.updater().is_err());
+    assert!("bogus".parse::<DstMethod>().is_err());
+    // A NaN grow score skips the update and leaves the mask alone.
+    let d = device();
+    let m = Mlp::new([6, 5, 4, 3], &d);
+    let masks = random_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.5).unwrap(),
+        &Distribution::Erk,
+        1,
+    )
+    .unwrap();
+    let before: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
+    let mut m = masks.apply(m);
+    let up = DropGrow::new(
+        cfg(0, 10, 1, DropFraction::Constant { alpha: 0.5 }, 0),
+        NanGrow,
+    )
+    .unwrap();
+    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(up))
+        .unwrap();
+    for s in 0..3 {
+        let (_, g) = mlp_grads(&m, 4, s, &d);
+        m = opt.step(0.05, m, g).unwrap();
+    }
+    let after: Vec<Vec<bool>> = opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| l.bits().to_vec())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn checkpoint_resumes_topology_and_counters() {
+    let d = device();
+    let dir = tempfile::tempdir().unwrap();
+    d.seed(5);
+    let m = Mlp::new([10, 9, 8, 3], &d);
+    let mut plan = DstPlan::new(DstMethod::Set, Sparsity::new(0.8).unwrap(), 100, 10, 3);
+    plan.delta_t = 10;
+    let (mut m, mut opt) = plan
+        .build(m, &ParamFilter::new(), SgdConfig::default())
+        .unwrap();
+    for s in 0..35u64 {
+        let (_, g) = mlp_grads(&m, 4, s, &d);
+        m = opt.step(0.05, m, g).unwrap();
+    }
+    burn_sparse_mask::checkpoint::save_module_atomic(m.clone(), &dir.path().join("m.bpk")).unwrap();
+    opt.save(&dir.path().join("o.bsp")).unwrap();
+    let mut a = m;
+    for s in 35..70u64 {
+        let (_, g) = mlp_grads(&a, 4, s, &d);
+        a = opt.step(0.05, a, g).unwrap();
+    }
+    let mut b = burn_sparse_mask::checkpoint::load_module(
+        Mlp::new([10, 9, 8, 3], &d),
+        &dir.path().join("m.bpk"),
+    )
+    .unwrap();
+    let mut opt2 = SparseOptimizer::load(&dir.path().join("o.bsp"), &b)
+        .unwrap()
+        .with_updater(plan.updater().unwrap().unwrap())
+        .unwrap();
+    for s in 35..70u64 {
+        let (_, g) = mlp_grads(&b, 4, s, &d);
+        b = opt2.step(0.05, b, g).unwrap();
+    }
+    let bits = |o: &SparseOptimizer| -> Vec<Vec<bool>> {
+        o.masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect()
+    };
+    assert_eq!(bits(&opt), bits(&opt2));
+    assert_eq!(
+        to_host(a.l2.weight.val())
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>(),
+        to_host(b.l2.weight.val())
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect::<Vec<_>>()
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Redistribution conserves the total (up to capacity) and respects every cap.
+    #[test]
+    fn redistribution_conserves_and_caps(
+        total in 0usize..5000,
+        w in proptest::collection::vec(0.0f64..10.0, 1..6),
+        caps in proptest::collection::vec(0usize..3000, 6),
+    ) {
+        let caps = &caps[..w.len()];
+        let g = redistribute(total, &w, caps);
+        prop_assert_eq!(g.iter().sum::<usize>(), total.min(caps.iter().sum()));
+        for (x, c) in g.iter().zip(caps) {
+            prop_assert!(x <= c);
+        }
+    }
+}

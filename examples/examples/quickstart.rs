@@ -52,9 +52,10 @@ fn run(
     let cfg = TrainConfig {
         batch_size: 128,
         lr: 0.05,
+        cosine_total_steps: None,
     };
     for epoch in 0..epochs {
-        let (m, loss) = train_epoch(
+        let (m, report) = train_epoch(
             model,
             &mut optim,
             &data.train,

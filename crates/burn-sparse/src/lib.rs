@@ -9,6 +9,7 @@
 //! | [`mask`] | `burn-sparse-mask`: masks, top-k, distributions, schedules, sparse optimizers | always |
 //! | [`data`] | `burn-sparse-data`: MNIST, Fashion-MNIST, CIFAR-10 | `data` (default) |
 //! | [`dynamic`] | `burn-sparse-dynamic`: SET, RigL, SNFS, static | `dynamic` (default) |
+//! | [`saliency`] | `burn-sparse-saliency`: magnitude, random, SNIP, GraSP, SynFlow | `saliency` (default) |
 //! | [`models`] | LeNet-300-100, LeNet-5 | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
@@ -48,6 +49,9 @@ pub use burn_sparse_data as data;
 #[cfg(feature = "dynamic")]
 pub use burn_sparse_dynamic as dynamic;
 
+#[cfg(feature = "saliency")]
+pub use burn_sparse_saliency as saliency;
+
 pub mod device;
 pub mod models;
 pub mod train;
@@ -61,4 +65,8 @@ pub mod prelude {
     #[cfg(feature = "dynamic")]
     pub use burn_sparse_dynamic::{DstMethod, DstPlan, RiglUpdater, SetUpdater, Snfs};
     pub use burn_sparse_mask::prelude::*;
+    #[cfg(feature = "saliency")]
+    pub use burn_sparse_saliency::{
+        Grasp, Magnitude, PruneConfig, RandomScore, Saliency, Snip, SynFlow, prune_at_init,
+    };
 }

@@ -8,13 +8,37 @@ use burn_sparse_mask::{MaskError, SparseOptimizer, finite_loss};
 
 use crate::models::Classifier;
 
-/// Batch size and learning rate of a run.
+/// Batch size and learning-rate schedule of a run.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// Batch size.
     pub batch_size: usize,
-    /// Learning rate.
+    /// Base learning rate.
     pub lr: f64,
+    /// Decay the learning rate by a cosine from `lr` at step 0 to 0 at this step (None: constant).
+    pub cosine_total_steps: Option<u64>,
+}
+
+impl TrainConfig {
+    /// The learning rate at optimizer step `t` (0-based).
+    pub fn lr_at(&self, t: u64) -> f64 {
+        match self.cosine_total_steps {
+            Some(total) if total > 0 => {
+                let x = (t.min(total) as f64) / total as f64;
+                self.lr * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+            }
+            _ => self.lr,
+        }
+    }
+}
+
+/// What an epoch did.
+#[derive(Debug, Clone, Default)]
+pub struct EpochReport {
+    /// Mean training loss.
+    pub loss: f64,
+    /// The topology updates that happened (step and connections changed per layer).
+    pub updates: Vec<burn_sparse_mask::StepReport>,
 }
 
 /// Errors of the loop: the optimizer's, or a dataset's.
@@ -85,7 +109,7 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     idx
 }
 
-/// One epoch over `data` in a seeded order. Returns the mean training loss. Stops with
+/// One epoch over `data` in a seeded order. Returns the model and an [`EpochReport`]. Stops with
 /// [`MaskError::NonFinite`] on a NaN or infinite loss, before it reaches the weights.
 ///
 /// # Errors
@@ -97,20 +121,31 @@ pub fn train_epoch<M: Classifier, D: BatchSource>(
     cfg: TrainConfig,
     seed: u64,
     device: &Device,
-) -> Result<(M, f64), TrainError> {
+) -> Result<(M, EpochReport), TrainError> {
     let order = permutation(data.len(), seed);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut total = 0.0;
     let mut batches = 0usize;
+    let mut updates = Vec::new();
     for idx in order.chunks(cfg.batch_size.max(1)) {
         let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
         let loss = loss_fn.forward(model.logits(x), y);
         total += finite_loss(&loss)? as f64;
         batches += 1;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(cfg.lr, model, grads)?;
+        let lr = cfg.lr_at(optim.steps());
+        model = optim.step(lr, model, grads)?;
+        if let Some(r) = optim.last_report().filter(|r| !r.changed.is_empty()) {
+            updates.push(r.clone());
+        }
     }
-    Ok((model, total / batches.max(1) as f64))
+    Ok((
+        model,
+        EpochReport {
+            loss: total / batches.max(1) as f64,
+            updates,
+        },
+    ))
 }
 
 /// Top-1 accuracy of `model` on `data`, in percent (exact count over every item).

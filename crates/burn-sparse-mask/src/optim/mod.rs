@@ -16,5 +16,5 @@ mod topology;
 
 pub use masked::{MaskedOptimizer, mask_gradients};
 pub use rule::{AdamConfig, Rule, SgdConfig};
-pub use sparse::{ParamState, SparseOptimizer, StepReport};
+pub use sparse::{ParamState, SparseOptimizer, StepReport, WriteWeights, read_grads};
 pub use topology::{LayerView, TopologyChange, TopologyUpdater};

@@ -533,7 +533,12 @@ fn flat_grads<M: Module>(masks: &MaskSet, model: &M, grads: &GradientsParams) ->
         .collect()
 }
 
-fn read_grads<M: Module>(
+/// The gradients of every masked parameter, flattened, in layer order (zeros where a layer has
+/// no gradient).
+///
+/// # Errors
+/// [`MaskError::Data`] if a gradient cannot be read back.
+pub fn read_grads<M: Module>(
     masks: &MaskSet,
     model: &M,
     grads: &GradientsParams,
@@ -624,8 +629,11 @@ impl ModuleMapper for StepMapper<'_> {
     }
 }
 
-struct WriteWeights {
-    values: HashMap<ParamId, Vec<f32>>,
+/// Overwrite parameters by id with host values (flattened, row-major), keeping ids and autodiff
+/// settings.
+pub struct WriteWeights {
+    /// New values by parameter id.
+    pub values: HashMap<ParamId, Vec<f32>>,
 }
 
 impl ModuleMapper for WriteWeights {

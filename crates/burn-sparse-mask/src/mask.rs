@@ -164,6 +164,32 @@ impl MaskSet {
         Ok(Self { layers, index })
     }
 
+    /// The same masks bound to another instance of the architecture (for example a fresh
+    /// initialisation, or a model loaded from a record), matched by parameter path.
+    ///
+    /// # Errors
+    /// [`MaskError::UnknownParam`] or [`MaskError::ShapeMismatch`] if `model` lacks a path or
+    /// has another shape there.
+    pub fn rebind<M: Module>(&self, model: &M) -> Result<Self> {
+        let all = param_infos(model);
+        let mut params = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let p = all.iter().find(|q| q.path == l.info.path).ok_or_else(|| {
+                MaskError::UnknownParam {
+                    name: l.info.path.clone(),
+                    known: all
+                        .iter()
+                        .map(|q| q.path.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
+            params.push(p.clone());
+        }
+        let bits = self.layers.iter().map(|l| l.bits.clone()).collect();
+        Self::from_bits(model, params, bits)
+    }
+
     /// The layer masks, in the model's parameter order.
     pub fn layers(&self) -> &[LayerMask] {
         &self.layers

@@ -10,6 +10,7 @@
 //! | [`data`] | `burn-sparse-data`: MNIST, Fashion-MNIST, CIFAR-10 | `data` (default) |
 //! | [`dynamic`] | `burn-sparse-dynamic`: SET, RigL, SNFS, static | `dynamic` (default) |
 //! | [`saliency`] | `burn-sparse-saliency`: magnitude, random, SNIP, GraSP, SynFlow | `saliency` (default) |
+//! | [`lottery`] | `burn-sparse-lottery`: IMP with rewinding, baselines, linear mode connectivity | `lottery` (default) |
 //! | [`models`] | LeNet-300-100, LeNet-5 | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
@@ -52,6 +53,9 @@ pub use burn_sparse_dynamic as dynamic;
 #[cfg(feature = "saliency")]
 pub use burn_sparse_saliency as saliency;
 
+#[cfg(feature = "lottery")]
+pub use burn_sparse_lottery as lottery;
+
 pub mod device;
 pub mod models;
 pub mod train;
@@ -64,6 +68,8 @@ pub mod prelude {
     pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};
     #[cfg(feature = "dynamic")]
     pub use burn_sparse_dynamic::{DstMethod, DstPlan, RiglUpdater, SetUpdater, Snfs};
+    #[cfg(feature = "lottery")]
+    pub use burn_sparse_lottery::{Imp, ImpConfig, PruneRate, Rewind, Variant};
     pub use burn_sparse_mask::prelude::*;
     #[cfg(feature = "saliency")]
     pub use burn_sparse_saliency::{

@@ -175,3 +175,98 @@ pub fn accuracy<M: Classifier, D: BatchSource>(
     }
     Ok(100.0 * correct as f64 / data.len().max(1) as f64)
 }
+
+/// Train from optimizer step `start` to `end` (exclusive, 0-based step indices) with a
+/// step-indexed data order: step `j` uses batch `j % steps_per_epoch` of the permutation of
+/// epoch `j / steps_per_epoch` (seeded by `seed` and the epoch), and learning rate
+/// `cfg.lr_at(j)`. So a run rewound to step `k` continues exactly as the original would have.
+/// `on_step(j + 1, &model)` is called after every step.
+///
+/// # Errors
+/// [`TrainError`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_steps<M: Classifier, D: BatchSource>(
+    mut model: M,
+    optim: &mut SparseOptimizer,
+    data: &D,
+    cfg: TrainConfig,
+    (start, end): (u64, u64),
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(u64, &M),
+) -> Result<M, TrainError> {
+    let bs = cfg.batch_size.max(1);
+    let spe = data.len().div_ceil(bs).max(1) as u64;
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut order: Option<(u64, Vec<usize>)> = None;
+    for j in start..end {
+        let epoch = j / spe;
+        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            order = Some((
+                epoch,
+                permutation(data.len(), seed.wrapping_mul(1_000_003).wrapping_add(epoch)),
+            ));
+        }
+        let perm = &order.as_ref().expect("set above").1;
+        let pos = (j % spe) as usize * bs;
+        let idx = &perm[pos..(pos + bs).min(perm.len())];
+        let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
+        let loss = loss_fn.forward(model.logits(x), y);
+        finite_loss(&loss)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(cfg.lr_at(j), model, grads)?;
+        on_step(j + 1, &model);
+    }
+    Ok(model)
+}
+
+/// An [`ImpTrainer`](burn_sparse_lottery::ImpTrainer) for the facade's models: trains
+/// `total_steps` with [`train_steps`] and evaluates on `test`.
+#[cfg(feature = "lottery")]
+pub struct StepTrainer<'a, D: BatchSource> {
+    /// Training data.
+    pub train: &'a D,
+    /// Test data.
+    pub test: &'a D,
+    /// Batch size and learning rate.
+    pub cfg: TrainConfig,
+    /// The budget of every level, in steps.
+    pub total_steps: u64,
+    /// The device.
+    pub device: Device,
+}
+
+#[cfg(feature = "lottery")]
+impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepTrainer<'_, D> {
+    fn train(
+        &mut self,
+        model: M,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        data_seed: u64,
+        on_step: &mut dyn FnMut(u64, &M),
+    ) -> burn_sparse_mask::Result<M> {
+        train_steps(
+            model,
+            optim,
+            self.train,
+            self.cfg,
+            (start, self.total_steps),
+            data_seed,
+            &self.device,
+            on_step,
+        )
+        .map_err(into_mask_error)
+    }
+    fn accuracy(&mut self, model: &M) -> burn_sparse_mask::Result<f64> {
+        accuracy(model, self.test, &self.device).map_err(into_mask_error)
+    }
+}
+
+#[cfg(feature = "lottery")]
+fn into_mask_error(e: TrainError) -> MaskError {
+    match e {
+        TrainError::Mask(m) => m,
+        TrainError::Data(d) => MaskError::Data(d),
+    }
+}

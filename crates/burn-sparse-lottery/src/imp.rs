@@ -1,0 +1,551 @@
+//! The IMP driver: levels of train, prune, rewind; baselines; resumable level artifacts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn_sparse_mask::checkpoint::{Archive, Blob, atomic_write, load_module, save_module_atomic};
+use burn_sparse_mask::{
+    MaskError, MaskSet, ParamFilter, ParamInfo, Result, Rule, SparseOptimizer, SparseRng,
+    param_infos, top_k_segments,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::lmc::{LmcReport, linear_mode_connectivity};
+
+/// How much of the remaining weights each level prunes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PruneRate {
+    /// One global magnitude ranking over all prunable weights (OpenLTH: 0.2).
+    Global(f64),
+    /// A rate per layer (the LTH paper: 0.2 for fc layers, 0.1 for the output layer).
+    PerLayer {
+        /// The rate of layers not named in `overrides`.
+        default: f64,
+        /// Rates by parameter path.
+        overrides: BTreeMap<String, f64>,
+    },
+}
+
+impl PruneRate {
+    /// The LTH paper's rates for fully connected nets: 20% per level, 10% for `output`.
+    pub fn lth_fc(output: &str) -> Self {
+        let mut o = BTreeMap::new();
+        o.insert(output.to_string(), 0.1);
+        PruneRate::PerLayer {
+            default: 0.2,
+            overrides: o,
+        }
+    }
+
+    fn validate(&self, params: &[ParamInfo]) -> Result<()> {
+        let check = |r: f64| {
+            if r.is_nan() || !(0.0..1.0).contains(&r) {
+                Err(MaskError::InvalidFraction {
+                    what: "prune rate",
+                    value: r,
+                    range: "[0, 1)",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            PruneRate::Global(r) => check(*r),
+            PruneRate::PerLayer { default, overrides } => {
+                check(*default)?;
+                for (k, r) in overrides {
+                    check(*r)?;
+                    if !params.iter().any(|p| &p.path == k) {
+                        return Err(MaskError::UnknownParam {
+                            name: k.clone(),
+                            known: params
+                                .iter()
+                                .map(|p| p.path.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        });
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Where survivors are reset to after pruning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rewind {
+    /// The initialisation `w0` (the original LTH, Frankle & Carbin 2019, arXiv:1803.03635).
+    Init,
+    /// The weights after `k` optimizer steps of the dense run ("late rewinding"); later levels
+    /// train from step `k` to the end of the budget.
+    Step(u64),
+}
+
+impl Rewind {
+    /// Rewind to the end of epoch `e`.
+    pub fn epochs(e: u64, steps_per_epoch: u64) -> Self {
+        if e == 0 {
+            Rewind::Init
+        } else {
+            Rewind::Step(e * steps_per_epoch)
+        }
+    }
+    /// The step to rewind to.
+    pub fn step(self) -> u64 {
+        match self {
+            Rewind::Init => 0,
+            Rewind::Step(k) => k,
+        }
+    }
+}
+
+/// A run at a level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// The winning ticket: IMP mask, rewound weights.
+    Ticket,
+    /// Same mask, fresh initialisation.
+    RandomReinit,
+    /// Same per-layer counts at random positions, rewound weights.
+    RandomPruning,
+}
+
+/// IMP settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImpConfig {
+    /// Prune rate per level.
+    pub rate: PruneRate,
+    /// Levels after the dense one (level 0).
+    pub levels: usize,
+    /// Stop once the density is at or below this.
+    pub min_density: Option<f64>,
+    /// Rewind point.
+    pub rewind: Rewind,
+    /// Baselines to train at every pruned level besides the ticket.
+    pub baselines: Vec<Variant>,
+    /// Seed of the initialisation, baselines and data order.
+    pub seed: u64,
+}
+
+/// Trains and evaluates a model for the driver.
+pub trait ImpTrainer<M: Module> {
+    /// Train from optimizer step `start` to the end of the budget, in the data order of
+    /// `data_seed`. Call `on_step(t, &model)` after every step `t` (1-based), so the driver can
+    /// capture the rewind weights at exactly step `k`.
+    ///
+    /// # Errors
+    /// Any training error (NaN loss ...).
+    fn train(
+        &mut self,
+        model: M,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        data_seed: u64,
+        on_step: &mut dyn FnMut(u64, &M),
+    ) -> Result<M>;
+    /// Test accuracy in percent.
+    ///
+    /// # Errors
+    /// Any evaluation error.
+    fn accuracy(&mut self, model: &M) -> Result<f64>;
+}
+
+/// The metrics of one level, written to `level_NN/metrics.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelMetrics {
+    /// The level (0 = dense).
+    pub level: usize,
+    /// Kept / prunable weights.
+    pub density: f64,
+    /// Kept weights.
+    pub nnz: usize,
+    /// Kept weights per layer.
+    pub layer_nnz: Vec<(String, usize)>,
+    /// Test accuracy (%) per variant.
+    pub accuracy: BTreeMap<Variant, f64>,
+}
+
+/// The IMP driver. `init(seed)` builds a freshly initialised model (the same seed must give
+/// the same weights).
+pub struct Imp<M, I: Fn(u64) -> M> {
+    cfg: ImpConfig,
+    dir: PathBuf,
+    filter: ParamFilter,
+    rule: Rule,
+    init: I,
+}
+
+fn level_dir(dir: &Path, level: usize) -> PathBuf {
+    dir.join(format!("level_{level:02}"))
+}
+
+/// Save masks by path (one byte per weight) atomically.
+///
+/// # Errors
+/// I/O.
+pub fn save_masks(masks: &MaskSet, path: &Path) -> Result<()> {
+    let mut a = Archive::default();
+    let mut layers = Vec::new();
+    for l in masks.layers() {
+        layers.push(serde_json::json!({"path": l.param().path, "shape": l.param().shape}));
+        a.blobs.insert(
+            format!("mask/{}", l.param().path),
+            Blob::U8(l.bits().iter().map(|&b| u8::from(b)).collect()),
+        );
+    }
+    a.meta = serde_json::json!({ "layers": layers });
+    a.save(path)
+}
+
+/// Load masks saved by [`save_masks`] for `model` (matched by path, shapes checked).
+///
+/// # Errors
+/// I/O, corrupt files, unknown paths or mismatched shapes.
+pub fn load_masks<M: Module>(model: &M, path: &Path) -> Result<MaskSet> {
+    let a = Archive::load(path)?;
+    let corrupt = |m: String| MaskError::CorruptCheckpoint {
+        path: path.to_path_buf(),
+        message: m,
+    };
+    let all = param_infos(model);
+    let layers = a.meta["layers"]
+        .as_array()
+        .ok_or_else(|| corrupt("no layer list".into()))?;
+    let mut params = Vec::new();
+    let mut bits = Vec::new();
+    for l in layers {
+        let p = l["path"]
+            .as_str()
+            .ok_or_else(|| corrupt("layer without path".into()))?;
+        let info = all
+            .iter()
+            .find(|q| q.path == p)
+            .ok_or_else(|| MaskError::UnknownParam {
+                name: p.to_string(),
+                known: all
+                    .iter()
+                    .map(|q| q.path.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let b = a.u8(&format!("mask/{p}"), path)?;
+        if b.len() != info.numel() {
+            return Err(MaskError::ShapeMismatch {
+                param: p.to_string(),
+                mask: vec![b.len()],
+                weight: info.shape.clone(),
+            });
+        }
+        params.push(info.clone());
+        bits.push(b.iter().map(|&x| x != 0).collect());
+    }
+    MaskSet::from_bits(model, params, bits)
+}
+
+/// Prune `rate` of the surviving weights of each layer (or globally) by smallest `|w|`.
+/// Exact: a layer with `n` survivors at rate `p` loses `round(p * n)` (globally: `round(p * N)`
+/// of all `N` survivors). Ties: the higher flat index goes first.
+///
+/// # Errors
+/// A rate outside `[0, 1)` or unknown layer names.
+pub fn prune_level(
+    masks: &MaskSet,
+    weights: &[Vec<f32>],
+    rate: &PruneRate,
+) -> Result<Vec<Vec<bool>>> {
+    rate.validate(&masks.params())?;
+    let scores: Vec<Vec<f32>> = masks
+        .layers()
+        .iter()
+        .zip(weights)
+        .map(|(l, w)| {
+            l.bits()
+                .iter()
+                .zip(w)
+                .map(|(&b, &x)| if b { x.abs() } else { f32::NEG_INFINITY })
+                .collect()
+        })
+        .collect();
+    match rate {
+        PruneRate::Global(p) => {
+            let n = masks.nnz();
+            let keep = n - ((p * n as f64).round() as usize).min(n);
+            let segs: Vec<(&str, &[f32])> = masks
+                .layers()
+                .iter()
+                .zip(&scores)
+                .map(|(l, s)| (l.param().path.as_str(), s.as_slice()))
+                .collect();
+            top_k_segments(&segs, keep)
+        }
+        PruneRate::PerLayer { default, overrides } => masks
+            .layers()
+            .iter()
+            .zip(&scores)
+            .map(|(l, s)| {
+                let p = overrides.get(&l.param().path).copied().unwrap_or(*default);
+                let n = l.nnz();
+                let keep = n - ((p * n as f64).round() as usize).min(n);
+                Ok(top_k_segments(&[(l.param().path.as_str(), s)], keep)?
+                    .pop()
+                    .unwrap_or_default())
+            })
+            .collect(),
+    }
+}
+
+/// Random positions with the same count per layer as `masks`, from `seed`.
+pub fn random_pruning(masks: &MaskSet, seed: u64) -> Vec<Vec<bool>> {
+    masks
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut idx: Vec<usize> = (0..l.numel()).collect();
+            SparseRng::derive(seed, &[i as u64, 0x7a]).shuffle(&mut idx);
+            let mut b = vec![false; l.numel()];
+            for &j in &idx[..l.nnz()] {
+                b[j] = true;
+            }
+            b
+        })
+        .collect()
+}
+
+impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
+    /// A driver writing its artifacts to `dir`.
+    pub fn new(
+        cfg: ImpConfig,
+        dir: impl Into<PathBuf>,
+        filter: ParamFilter,
+        rule: impl Into<Rule>,
+        init: I,
+    ) -> Self {
+        Self {
+            cfg,
+            dir: dir.into(),
+            filter,
+            rule: rule.into(),
+            init,
+        }
+    }
+
+    /// The run directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn train_variant(
+        &self,
+        trainer: &mut impl ImpTrainer<M>,
+        model: M,
+        masks: MaskSet,
+        start: u64,
+        capture: Option<&mut Option<M>>,
+    ) -> Result<(M, f64)> {
+        let model = masks.apply(model);
+        let mut optim = SparseOptimizer::new(self.rule, masks)?;
+        let k = self.cfg.rewind.step();
+        let mut slot = capture;
+        let mut on_step = |t: u64, m: &M| {
+            if t == k {
+                if let Some(s) = slot.as_deref_mut() {
+                    *s = Some(m.clone());
+                }
+            }
+        };
+        let trained = trainer.train(model, &mut optim, start, self.cfg.seed, &mut on_step)?;
+        let v: usize = optim
+            .masks()
+            .violations(&trained)?
+            .iter()
+            .map(|v| v.1)
+            .sum();
+        if v != 0 {
+            return Err(MaskError::ModelMismatch(format!(
+                "{v} masked weights are non-zero after training"
+            )));
+        }
+        let acc = trainer.accuracy(&trained)?;
+        Ok((trained, acc))
+    }
+
+    /// Run (or resume) every level. A level whose `metrics.json` exists is skipped; the driver
+    /// picks up from the last finished level's mask and final weights, so a killed run ends with
+    /// the same result as an uninterrupted one. `on_level` sees each level's metrics as it
+    /// finishes (or is found finished).
+    ///
+    /// # Errors
+    /// Training, I/O and configuration errors.
+    pub fn run(
+        &self,
+        trainer: &mut impl ImpTrainer<M>,
+        mut on_level: impl FnMut(&LevelMetrics),
+    ) -> Result<Vec<LevelMetrics>> {
+        let params = self.filter.select(&(self.init)(self.cfg.seed))?;
+        self.cfg.rate.validate(&params)?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| MaskError::Io {
+            path: self.dir.clone(),
+            source: e,
+        })?;
+        atomic_write(
+            &self.dir.join("imp_config.json"),
+            serde_json::to_string_pretty(&self.cfg)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        let mut out = Vec::new();
+        for level in 0..=self.cfg.levels {
+            let ldir = level_dir(&self.dir, level);
+            let metrics_path = ldir.join("metrics.json");
+            if let Ok(bytes) = std::fs::read(&metrics_path) {
+                if let Ok(m) = serde_json::from_slice::<LevelMetrics>(&bytes) {
+                    on_level(&m);
+                    let stop = self.cfg.min_density.is_some_and(|d| m.density <= d);
+                    out.push(m);
+                    if stop {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            let m = self.run_level(level, trainer)?;
+            on_level(&m);
+            let stop = self.cfg.min_density.is_some_and(|d| m.density <= d);
+            out.push(m);
+            if stop {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rewind weights (masked by nothing), from `rewind.bpk`.
+    ///
+    /// # Errors
+    /// When level 0 has not finished.
+    pub fn rewind_weights(&self) -> Result<M> {
+        load_module((self.init)(self.cfg.seed), &self.dir.join("rewind.bpk"))
+    }
+
+    /// The mask of a finished level (bound to a fresh model; use
+    /// [`MaskSet::rebind`] for another instance).
+    ///
+    /// # Errors
+    /// When the level has not finished.
+    pub fn level_masks(&self, level: usize) -> Result<MaskSet> {
+        load_masks(
+            &(self.init)(self.cfg.seed),
+            &level_dir(&self.dir, level).join("masks.bsp"),
+        )
+    }
+
+    fn run_level(&self, level: usize, trainer: &mut impl ImpTrainer<M>) -> Result<LevelMetrics> {
+        let ldir = level_dir(&self.dir, level);
+        let k = self.cfg.rewind.step();
+        let mut accuracy = BTreeMap::new();
+        let (masks, final_model) = if level == 0 {
+            let init = (self.init)(self.cfg.seed);
+            let masks = MaskSet::dense(&init, &self.filter)?;
+            let mut captured = None;
+            if k == 0 {
+                captured = Some(init.clone());
+            }
+            let (trained, acc) =
+                self.train_variant(trainer, init, masks.clone(), 0, Some(&mut captured))?;
+            let rewind = captured.ok_or_else(|| MaskError::InvalidConfig {
+                field: "rewind",
+                message: format!("the dense run ended before the rewind step {k}"),
+            })?;
+            save_module_atomic(rewind, &self.dir.join("rewind.bpk"))?;
+            accuracy.insert(Variant::Ticket, acc);
+            (masks, trained)
+        } else {
+            let prev = level_dir(&self.dir, level - 1);
+            let template = (self.init)(self.cfg.seed);
+            let prev_model = load_module(template, &prev.join("final.bpk"))?;
+            let prev_masks = load_masks(&prev_model, &prev.join("masks.bsp"))?;
+            let w = prev_masks.read_weights(&prev_model)?;
+            let bits = prune_level(&prev_masks, &w, &self.cfg.rate)?;
+            let rewind = self.rewind_weights()?;
+            let masks =
+                MaskSet::from_bits(&prev_model, prev_masks.params(), bits)?.rebind(&rewind)?;
+            let (trained, acc) =
+                self.train_variant(trainer, rewind.clone(), masks.clone(), k, None)?;
+            accuracy.insert(Variant::Ticket, acc);
+            for &b in &self.cfg.baselines {
+                let seed = self.cfg.seed ^ (0x9e37_79b9 + level as u64);
+                let (model, bm) = match b {
+                    Variant::Ticket => continue,
+                    Variant::RandomReinit => {
+                        let fresh = (self.init)(seed);
+                        let bm = masks.rebind(&fresh)?;
+                        (fresh, bm)
+                    }
+                    Variant::RandomPruning => {
+                        let bits = random_pruning(&masks, seed);
+                        let bm = MaskSet::from_bits(&rewind, masks.params(), bits)?;
+                        (rewind.clone(), bm)
+                    }
+                };
+                let (_, acc) = self.train_variant(trainer, model, bm, k, None)?;
+                accuracy.insert(b, acc);
+            }
+            (masks, trained)
+        };
+        save_masks(&masks, &ldir.join("masks.bsp"))?;
+        save_module_atomic(final_model, &ldir.join("final.bpk"))?;
+        let m = LevelMetrics {
+            level,
+            density: masks.density(),
+            nnz: masks.nnz(),
+            layer_nnz: masks
+                .layers()
+                .iter()
+                .map(|l| (l.param().path.clone(), l.nnz()))
+                .collect(),
+            accuracy,
+        };
+        atomic_write(
+            &ldir.join("metrics.json"),
+            serde_json::to_string_pretty(&m)
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        Ok(m)
+    }
+
+    /// Instability of the ticket of `level`: from the rewind point, train two copies with data
+    /// seeds `seeds` and evaluate `points` interpolations (error = 100 - accuracy).
+    ///
+    /// # Errors
+    /// When the level has not finished, or training fails.
+    pub fn instability(
+        &self,
+        level: usize,
+        trainer: &mut impl ImpTrainer<M>,
+        seeds: (u64, u64),
+        points: usize,
+    ) -> Result<LmcReport> {
+        let rewind = self.rewind_weights()?;
+        let masks = if level == 0 {
+            MaskSet::dense(&rewind, &self.filter)?
+        } else {
+            self.level_masks(level)?.rebind(&rewind)?
+        };
+        let k = self.cfg.rewind.step();
+        let mut run = |seed: u64| -> Result<M> {
+            let model = masks.apply(rewind.clone());
+            let mut optim = SparseOptimizer::new(self.rule, masks.clone())?;
+            trainer.train(model, &mut optim, k, seed, &mut |_, _| {})
+        };
+        let a = run(seeds.0)?;
+        let b = run(seeds.1)?;
+        linear_mode_connectivity(&a, &b, points, |m| Ok(100.0 - trainer.accuracy(m)?))
+    }
+}

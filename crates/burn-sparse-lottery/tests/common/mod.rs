@@ -1,0 +1,95 @@
+//! Shared test models and the device every test runs on.
+#![allow(dead_code, missing_docs)]
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::GradientsParams;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+
+/// The device the tests run on: flex (CPU) with autodiff by default; wgpu with the `wgpu`
+/// feature and `BURN_SPARSE_TEST_BACKEND=wgpu`.
+pub fn device() -> Device {
+    #[cfg(feature = "wgpu")]
+    if std::env::var("BURN_SPARSE_TEST_BACKEND").as_deref() == Ok("wgpu") {
+        return Device::wgpu(Default::default()).autodiff();
+    }
+    Device::flex().autodiff()
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub l1: Linear,
+    pub l2: Linear,
+    pub l3: Linear,
+}
+
+impl Mlp {
+    pub fn new(dims: [usize; 4], device: &Device) -> Self {
+        Self {
+            l1: LinearConfig::new(dims[0], dims[1]).init(device),
+            l2: LinearConfig::new(dims[1], dims[2]).init(device),
+            l3: LinearConfig::new(dims[2], dims[3]).init(device),
+        }
+    }
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.l3
+            .forward(relu(self.l2.forward(relu(self.l1.forward(x)))))
+    }
+}
+
+/// Conv (rank-4 weight) and Linear (rank-2) in one model, with a Vec of layers for `features.N`.
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    pub features: Vec<Conv2d>,
+    pub head: Linear,
+}
+
+impl ConvNet {
+    pub fn new(device: &Device) -> Self {
+        Self {
+            features: vec![
+                Conv2dConfig::new([1, 4], [3, 3]).init(device),
+                Conv2dConfig::new([4, 6], [3, 3]).init(device),
+            ],
+            head: LinearConfig::new(6 * 4 * 4, 3).init(device),
+        }
+    }
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut h = x;
+        for c in &self.features {
+            h = relu(c.forward(h));
+        }
+        let [b, c, hh, ww] = h.dims();
+        self.head.forward(h.reshape([b, c * hh * ww]))
+    }
+}
+
+/// Cross-entropy gradients of the MLP on a random batch.
+pub fn mlp_grads(model: &Mlp, batch: usize, seed: u64, device: &Device) -> (f32, GradientsParams) {
+    let d_in = model.l1.weight.dims()[0];
+    let d_out = model.l3.weight.dims()[1];
+    let mut rng = burn_sparse_mask::SparseRng::new(seed);
+    let x: Vec<f32> = (0..batch * d_in)
+        .map(|_| rng.next_f32() * 2.0 - 1.0)
+        .collect();
+    let y: Vec<i64> = (0..batch).map(|_| rng.below(d_out as u64) as i64).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(x, [batch, d_in]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(y, [batch]), device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(model.forward(x), y);
+    let l = burn_sparse_mask::finite_loss(&loss).unwrap();
+    (l, GradientsParams::from_grads(loss.backward(), model))
+}
+
+pub fn conv_grads(model: &ConvNet, device: &Device) -> GradientsParams {
+    let x = Tensor::<4>::random([2, 1, 8, 8], Distribution::Normal(0.0, 1.0), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), device);
+    let loss = CrossEntropyLossConfig::new()
+        .init(device)
+        .forward(model.forward(x), y);
+    GradientsParams::from_grads(loss.backward(), model)
+}

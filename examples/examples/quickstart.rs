@@ -67,8 +67,9 @@ fn run(
         model = m;
         let acc = accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
         println!(
-            "epoch {:>2}  train loss {loss:.4}  test accuracy {acc:.2}%",
-            epoch + 1
+            "epoch {:>2}  train loss {:.4}  test accuracy {acc:.2}%",
+            epoch + 1,
+            report.loss
         );
     }
     let bad: usize = optim

@@ -24,7 +24,7 @@ use burn_sparse_examples::{Args, fail};
 
 const USAGE: &str = "snip_mnist --method snip|grasp|synflow|magnitude|random|dense [--sparsity 0.95] \
 [--epochs 40] [--seed 0] [--data-dir data] [--model lenet300|lenet5] [--rounds R] [--snip-batches K] \
-[--scope global|erk|uniform] [--fashion] [--backend flex]";
+[--scope global|erk|uniform] [--normalize mean-std|unit] [--fashion] [--backend flex]";
 
 fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Batch {
     let b = ds.batch(idx, device).unwrap_or_else(|e| fail(e));
@@ -156,6 +156,21 @@ fn main() {
         Mnist::load_or_fetch(&dir)
     }
     .unwrap_or_else(|e| fail(e));
+    let data = match args.str("normalize", "mean-std").as_str() {
+        "mean-std" => data,
+        "unit" => {
+            let c = data.train.shape()[0];
+            let unit = |d: VisionDataset| {
+                d.with_normalization(vec![0.0; c], vec![1.0; c])
+                    .unwrap_or_else(|e| fail(e))
+            };
+            Splits {
+                train: unit(data.train),
+                test: unit(data.test),
+            }
+        }
+        other => fail(format!("unknown normalisation `{other}` (mean-std, unit)")),
+    };
     device.seed(args.get("seed", 0));
     let acc = match args.str("model", "lenet300").as_str() {
         "lenet300" => run(LeNet300Config::new().init(&device), &args, &data, &device),

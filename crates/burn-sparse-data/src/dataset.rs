@@ -76,6 +76,25 @@ impl VisionDataset {
         })
     }
 
+    /// The same data with another per-channel normalisation (`mean`, `std` of `pixel / 255`).
+    /// `with_normalization(vec![0.0], vec![1.0])` gives raw `[0, 1]` pixels.
+    ///
+    /// # Errors
+    /// [`DataError::Invalid`] for a wrong number of channels or a non-positive std.
+    pub fn with_normalization(mut self, mean: Vec<f32>, std: Vec<f32>) -> Result<Self> {
+        if mean.len() != self.shape[0]
+            || std.len() != self.shape[0]
+            || std.iter().any(|s| *s <= 0.0)
+        {
+            return Err(DataError::Invalid(
+                "mean and std need one (positive std) value per channel".into(),
+            ));
+        }
+        self.mean = mean;
+        self.std = std;
+        Ok(self)
+    }
+
     /// The dataset's name (`mnist-train`, ...).
     pub fn name(&self) -> &str {
         &self.name

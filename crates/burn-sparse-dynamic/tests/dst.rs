@@ -1,14 +1,12 @@
 //! Dynamic sparse training invariants and hand-built cases.
 
-mod common;
-
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn_sparse_dynamic::*;
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{LayerView, MaskError, to_host};
-use common::{Mlp, device, mlp_grads};
+use burn_sparse_test_support::{Mlp, device, mlp_grads};
 use proptest::prelude::*;
 
 fn per_layer_nnz(o: &SparseOptimizer) -> Vec<usize> {

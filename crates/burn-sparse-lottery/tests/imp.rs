@@ -1,7 +1,5 @@
 //! IMP: rewinding, exact counts, baselines, resume after a kill, interpolation.
 
-mod common;
-
 use std::path::Path;
 
 use burn::module::Module;
@@ -11,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse_lottery::*;
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{Result, to_host};
-use common::{Mlp, device};
+use burn_sparse_test_support::{Mlp, device};
 
 /// Synthetic task: 96 points in 12-d, labels from a random linear teacher (3 classes).
 struct Synthetic {

@@ -1,11 +1,9 @@
 //! Masks on user models: enumeration, filters, shapes, application, exact counts.
 
-mod common;
-
 use burn::module::Module;
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{MaskError, param_infos};
-use common::{ConvNet, Mlp, device};
+use burn_sparse_test_support::{ConvNet, Mlp, device};
 use proptest::prelude::*;
 
 #[test]

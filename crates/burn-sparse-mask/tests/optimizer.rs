@@ -1,14 +1,12 @@
 //! Sparse-aware optimizers: hand-computed updates, masked invariants, state edits, save/load.
 
-mod common;
-
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use burn_sparse_mask::checkpoint::{load_module, save_module_atomic};
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{LayerView, MaskError, TopologyChange, to_host};
-use common::{Mlp, device, mlp_grads};
+use burn_sparse_test_support::{Mlp, device, mlp_grads};
 use proptest::prelude::*;
 
 #[derive(Module, Debug)]

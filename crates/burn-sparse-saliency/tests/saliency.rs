@@ -1,7 +1,5 @@
 //! Hand-computed and analytic checks of every score.
 
-mod common;
-
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
@@ -9,7 +7,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::to_host;
 use burn_sparse_saliency::*;
-use common::{Mlp, device};
+use burn_sparse_test_support::{Mlp, device};
 
 #[derive(Module, Debug)]
 struct W2 {

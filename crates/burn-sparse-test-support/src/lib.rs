@@ -1,5 +1,6 @@
-//! Shared test models and the device every test runs on.
-#![allow(dead_code, missing_docs)]
+//! Internal test support: the models every burn-sparse test uses, and `device()`, the device
+//! they run on: flex (CPU) with autodiff, or wgpu with the `wgpu` feature (`cargo test-wgpu`).
+#![allow(missing_docs)]
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -10,10 +11,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 /// The device the tests run on: flex (CPU) with autodiff by default; wgpu with the `wgpu`
-/// feature and `BURN_SPARSE_TEST_BACKEND=wgpu`.
+/// feature (set `BURN_SPARSE_TEST_BACKEND=flex` to force the CPU in such a build).
 pub fn device() -> Device {
     #[cfg(feature = "wgpu")]
-    if std::env::var("BURN_SPARSE_TEST_BACKEND").as_deref() == Ok("wgpu") {
+    if std::env::var("BURN_SPARSE_TEST_BACKEND").as_deref() != Ok("flex") {
         return Device::wgpu(Default::default()).autodiff();
     }
     Device::flex().autodiff()

@@ -97,9 +97,7 @@ impl ImpTrainer<Mlp> for Synthetic {
 }
 
 fn init(seed: u64) -> Mlp {
-    let d = device();
-    d.seed(seed);
-    Mlp::new([12, 16, 10, 3], &d)
+    Mlp::seeded([12, 16, 10, 3], seed, &device())
 }
 
 fn config(rewind: Rewind) -> ImpConfig {

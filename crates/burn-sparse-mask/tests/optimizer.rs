@@ -195,8 +195,7 @@ proptest! {
 fn save_load_resumes_bit_identically() {
     let d = device();
     let dir = tempfile::tempdir().unwrap();
-    d.seed(3);
-    let m = Mlp::new([10, 9, 8, 3], &d);
+    let m = Mlp::seeded([10, 9, 8, 3], 3, &d);
     let masks = magnitude_masks(
         &m,
         &ParamFilter::new(),

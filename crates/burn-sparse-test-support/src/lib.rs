@@ -35,6 +35,46 @@ impl Mlp {
             l3: LinearConfig::new(dims[2], dims[3]).init(device),
         }
     }
+    /// An MLP whose weights and biases come from `SparseRng::new(seed)` (uniform in
+    /// `+-1/sqrt(fan_in)`), independent of burn's global RNG, so parallel tests stay
+    /// deterministic.
+    pub fn seeded(dims: [usize; 4], seed: u64, device: &Device) -> Self {
+        let mut rng = burn_sparse_mask::SparseRng::new(seed);
+        let mut lin = |i: usize, o: usize| {
+            let b = 1.0 / (i as f32).sqrt();
+            let mut draw = |n: usize| -> Vec<f32> {
+                (0..n).map(|_| (rng.next_f32() * 2.0 - 1.0) * b).collect()
+            };
+            let w = draw(i * o);
+            let bias = draw(o);
+            let mut l = LinearConfig::new(i, o).init(device);
+            l.weight = l.weight.map(|t| {
+                let t2 = Tensor::<2>::from_data(TensorData::new(w, [i, o]), &t.device());
+                if t.is_autodiff() && t.is_require_grad() {
+                    t2.require_grad()
+                } else {
+                    t2
+                }
+            });
+            l.bias = l.bias.map(|p| {
+                p.map(|t| {
+                    let t2 = Tensor::<1>::from_data(TensorData::new(bias, [o]), &t.device());
+                    if t.is_autodiff() && t.is_require_grad() {
+                        t2.require_grad()
+                    } else {
+                        t2
+                    }
+                })
+            });
+            l
+        };
+        Self {
+            l1: lin(dims[0], dims[1]),
+            l2: lin(dims[1], dims[2]),
+            l3: lin(dims[2], dims[3]),
+        }
+    }
+
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.l3
             .forward(relu(self.l2.forward(relu(self.l1.forward(x)))))

@@ -48,8 +48,9 @@ pub use error::{MaskError, Result};
 pub use fraction::{Density, Sparsity};
 pub use mask::{LayerMask, LayerStats, MaskSet, to_host};
 pub use optim::{
-    AdamConfig, LayerView, MaskedOptimizer, ParamState, Rule, SgdConfig, SparseOptimizer,
-    StepReport, TopologyChange, TopologyUpdater, WriteWeights, mask_gradients, read_grads,
+    AdamConfig, LayerView, MaskedOptimizer, ParamState, Rule, SgdConfig, SparseHandle,
+    SparseOptimizer, StepReport, TopologyChange, TopologyUpdater, WriteWeights, mask_gradients,
+    read_grads,
 };
 pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
 pub use rng::SparseRng;

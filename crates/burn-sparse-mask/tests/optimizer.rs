@@ -5,7 +5,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use burn_sparse_mask::checkpoint::{load_module, save_module_atomic};
 use burn_sparse_mask::prelude::*;
-use burn_sparse_mask::{LayerView, MaskError, TopologyChange, to_host};
+use burn_sparse_mask::{LayerView, MaskError, SparseHandle, TopologyChange, to_host};
 use burn_sparse_test_support::{Mlp, device, mlp_grads};
 use proptest::prelude::*;
 
@@ -364,4 +364,21 @@ fn nan_loss_is_a_typed_error() {
     let d = device();
     let t = Tensor::<1>::from_data(TensorData::new(vec![f32::NAN], [1]), &d);
     assert!(matches!(finite_loss(&t), Err(MaskError::NonFinite { .. })));
+}
+
+/// The seam burn-train's `TrainStep::optimize` offers: a model holding a `SparseHandle`
+/// steps through it with burn's `ModuleLearningRate`, and failures leave the model unchanged.
+#[test]
+fn handle_steps_with_burn_train_learning_rate() {
+    use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+    let d = device();
+    let (m, masks) = one();
+    let handle = SparseHandle::new(SparseOptimizer::new(SgdConfig::default(), masks).unwrap());
+    let lr: ModuleLearningRate = 0.1.into();
+    let g = linear_grads(&m);
+    let m = handle.step(m, &lr, g);
+    close(&values(&m), &[0.95, 0.0, 3.1, 3.8], 1e-6);
+    assert_eq!(handle.with(|o| o.steps()), 1);
+    assert!(handle.take_error().is_none());
+    let _ = d;
 }

@@ -9,11 +9,13 @@
 //!
 //! [`MaskedOptimizer`] wraps burn's own optimizers for fixed-mask training (IMP, SNIP, static).
 
+mod handle;
 mod masked;
 mod rule;
 mod sparse;
 mod topology;
 
+pub use handle::SparseHandle;
 pub use masked::{MaskedOptimizer, mask_gradients};
 pub use rule::{AdamConfig, Rule, SgdConfig};
 pub use sparse::{ParamState, SparseOptimizer, StepReport, WriteWeights, read_grads};

@@ -9,8 +9,9 @@
 //! Defaults follow the LTH paper for LeNet-300-100: per-layer rates of 20% for fc1/fc2 and 10%
 //! for the output layer, rewinding to init, 15 levels (fc density 0.8^15 = 3.5%). Every
 //! training (ticket and baselines, every level) uses one budget and recipe: `--epochs` epochs of
-//! SGD with momentum 0.9, weight decay 5e-4, batch 100, learning rate 0.1 decayed by a cosine to
-//! 0, burn's default initialisation. The run directory is resumable: rerunning after a kill
+//! `--recipe sgd-cosine` (SGD with momentum 0.9, weight decay 5e-4, batch 100, learning rate 0.1
+//! decayed by a cosine to 0; the default) or `--recipe lth-adam` (the LTH paper's: Adam with
+//! learning rate 1.2e-3, batch 60, constant), burn's default initialisation. The run directory is resumable: rerunning after a kill
 //! continues at the last finished level.
 
 use std::fmt::Write as _;
@@ -25,7 +26,8 @@ use burn_sparse::train::{StepTrainer, TrainConfig};
 use burn_sparse_examples::{Args, fail, svg_line_plot};
 
 const USAGE: &str = "lottery_mnist [--levels 15] [--epochs 10] [--rewind-step K] [--global P] \
-[--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery] [--backend flex]";
+[--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery] [--backend flex] \
+[--recipe sgd-cosine|lth-adam]";
 
 fn main() {
     let args = Args::parse(USAGE);
@@ -33,7 +35,19 @@ fn main() {
     let data = Mnist::load_or_fetch(args.str("data-dir", "data")).unwrap_or_else(|e| fail(e));
     let epochs: u64 = args.get("epochs", 10);
     let seed: u64 = args.get("seed", 0);
-    let batch = 100usize;
+    // sgd-cosine: SGD momentum 0.9, weight decay 5e-4, batch 100, lr 0.1 cosine-decayed.
+    // lth-adam: the LTH paper's LeNet recipe, Adam lr 1.2e-3, batch 60, constant lr.
+    let recipe = args.str("recipe", "sgd-cosine");
+    let (batch, lr, cosine, rule): (usize, f64, bool, Rule) = match recipe.as_str() {
+        "sgd-cosine" => (
+            100,
+            0.1,
+            true,
+            SgdConfig::default().with_weight_decay(5e-4).into(),
+        ),
+        "lth-adam" => (60, 1.2e-3, false, AdamConfig::default().into()),
+        other => fail(format!("unknown recipe `{other}` (sgd-cosine, lth-adam)")),
+    };
     let spe = data.train.len().div_ceil(batch) as u64;
     let k: u64 = args.get("rewind-step", 0);
     let rate = match args.get::<f64>("global", f64::NAN) {
@@ -55,7 +69,7 @@ fn main() {
     let out = std::path::PathBuf::from(args.str("out", "runs/lottery"));
     let total_steps = epochs * spe;
     println!(
-        "IMP on LeNet-300-100: {:?}, rewind {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, run dir {}",
+        "IMP on LeNet-300-100: {:?}, rewind {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, recipe {recipe}, run dir {}",
         cfg.rate,
         cfg.rewind,
         cfg.levels,

@@ -24,7 +24,7 @@ use burn_sparse_examples::{Args, fail};
 
 const USAGE: &str = "snip_mnist --method snip|grasp|synflow|magnitude|random|dense [--sparsity 0.95] \
 [--epochs 40] [--seed 0] [--data-dir data] [--model lenet300|lenet5] [--rounds R] [--snip-batches K] \
-[--scope global|erk|uniform] [--normalize mean-std|unit] [--fashion] [--backend flex]";
+[--scope global|erk|uniform] [--normalize mean-std|unit] [--init-scale F] [--fashion] [--backend flex]";
 
 fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Batch {
     let b = ds.batch(idx, device).unwrap_or_else(|e| fail(e));
@@ -49,7 +49,39 @@ fn forward<M: Classifier>(m: &M, x: Tensor<4>) -> Tensor<2> {
     m.logits(x)
 }
 
+/// Multiply every weight of rank >= 2 by `scale` (e.g. sqrt(3) turns burn's default uniform
+/// init, std 1/sqrt(3 fan_in), into the variance-scaling std 1/sqrt(fan_in) of the SNIP paper).
+fn scale_weights<M: Classifier>(model: M, scale: f32) -> M {
+    struct Scale(f32);
+    impl burn::module::ModuleMapper for Scale {
+        fn map_float<const D: usize>(
+            &mut self,
+            p: burn::module::Param<Tensor<D>>,
+        ) -> burn::module::Param<Tensor<D>> {
+            if D < 2 {
+                return p;
+            }
+            let s = self.0;
+            p.map(|t| {
+                let rg = t.is_autodiff() && t.is_require_grad();
+                let t = t.inner() * s;
+                if rg {
+                    Tensor::from_inner(t).require_grad()
+                } else {
+                    t
+                }
+            })
+        }
+    }
+    if scale == 1.0 {
+        model
+    } else {
+        model.map(&mut Scale(scale))
+    }
+}
+
 fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &Device) -> f64 {
+    let model = scale_weights(model, args.get("init-scale", 1.0));
     let method = args.str("method", "snip");
     let seed: u64 = args.get("seed", 0);
     let s = Sparsity::new(args.get("sparsity", 0.95)).unwrap_or_else(|e| fail(e));

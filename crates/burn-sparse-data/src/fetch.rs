@@ -158,6 +158,12 @@ fn install(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let dest = dir.join(name);
     tmp.persist(&dest)
         .map_err(|e| DataError::io(&dest, e.error))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Temporary files are created 0600; data files are for everyone to read.
+        let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644));
+    }
     Ok(())
 }
 

@@ -42,53 +42,37 @@ pub fn drop_and_grow(
             weight: vec![weights.len(), grow_score.len()],
         });
     }
-    let n_active = mask.iter().filter(|&&b| b).count();
+    // Drop: keep the n_active - n_drop largest |w| among the active weights only (the actives
+    // in index order, so ties keep the lower index, i.e. the higher index is dropped first).
+    let active: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+    let n_active = active.len();
     let n_drop = n_drop.min(n_active);
-    // Keep the n_active - n_drop largest |w| among the active ones.
-    let keep_scores: Vec<f32> = mask
-        .iter()
-        .zip(weights)
-        .map(|(&m, &w)| if m { w.abs() } else { f32::NEG_INFINITY })
-        .collect();
-    let after_drop = top_k(&keep_scores, n_active - n_drop)?;
-    // Candidates for growth: everything inactive after the drop.
-    if let Some(index) = grow_score
-        .iter()
-        .zip(&after_drop)
-        .position(|(s, &a)| !a && s.is_nan())
-    {
-        return Err(MaskError::NanScore {
-            param: name.to_string(),
-            index,
-        });
+    let active_abs: Vec<f32> = active.iter().map(|&i| weights[i].abs()).collect();
+    let keep = top_k(&active_abs, n_active - n_drop)?;
+    let mut new_mask = vec![false; mask.len()];
+    for (&i, &k) in active.iter().zip(&keep) {
+        new_mask[i] = k;
     }
-    let candidates = after_drop.iter().filter(|&&a| !a).count();
-    if n_grow > candidates {
+    // Grow: the n_grow highest scores among everything inactive after the drop (which includes
+    // the just-dropped positions, as in the reference), ties to the lower index.
+    let candidates: Vec<usize> = (0..mask.len()).filter(|&i| !new_mask[i]).collect();
+    if n_grow > candidates.len() {
         return Err(MaskError::TooManySurvivors {
             k: n_grow,
-            n: candidates,
+            n: candidates.len(),
         });
     }
-    // Map every candidate's score into the finite range above -inf, and put the survivors at
-    // -inf, so an exact top-k over all positions picks only candidates.
-    let grow_scores: Vec<f32> = grow_score
-        .iter()
-        .zip(&after_drop)
-        .map(|(&s, &a)| {
-            if a {
-                f32::NEG_INFINITY
-            } else if s == f32::NEG_INFINITY {
-                f32::MIN
-            } else {
-                s
-            }
-        })
-        .collect();
-    let grown_mask = top_k(&grow_scores, n_grow)?;
-    let mut new_mask = after_drop;
+    let cand_scores: Vec<f32> = candidates.iter().map(|&i| grow_score[i]).collect();
+    if let Some(p) = cand_scores.iter().position(|s| s.is_nan()) {
+        return Err(MaskError::NanScore {
+            param: name.to_string(),
+            index: candidates[p],
+        });
+    }
+    let grown_mask = top_k(&cand_scores, n_grow)?;
     let mut grown = Vec::new();
-    for (i, g) in grown_mask.iter().enumerate() {
-        if *g {
+    for (&i, &g) in candidates.iter().zip(&grown_mask) {
+        if g {
             new_mask[i] = true;
             if !mask[i] {
                 grown.push(i);

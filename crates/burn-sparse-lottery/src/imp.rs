@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn_sparse_mask::checkpoint::{Archive, Blob, atomic_write, load_module, save_module_atomic};
 use burn_sparse_mask::{
     MaskError, MaskSet, ParamFilter, ParamInfo, Result, Rule, SparseOptimizer, SparseRng,
-    param_infos, top_k_segments,
+    top_k_segments,
 };
 use serde::{Deserialize, Serialize};
 
@@ -208,43 +208,19 @@ pub fn save_masks(masks: &MaskSet, path: &Path) -> Result<()> {
 /// I/O, corrupt files, unknown paths or mismatched shapes.
 pub fn load_masks<M: Module>(model: &M, path: &Path) -> Result<MaskSet> {
     let a = Archive::load(path)?;
-    let corrupt = |m: String| MaskError::CorruptCheckpoint {
-        path: path.to_path_buf(),
-        message: m,
-    };
-    let all = param_infos(model);
     let layers = a.meta["layers"]
         .as_array()
-        .ok_or_else(|| corrupt("no layer list".into()))?;
-    let mut params = Vec::new();
-    let mut bits = Vec::new();
+        .ok_or_else(|| MaskError::CorruptCheckpoint {
+            path: path.to_path_buf(),
+            message: "no layer list".into(),
+        })?;
+    let mut masks = Vec::with_capacity(layers.len());
     for l in layers {
-        let p = l["path"]
-            .as_str()
-            .ok_or_else(|| corrupt("layer without path".into()))?;
-        let info = all
-            .iter()
-            .find(|q| q.path == p)
-            .ok_or_else(|| MaskError::UnknownParam {
-                name: p.to_string(),
-                known: all
-                    .iter()
-                    .map(|q| q.path.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })?;
+        let p = l["path"].as_str().unwrap_or_default().to_string();
         let b = a.u8(&format!("mask/{p}"), path)?;
-        if b.len() != info.numel() {
-            return Err(MaskError::ShapeMismatch {
-                param: p.to_string(),
-                mask: vec![b.len()],
-                weight: info.shape.clone(),
-            });
-        }
-        params.push(info.clone());
-        bits.push(b.iter().map(|&x| x != 0).collect());
+        masks.push((p, b.iter().map(|&x| x != 0).collect()));
     }
-    MaskSet::from_bits(model, params, bits)
+    MaskSet::from_paths(model, masks)
 }
 
 /// Prune `rate` of the surviving weights of each layer (or globally) by smallest `|w|`.

@@ -171,22 +171,39 @@ impl MaskSet {
     /// [`MaskError::UnknownParam`] or [`MaskError::ShapeMismatch`] if `model` lacks a path or
     /// has another shape there.
     pub fn rebind<M: Module>(&self, model: &M) -> Result<Self> {
+        Self::from_paths(
+            model,
+            self.layers
+                .iter()
+                .map(|l| (l.info.path.clone(), l.bits.clone()))
+                .collect(),
+        )
+    }
+
+    /// Masks for `model` given by parameter path (flat, row-major).
+    ///
+    /// # Errors
+    /// [`MaskError::UnknownParam`] for a path `model` lacks, [`MaskError::ShapeMismatch`] for a
+    /// wrong length.
+    pub fn from_paths<M: Module>(model: &M, masks: Vec<(String, Vec<bool>)>) -> Result<Self> {
         let all = param_infos(model);
-        let mut params = Vec::with_capacity(self.layers.len());
-        for l in &self.layers {
-            let p = all.iter().find(|q| q.path == l.info.path).ok_or_else(|| {
-                MaskError::UnknownParam {
-                    name: l.info.path.clone(),
+        let mut params = Vec::with_capacity(masks.len());
+        let mut bits = Vec::with_capacity(masks.len());
+        for (path, b) in masks {
+            let p = all
+                .iter()
+                .find(|q| q.path == path)
+                .ok_or_else(|| MaskError::UnknownParam {
+                    name: path.clone(),
                     known: all
                         .iter()
                         .map(|q| q.path.as_str())
                         .collect::<Vec<_>>()
                         .join(", "),
-                }
-            })?;
+                })?;
             params.push(p.clone());
+            bits.push(b);
         }
-        let bits = self.layers.iter().map(|l| l.bits.clone()).collect();
         Self::from_bits(model, params, bits)
     }
 

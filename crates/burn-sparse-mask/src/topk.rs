@@ -1,8 +1,9 @@
 //! Exact top-k mask construction, the one routine every scorer shares.
 //!
-//! The routine runs on the host over `f32` scores: one `select_nth_unstable` (O(n) expected)
-//! finds the k-th largest score, every strictly larger score is kept, and ties at the threshold
-//! are kept in increasing flat index order until exactly `k` survive. So the number of survivors
+//! The routine runs on the host over `f32` scores: a two-level radix select over
+//! order-preserving 32-bit keys (two histogram passes, O(n), no copy of the scores) finds the
+//! k-th largest score, every strictly larger score is kept, and ties at the threshold are kept in
+//! increasing flat index order until exactly `k` survive. So the number of survivors
 //! is exact and the result is deterministic and identical on every backend for the same scores.
 //! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
 //! reason not to build masks with it.) Scores are compared with `f32::total_cmp`; NaN is an error.
@@ -46,24 +47,13 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
             .map(|(_, s)| vec![k == n; s.len()])
             .collect());
     }
-    // The k-th largest value: position n - k in ascending order.
-    let mut all: Vec<f32> = Vec::with_capacity(n);
-    for (_, s) in segments {
-        all.extend_from_slice(s);
-    }
-    let (_, kth, _) = all.select_nth_unstable_by(n - k, f32::total_cmp);
-    let threshold = *kth;
-    drop(all);
-    let greater: usize = segments
-        .iter()
-        .map(|(_, s)| s.iter().filter(|v| v.total_cmp(&threshold).is_gt()).count())
-        .sum();
+    let (threshold, greater) = kth_largest_key(segments, k);
     let mut ties_left = k - greater;
     let mut out = Vec::with_capacity(segments.len());
     for (_, s) in segments {
         let mut m = Vec::with_capacity(s.len());
         for v in s.iter() {
-            let keep = match v.total_cmp(&threshold) {
+            let keep = match key(*v).cmp(&threshold) {
                 std::cmp::Ordering::Greater => true,
                 std::cmp::Ordering::Equal if ties_left > 0 => {
                     ties_left -= 1;
@@ -76,6 +66,70 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
         out.push(m);
     }
     Ok(out)
+}
+
+/// Below this many scores the threshold is found by sorting.
+const SMALL: usize = 4096;
+
+/// An order-preserving map of `f32` to `u32`: `key(a) < key(b)` exactly when
+/// `a.total_cmp(&b)` is `Less` (negative floats have their bits flipped, positive ones their
+/// sign bit set).
+#[inline]
+fn key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger,
+/// by a two-level radix select: a histogram of the high 16 bits of every key finds the bucket
+/// holding the k-th largest, a histogram of the low 16 bits inside that bucket finds the exact
+/// key. Two linear passes, no copy of the values.
+fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
+    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
+    if n < SMALL {
+        // Small inputs: sort the keys instead of clearing two 64k histograms.
+        let mut keys: Vec<u32> = segments
+            .iter()
+            .flat_map(|(_, s)| s.iter().map(|&v| key(v)))
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        let t = keys[k - 1];
+        return (t, keys.iter().take_while(|&&x| x > t).count());
+    }
+    let mut hist = vec![0usize; 1 << 16];
+    for (_, s) in segments {
+        for &v in s.iter() {
+            hist[(key(v) >> 16) as usize] += 1;
+        }
+    }
+    let (high, above_high) = walk_down(&hist, k);
+    hist.iter_mut().for_each(|h| *h = 0);
+    for (_, s) in segments {
+        for &v in s.iter() {
+            let kv = key(v);
+            if (kv >> 16) as usize == high {
+                hist[(kv & 0xffff) as usize] += 1;
+            }
+        }
+    }
+    let (low, above_low) = walk_down(&hist, k - above_high);
+    (((high as u32) << 16) | low as u32, above_high + above_low)
+}
+
+/// The highest bucket at which the count from the top reaches `k`, and the count strictly above.
+fn walk_down(hist: &[usize], k: usize) -> (usize, usize) {
+    let mut above = 0;
+    for b in (0..hist.len()).rev() {
+        if above + hist[b] >= k {
+            return (b, above);
+        }
+        above += hist[b];
+    }
+    (0, above)
 }
 
 /// How scores are turned into masks across layers.
@@ -186,6 +240,36 @@ mod tests {
     fn negative_zero_and_infinities_are_ordered() {
         let s = [f32::NEG_INFINITY, -0.0, 0.0, f32::INFINITY];
         assert_eq!(top_k(&s, 2).unwrap(), vec![false, false, true, true]);
+    }
+
+    /// Both paths (sorting below 4096 scores, radix above) against a brute-force reference:
+    /// sort by (score descending, index ascending) and keep the first k.
+    #[test]
+    fn matches_brute_force_reference() {
+        let mut rng = crate::SparseRng::new(9);
+        for &n in &[1usize, 7, 100, 4095, 4096, 5000, 70_000] {
+            for levels in [3u64, 1000, 0] {
+                let s: Vec<f32> = (0..n)
+                    .map(|_| {
+                        let x = if levels == 0 {
+                            rng.next_f32() * 2.0 - 1.0
+                        } else {
+                            rng.below(levels) as f32 - (levels / 2) as f32
+                        };
+                        if rng.below(50) == 0 { -0.0 } else { x }
+                    })
+                    .collect();
+                for k in [0, 1, n / 3, n / 2, n.saturating_sub(1), n] {
+                    let mut idx: Vec<usize> = (0..n).collect();
+                    idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+                    let mut want = vec![false; n];
+                    for &i in &idx[..k] {
+                        want[i] = true;
+                    }
+                    assert_eq!(top_k(&s, k).unwrap(), want, "n={n} k={k} levels={levels}");
+                }
+            }
+        }
     }
 
     #[test]

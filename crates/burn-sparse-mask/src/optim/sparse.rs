@@ -543,33 +543,9 @@ pub fn read_grads<M: Module>(
     model: &M,
     grads: &GradientsParams,
 ) -> Result<Vec<Vec<f32>>> {
-    struct Reader<'a> {
-        masks: &'a MaskSet,
-        grads: &'a GradientsParams,
-        out: HashMap<ParamId, Result<Vec<f32>>>,
-    }
-    impl ModuleVisitor for Reader<'_> {
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if self.masks.get(param.id).is_some() {
-                if let Some(g) = self.grads.get::<D>(param.id) {
-                    self.out.insert(param.id, to_host(g));
-                }
-            }
-        }
-    }
-    let mut r = Reader {
-        masks,
-        grads,
-        out: HashMap::new(),
-    };
-    model.visit(&mut r);
-    masks
-        .layers()
-        .iter()
-        .map(|l| match r.out.remove(&l.param().id) {
-            Some(g) => g,
-            None => Ok(vec![0.0; l.numel()]),
-        })
+    flat_grads(masks, model, grads)
+        .into_iter()
+        .map(to_host)
         .collect()
 }
 

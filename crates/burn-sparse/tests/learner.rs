@@ -1,0 +1,185 @@
+//! A DST run inside burn-train's `Learner`: the model keeps a `SparseHandle` in a
+//! `#[module(skip)]` field and overrides `TrainStep::optimize`, burn-train's documented seam for
+//! post-step edits. RigL updates happen inside the step; masked weights stay exactly 0.
+
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::InMemDataset;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::lr_scheduler::constant::ConstantLr;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::train::logger::InMemoryMetricLogger;
+use burn::train::metric::LossMetric;
+use burn::train::{
+    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
+};
+use burn_sparse::dynamic::{DropGrowConfig, GrowInit, RiglUpdater};
+use burn_sparse::mask::{SparseHandle, to_host};
+use burn_sparse::prelude::*;
+
+#[derive(Module, Debug)]
+struct Net {
+    l1: Linear,
+    l2: Linear,
+    #[module(skip)]
+    sparse: Option<SparseHandle>,
+}
+
+impl Net {
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.l2.forward(relu(self.l1.forward(x)))
+    }
+    fn output(&self, b: &Item) -> ClassificationOutput {
+        let logits = self.forward(b.x.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), b.y.clone());
+        ClassificationOutput {
+            loss,
+            output: logits,
+            targets: b.y.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Item {
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+}
+
+struct Points;
+
+impl Batcher<(Vec<f32>, i64), Item> for Points {
+    fn batch(&self, items: Vec<(Vec<f32>, i64)>, device: &Device) -> Item {
+        let n = items.len();
+        let x: Vec<f32> = items.iter().flat_map(|i| i.0.clone()).collect();
+        let y: Vec<i64> = items.iter().map(|i| i.1).collect();
+        Item {
+            x: Tensor::<2>::from_data(TensorData::new(x, [n, 8]), device),
+            y: Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device),
+        }
+    }
+}
+
+impl TrainStep for Net {
+    type Input = Item;
+    type Output = ClassificationOutput;
+    fn step(&self, item: Item) -> TrainOutput<ClassificationOutput> {
+        let out = self.output(&item);
+        TrainOutput::new(self, out.loss.backward(), out)
+    }
+    fn optimize(
+        self,
+        _burn: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        let handle = self.sparse.clone().expect("the sparse optimizer");
+        handle.step(self, &lr, grads)
+    }
+}
+
+impl InferenceStep for Net {
+    type Input = Item;
+    type Output = ClassificationOutput;
+    fn step(&self, item: Item) -> ClassificationOutput {
+        self.output(&item)
+    }
+}
+
+fn data() -> Vec<(Vec<f32>, i64)> {
+    let mut r = SparseRng::new(5);
+    (0..64)
+        .map(|_| {
+            let x: Vec<f32> = (0..8).map(|_| r.next_f32() * 2.0 - 1.0).collect();
+            let y = i64::from(x[0] + x[1] > 0.0);
+            (x, y)
+        })
+        .collect()
+}
+
+#[test]
+fn rigl_inside_burn_train_learner() {
+    let d = Device::flex().autodiff();
+    let net = Net {
+        l1: LinearConfig::new(8, 32).init(&d),
+        l2: LinearConfig::new(32, 2).init(&d),
+        sparse: None,
+    };
+    let masks = random_masks(
+        &net,
+        &ParamFilter::new(),
+        Sparsity::new(0.7).unwrap(),
+        &Distribution::Erk,
+        1,
+    )
+    .unwrap();
+    let nnz = masks.nnz();
+    let net = masks.apply(net);
+    let cfg = DropGrowConfig {
+        schedule: UpdateSchedule::new(0, 12, 2).unwrap(),
+        drop_fraction: DropFraction::Cosine { alpha: 0.3 },
+        init: GrowInit::Zero,
+        seed: 3,
+        skip_weight_update: false,
+    };
+    let opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap()))
+        .unwrap();
+    let handle = SparseHandle::new(opt);
+    let net = Net {
+        sparse: Some(handle.clone()),
+        ..net
+    };
+    let w_before = to_host(net.l1.weight.val()).unwrap();
+
+    let train: Arc<dyn DataLoader<Item>> = DataLoaderBuilder::new(Points)
+        .batch_size(8)
+        .build(InMemDataset::new(data()));
+    let valid: Arc<dyn DataLoader<Item>> = DataLoaderBuilder::new(Points)
+        .batch_size(8)
+        .build(InMemDataset::new(data()));
+    let dir = tempfile::tempdir().unwrap();
+    let result = SupervisedTraining::new(dir.path(), train, valid)
+        .num_epochs(2)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_application_logger(None)
+        .launch(Learner::new(
+            net,
+            burn::optim::SgdConfig::new().init(),
+            ConstantLr::new(0.1),
+        ));
+    let model = result.model;
+
+    assert!(handle.take_error().is_none());
+    // 2 epochs x 8 batches = 16 sparse steps; RigL updated at steps 2, 4, ..., 12.
+    assert_eq!(handle.with(|o| o.steps()), 16);
+    let changed = handle.with(|o| {
+        assert_eq!(o.masks().nnz(), nnz, "the budget is fixed");
+        assert!(
+            o.masks()
+                .violations(&model)
+                .unwrap()
+                .iter()
+                .all(|v| v.1 == 0)
+        );
+        o.updater().map(|u| u.name().to_string())
+    });
+    assert_eq!(changed.as_deref(), Some("rigl"));
+    assert_ne!(
+        to_host(model.l1.weight.val()).unwrap(),
+        w_before,
+        "the Learner trained the model"
+    );
+}

@@ -80,20 +80,14 @@ fn main() {
         init_device.seed(s);
         LeNet300Config::new().init(&init_device)
     };
-    let imp = Imp::new(
-        cfg,
-        &out,
-        ParamFilter::new(),
-        SgdConfig::default().with_weight_decay(5e-4),
-        init,
-    );
+    let imp = Imp::new(cfg, &out, ParamFilter::new(), rule, init);
     let mut trainer = StepTrainer {
         train: &data.train,
         test: &data.test,
         cfg: TrainConfig {
             batch_size: batch,
-            lr: 0.1,
-            cosine_total_steps: Some(total_steps),
+            lr,
+            cosine_total_steps: cosine.then_some(total_steps),
         },
         total_steps,
         device: device.clone(),

@@ -15,12 +15,12 @@
 //! `test accuracy: XX.XX%` (the final model on the 10k test set).
 
 use burn::tensor::Device;
-use burn_sparse::data::{FashionMnist, Mnist, Splits};
+use burn_sparse::data::Splits;
 use burn_sparse::device::device_from_name;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, fail};
+use burn_sparse_examples::{Args, check_masked, fail, load_data};
 
 const USAGE: &str = "dst_mnist --method rigl|set|snfs|static|dense [--sparsity 0.9] \
 [--distribution erk|er|uniform] [--epochs 30] [--seed 0] [--data-dir data] [--model lenet300|lenet5] \
@@ -102,16 +102,7 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
             }
         );
     }
-    let violations: usize = optim
-        .masks()
-        .violations(&model)
-        .unwrap_or_else(|e| fail(e))
-        .iter()
-        .map(|v| v.1)
-        .sum();
-    if violations != 0 {
-        fail(format!("{violations} masked weights are non-zero"));
-    }
+    check_masked(&optim, &model);
     println!("{}", optim.masks());
     accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e))
 }
@@ -119,13 +110,7 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
 fn main() {
     let args = Args::parse(USAGE);
     let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let dir = args.str("data-dir", "data");
-    let data = if args.flag("fashion") {
-        FashionMnist::load_or_fetch(&dir)
-    } else {
-        Mnist::load_or_fetch(&dir)
-    }
-    .unwrap_or_else(|e| fail(e));
+    let data = load_data(&args);
     device.seed(args.get("seed", 0));
     let acc = match args.str("model", "lenet300").as_str() {
         "lenet300" => train(LeNet300Config::new().init(&device), &args, &data, &device),

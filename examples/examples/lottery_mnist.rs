@@ -17,13 +17,13 @@
 use std::fmt::Write as _;
 
 use burn::tensor::Device;
-use burn_sparse::data::Mnist;
+
 use burn_sparse::device::device_from_name;
 use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant};
 use burn_sparse::models::{LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::train::{StepTrainer, TrainConfig};
-use burn_sparse_examples::{Args, fail, svg_line_plot};
+use burn_sparse_examples::{Args, fail, load_data, svg_line_plot};
 
 const USAGE: &str = "lottery_mnist [--levels 15] [--epochs 10] [--rewind-step K] [--global P] \
 [--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery] [--backend flex] \
@@ -32,7 +32,7 @@ const USAGE: &str = "lottery_mnist [--levels 15] [--epochs 10] [--rewind-step K]
 fn main() {
     let args = Args::parse(USAGE);
     let device: Device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = Mnist::load_or_fetch(args.str("data-dir", "data")).unwrap_or_else(|e| fail(e));
+    let data = load_data(&args);
     let epochs: u64 = args.get("epochs", 10);
     let seed: u64 = args.get("seed", 0);
     // sgd-cosine: SGD momentum 0.9, weight decay 5e-4, batch 100, lr 0.1 cosine-decayed.

@@ -10,11 +10,11 @@
 //! cosine-decayed, an update every 100 steps until 75% of training.
 
 use burn::tensor::Device;
-use burn_sparse::data::{FashionMnist, Mnist, Splits};
+use burn_sparse::data::Splits;
 use burn_sparse::device::device_from_name;
 use burn_sparse::prelude::*;
 use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, fail};
+use burn_sparse_examples::{Args, check_masked, fail, load_data};
 
 const USAGE: &str = "quickstart [--epochs N] [--sparsity S] [--seed S] [--data-dir DIR] \
                      [--fashion] [--backend flex|ndarray|wgpu|cuda]";
@@ -74,16 +74,7 @@ fn run(
             report.updates.len()
         );
     }
-    let bad: usize = optim
-        .masks()
-        .violations(&model)
-        .unwrap_or_else(|e| fail(e))
-        .iter()
-        .map(|(_, v)| v)
-        .sum();
-    if bad != 0 {
-        fail(format!("{bad} masked weights are non-zero"));
-    }
+    check_masked(&optim, &model);
     accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
@@ -92,14 +83,8 @@ fn main() {
     let epochs: u64 = args.get("epochs", 5);
     let seed: u64 = args.get("seed", 0);
     let s = Sparsity::new(args.get("sparsity", 0.9)).unwrap_or_else(|e| fail(e));
-    let dir = args.str("data-dir", "data");
     let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = if args.flag("fashion") {
-        FashionMnist::load_or_fetch(&dir)
-    } else {
-        Mnist::load_or_fetch(&dir)
-    }
-    .unwrap_or_else(|e| fail(e));
+    let data = load_data(&args);
     println!(
         "data: {} ({} train, {} test); device {device:?}",
         data.train.name(),

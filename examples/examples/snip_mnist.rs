@@ -14,13 +14,13 @@
 //! default. It prints nnz per layer and ends with `test accuracy: XX.XX%`.
 
 use burn::tensor::{Device, Tensor};
-use burn_sparse::data::{FashionMnist, Mnist, Splits, VisionDataset};
+use burn_sparse::data::{Splits, VisionDataset};
 use burn_sparse::device::device_from_name;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::saliency::Batch;
 use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, fail};
+use burn_sparse_examples::{Args, check_masked, fail, load_data};
 
 const USAGE: &str = "snip_mnist --method snip|grasp|synflow|magnitude|random|dense [--sparsity 0.95] \
 [--epochs 40] [--seed 0] [--data-dir data] [--model lenet300|lenet5] [--rounds R] [--snip-batches K] \
@@ -165,29 +165,14 @@ fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &D
             t0.elapsed().as_secs_f64()
         );
     }
-    let v: usize = optim
-        .masks()
-        .violations(&model)
-        .unwrap_or_else(|e| fail(e))
-        .iter()
-        .map(|x| x.1)
-        .sum();
-    if v != 0 {
-        fail(format!("{v} masked weights are non-zero"));
-    }
+    check_masked(&optim, &model);
     accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
 fn main() {
     let args = Args::parse(USAGE);
     let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let dir = args.str("data-dir", "data");
-    let data = if args.flag("fashion") {
-        FashionMnist::load_or_fetch(&dir)
-    } else {
-        Mnist::load_or_fetch(&dir)
-    }
-    .unwrap_or_else(|e| fail(e));
+    let data = load_data(&args);
     let data = match args.str("normalize", "mean-std").as_str() {
         "mean-std" => data,
         "unit" => {

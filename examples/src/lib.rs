@@ -174,3 +174,33 @@ pub fn svg_line_plot(
     }
     s + "</svg>\n"
 }
+
+/// MNIST, or Fashion-MNIST with `--fashion`, from `--data-dir` (default `data`), fetched if
+/// missing; exits with the error otherwise.
+pub fn load_data(args: &Args) -> burn_sparse::data::Splits {
+    use burn_sparse::data::{FashionMnist, Mnist};
+    let dir = args.str("data-dir", "data");
+    let data = if args.flag("fashion") {
+        FashionMnist::load_or_fetch(&dir)
+    } else {
+        Mnist::load_or_fetch(&dir)
+    };
+    data.unwrap_or_else(|e| fail(e))
+}
+
+/// Exit with an error if any masked weight of `model` is non-zero (it never should be).
+pub fn check_masked<M: burn::module::Module>(
+    optim: &burn_sparse::mask::SparseOptimizer,
+    model: &M,
+) {
+    let bad: usize = optim
+        .masks()
+        .violations(model)
+        .unwrap_or_else(|e| fail(e))
+        .iter()
+        .map(|v| v.1)
+        .sum();
+    if bad != 0 {
+        fail(format!("{bad} masked weights are non-zero"));
+    }
+}

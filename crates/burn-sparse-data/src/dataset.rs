@@ -135,6 +135,16 @@ impl VisionDataset {
         idx
     }
 
+    fn check_index(&self, i: usize) -> Result<()> {
+        if i >= self.len() {
+            return Err(DataError::Invalid(format!(
+                "index {i} out of range for {} items",
+                self.len()
+            )));
+        }
+        Ok(())
+    }
+
     /// A subset with the given indices.
     ///
     /// # Errors
@@ -144,12 +154,7 @@ impl VisionDataset {
         let mut pixels = Vec::with_capacity(indices.len() * per);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            if i >= self.len() {
-                return Err(DataError::Invalid(format!(
-                    "index {i} out of range for {} items",
-                    self.len()
-                )));
-            }
+            self.check_index(i)?;
             pixels.extend_from_slice(&self.pixels[i * per..(i + 1) * per]);
             labels.push(self.labels[i]);
         }
@@ -206,12 +211,7 @@ impl VisionDataset {
         let mut x = Vec::with_capacity(indices.len() * per);
         let mut y = Vec::with_capacity(indices.len());
         for &i in indices {
-            if i >= self.len() {
-                return Err(DataError::Invalid(format!(
-                    "index {i} out of range for {} items",
-                    self.len()
-                )));
-            }
+            self.check_index(i)?;
             let img = &self.pixels[i * per..(i + 1) * per];
             for (k, &p) in img.iter().enumerate() {
                 let ch = k / plane;

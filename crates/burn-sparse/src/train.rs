@@ -160,9 +160,8 @@ pub fn accuracy<M: Classifier, D: BatchSource>(
     let model = model.valid();
     let idx: Vec<usize> = (0..data.len()).collect();
     let mut correct = 0usize;
-    let inner = device.clone();
     for chunk in idx.chunks(1000) {
-        let (x, y) = data.batch(chunk, &inner).map_err(TrainError::Data)?;
+        let (x, y) = data.batch(chunk, device).map_err(TrainError::Data)?;
         let x = x.inner();
         let pred = model.logits(x).argmax(1).reshape([chunk.len()]);
         let eq = pred.equal(y.inner()).int().sum();

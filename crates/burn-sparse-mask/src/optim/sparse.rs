@@ -182,9 +182,9 @@ impl SparseOptimizer {
     /// is updated first from this step's dense gradients.
     ///
     /// # Errors
-    /// An updater error or an updater that changed the number of kept weights; in both cases
-    /// model, masks and state are unchanged (the model is returned inside no error, so keep a
-    /// clone if you need to continue after an error).
+    /// An updater error or an updater that changed the number of kept weights. Masks and state
+    /// are then unchanged, but `model` has been consumed: clone it first (a cheap handle copy)
+    /// to continue after an error, as [`SparseHandle`](super::SparseHandle) does.
     pub fn step<M: Module>(&mut self, lr: f64, model: M, mut grads: GradientsParams) -> Result<M> {
         let t = self.step + 1;
         let mut model = model;

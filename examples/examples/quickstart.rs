@@ -67,11 +67,18 @@ fn run(
             .iter()
             .flat_map(|u| u.changed.iter().map(|c| c.1))
             .sum();
+        let topology = if sparsity.is_some() {
+            format!(
+                "  ({} topology updates, {changed} connections changed)",
+                report.updates.len()
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "epoch {:>2}  train loss {:.4}  test accuracy {acc:.2}%  ({} topology updates, {changed} connections changed)",
+            "epoch {:>2}  train loss {:.4}  test accuracy {acc:.2}%{topology}",
             epoch + 1,
-            report.loss,
-            report.updates.len()
+            report.loss
         );
     }
     check_masked(&optim, &model);

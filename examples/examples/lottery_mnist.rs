@@ -27,7 +27,7 @@ use burn_sparse_examples::{Args, fail, load_data, svg_line_plot};
 
 const USAGE: &str = "lottery_mnist [--levels 15] [--epochs 10] [--rewind-step K] [--global P] \
 [--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery] [--backend flex] \
-[--recipe sgd-cosine|lth-adam]";
+[--recipe sgd-cosine|lth-adam] [--init default|glorot]";
 
 fn main() {
     let args = Args::parse(USAGE);
@@ -75,10 +75,17 @@ fn main() {
         cfg.levels,
         out.display()
     );
+    let initializer = match args.str("init", "default").as_str() {
+        "default" => None,
+        "glorot" => Some(burn::module::Initializer::XavierNormal { gain: 1.0 }),
+        other => fail(format!("unknown init `{other}` (default, glorot)")),
+    };
     let init_device = device.clone();
     let init = move |s: u64| -> LeNet300 {
         init_device.seed(s);
-        LeNet300Config::new().init(&init_device)
+        LeNet300Config::new()
+            .with_initializer(initializer.clone())
+            .init(&init_device)
     };
     let imp = Imp::new(cfg, &out, ParamFilter::new(), rule, init);
     let mut trainer = StepTrainer {

@@ -1,7 +1,7 @@
 //! Reference models: LeNet-300-100 and LeNet-5 (Caffe variant, as in the SNIP paper).
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Initializer, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
@@ -34,15 +34,28 @@ pub struct LeNet300Config {
     /// Classes.
     #[config(default = 10)]
     pub classes: usize,
+    /// Weight initialiser (None: burn's default, Kaiming-uniform `+-1/sqrt(fan_in)`; the LTH
+    /// paper used `XavierNormal { gain: 1.0 }`).
+    #[config(default = "None")]
+    pub initializer: Option<Initializer>,
+}
+
+fn linear(i: usize, o: usize, init: &Option<Initializer>, device: &Device) -> Linear {
+    let c = LinearConfig::new(i, o);
+    match init {
+        Some(x) => c.with_initializer(x.clone()),
+        None => c,
+    }
+    .init(device)
 }
 
 impl LeNet300Config {
     /// Initialise on `device`.
     pub fn init(&self, device: &Device) -> LeNet300 {
         LeNet300 {
-            fc1: LinearConfig::new(self.inputs, 300).init(device),
-            fc2: LinearConfig::new(300, 100).init(device),
-            fc3: LinearConfig::new(100, self.classes).init(device),
+            fc1: linear(self.inputs, 300, &self.initializer, device),
+            fc2: linear(300, 100, &self.initializer, device),
+            fc3: linear(100, self.classes, &self.initializer, device),
         }
     }
 }

@@ -19,8 +19,8 @@ use burn_sparse::data::Splits;
 use burn_sparse::device::device_from_name;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
 use burn_sparse::prelude::*;
-use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, check_masked, fail, load_data};
+use burn_sparse::train::{TrainConfig, accuracy};
+use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
 
 const USAGE: &str = "dst_mnist --method rigl|set|snfs|static|dense [--sparsity 0.9] \
 [--distribution erk|er|uniform] [--epochs 30] [--seed 0] [--data-dir data] [--model lenet300|lenet5] \
@@ -71,17 +71,15 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
     };
     let t0 = std::time::Instant::now();
     for epoch in 0..epochs {
-        let (m, report) = train_epoch(
+        let (m, report, acc) = epoch_and_eval(
             model,
             &mut optim,
-            &data.train,
+            data,
             cfg,
             seed.wrapping_mul(7919) + epoch,
             device,
-        )
-        .unwrap_or_else(|e| fail(e));
+        );
         model = m;
-        let acc = accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
         let changed: Vec<String> = report
             .updates
             .iter()

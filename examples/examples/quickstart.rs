@@ -13,8 +13,8 @@ use burn::tensor::Device;
 use burn_sparse::data::Splits;
 use burn_sparse::device::device_from_name;
 use burn_sparse::prelude::*;
-use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, check_masked, fail, load_data};
+use burn_sparse::train::{TrainConfig, accuracy};
+use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
 
 const USAGE: &str = "quickstart [--epochs N] [--sparsity S] [--seed S] [--data-dir DIR] \
                      [--fashion] [--backend flex|ndarray|wgpu|cuda]";
@@ -51,17 +51,9 @@ fn run(
         cosine_total_steps: Some(epochs * spe),
     };
     for epoch in 0..epochs {
-        let (m, report) = train_epoch(
-            model,
-            &mut optim,
-            &data.train,
-            cfg,
-            seed * 1000 + epoch,
-            device,
-        )
-        .unwrap_or_else(|e| fail(e));
+        let (m, report, acc) =
+            epoch_and_eval(model, &mut optim, data, cfg, seed * 1000 + epoch, device);
         model = m;
-        let acc = accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
         let changed: usize = report
             .updates
             .iter()

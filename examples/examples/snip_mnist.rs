@@ -19,8 +19,8 @@ use burn_sparse::device::device_from_name;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::saliency::Batch;
-use burn_sparse::train::{TrainConfig, accuracy, train_epoch};
-use burn_sparse_examples::{Args, check_masked, fail, load_data};
+use burn_sparse::train::{TrainConfig, accuracy};
+use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
 
 const USAGE: &str = "snip_mnist --method snip|grasp|synflow|magnitude|random|dense [--sparsity 0.95] \
 [--epochs 40] [--seed 0] [--data-dir data] [--model lenet300|lenet5] [--rounds R] [--snip-batches K] \
@@ -147,17 +147,15 @@ fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &D
     };
     let mut model = model;
     for epoch in 0..epochs {
-        let (m, r) = train_epoch(
+        let (m, r, acc) = epoch_and_eval(
             model,
             &mut optim,
-            &data.train,
+            data,
             tc,
             seed.wrapping_mul(7919) + epoch,
             device,
-        )
-        .unwrap_or_else(|e| fail(e));
+        );
         model = m;
-        let acc = accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
         println!(
             "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s",
             epoch + 1,

@@ -204,3 +204,19 @@ pub fn check_masked<M: burn::module::Module>(
         fail(format!("{bad} masked weights are non-zero"));
     }
 }
+
+/// One epoch of [`burn_sparse::train::train_epoch`] followed by the test accuracy; exits on error.
+pub fn epoch_and_eval<M: burn_sparse::models::Classifier>(
+    model: M,
+    optim: &mut burn_sparse::mask::SparseOptimizer,
+    data: &burn_sparse::data::Splits,
+    cfg: burn_sparse::train::TrainConfig,
+    seed: u64,
+    device: &burn::tensor::Device,
+) -> (M, burn_sparse::train::EpochReport, f64) {
+    let (model, report) =
+        burn_sparse::train::train_epoch(model, optim, &data.train, cfg, seed, device)
+            .unwrap_or_else(|e| fail(e));
+    let acc = burn_sparse::train::accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
+    (model, report, acc)
+}

@@ -213,6 +213,27 @@ pub(crate) fn grown_values(
     }
 }
 
+/// Append the update to `history` and build the change the optimizer applies.
+pub(crate) fn record_update(
+    history: &mut Vec<UpdateRecord>,
+    step: u64,
+    drop_fraction: f64,
+    masks: Vec<Vec<bool>>,
+    grown_values: Vec<Vec<(usize, f32)>>,
+    changed: Vec<usize>,
+) -> TopologyChange {
+    history.push(UpdateRecord {
+        step,
+        drop_fraction,
+        changed: changed.clone(),
+    });
+    TopologyChange {
+        masks,
+        grown_values,
+        changed,
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct SavedState {
     history: Vec<UpdateRecord>,
@@ -258,16 +279,14 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
                 Err(e) => return Err(e),
             }
         }
-        self.history.push(UpdateRecord {
-            step: t,
-            drop_fraction: f,
-            changed: changed.clone(),
-        });
-        Ok(Some(TopologyChange {
+        Ok(Some(record_update(
+            &mut self.history,
+            t,
+            f,
             masks,
-            grown_values: values,
+            values,
             changed,
-        }))
+        )))
     }
     fn state(&self) -> serde_json::Value {
         serde_json::to_value(SavedState {

@@ -16,7 +16,7 @@ use burn_sparse_mask::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::drop_grow::{GrowInit, UpdateRecord, grown_values};
+use crate::drop_grow::{GrowInit, UpdateRecord, grown_values, record_update};
 use crate::engine::{drop_and_grow, drop_count};
 
 /// SNFS hyperparameters.
@@ -224,16 +224,14 @@ impl TopologyUpdater for Snfs {
             changed.push(grown.len());
             masks.push(u.mask);
         }
-        self.history.push(UpdateRecord {
-            step: t,
-            drop_fraction: p,
-            changed: changed.clone(),
-        });
-        Ok(Some(TopologyChange {
+        Ok(Some(record_update(
+            &mut self.history,
+            t,
+            p,
             masks,
-            grown_values: values,
+            values,
             changed,
-        }))
+        )))
     }
     fn state(&self) -> serde_json::Value {
         let ema: Option<Vec<Vec<f32>>> = self

@@ -119,9 +119,9 @@ def main():
         per = "n/a" if t is None else f"{t * 1e6 / 10 ** e:.2f}"
         w(f"| 1e{e} | {fmt(t)} | {per} |")
     w("")
-    w("A constant time per element means O(n): the routine is a two-level radix select (two histogram "
-      "passes over order-preserving 32-bit keys) plus one pass that writes the mask; below 4096 scores "
-      "it sorts instead.")
+    w("A constant time per element means O(n): the routine is a radix select over order-preserving "
+      "32-bit keys (a 4096-bucket histogram pass, a pass gathering the threshold's bucket, a linear "
+      "selection inside it) plus one pass that writes the mask; below 4096 scores it sorts instead.")
     w("")
     w("## How each figure is measured")
     w("")

@@ -115,6 +115,13 @@ pub struct DstPlan {
     pub delta_t: u64,
     /// Drop fraction alpha (RigL 0.3, SET zeta 0.3, SNFS prune rate 0.5).
     pub alpha: Option<f64>,
+    /// RigL stops updating after this fraction of `total_steps` (the reference: 0.75).
+    #[serde(default = "default_end_fraction")]
+    pub end_fraction: f64,
+}
+
+fn default_end_fraction() -> f64 {
+    0.75
 }
 
 impl DstPlan {
@@ -135,6 +142,7 @@ impl DstPlan {
             seed,
             delta_t: 100,
             alpha: None,
+            end_fraction: default_end_fraction(),
         }
     }
 
@@ -155,7 +163,19 @@ impl DstPlan {
             }
             DstMethod::Rigl => {
                 let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
-                c.schedule = UpdateSchedule::new(0, self.total_steps * 3 / 4, self.delta_t)?;
+                if !(self.end_fraction > 0.0 && self.end_fraction <= 1.0) {
+                    return Err(MaskError::InvalidConfig {
+                        field: "end_fraction",
+                        message: format!("{} is outside (0, 1]", self.end_fraction),
+                    });
+                }
+                // Integer arithmetic for the reference's 3/4, so existing runs are unchanged.
+                let end = if self.end_fraction == 0.75 {
+                    self.total_steps * 3 / 4
+                } else {
+                    (self.total_steps as f64 * self.end_fraction).floor() as u64
+                };
+                c.schedule = UpdateSchedule::new(0, end, self.delta_t)?;
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Cosine { alpha: a };
                 }

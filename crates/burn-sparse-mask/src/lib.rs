@@ -49,8 +49,8 @@ pub use fraction::{Density, Sparsity};
 pub use mask::{LayerMask, LayerStats, MaskSet, to_host};
 pub use optim::{
     AdamConfig, LayerView, MaskedOptimizer, ParamState, Rule, SgdConfig, SparseHandle,
-    SparseOptimizer, StepReport, TopologyChange, TopologyUpdater, WriteWeights, mask_gradients,
-    read_grads,
+    SparseOptimizer, StepReport, TopologyChange, TopologyUpdater, WriteWeights, flat_grads,
+    mask_gradients, read_grads,
 };
 pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
 pub use rng::SparseRng;

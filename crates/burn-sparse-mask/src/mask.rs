@@ -376,6 +376,40 @@ impl MaskSet {
             .collect())
     }
 
+    /// The masked parameters' current values, flattened, as device tensors in layer order
+    /// (without autodiff), for scores computed on the device before one read back.
+    ///
+    /// # Errors
+    /// [`MaskError::ModelMismatch`] if a masked parameter is not in `model`.
+    pub fn device_weights<M: Module>(&self, model: &M) -> Result<Vec<Tensor<1>>> {
+        struct Reader<'a> {
+            masks: &'a MaskSet,
+            out: Vec<Option<Tensor<1>>>,
+        }
+        impl ModuleVisitor for Reader<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(&i) = self.masks.index.get(&param.id) {
+                    let n = self.masks.layers[i].numel();
+                    self.out[i] = Some(param.val().inner().reshape([n]));
+                }
+            }
+        }
+        let mut r = Reader {
+            masks: self,
+            out: vec![None; self.layers.len()],
+        };
+        model.visit(&mut r);
+        r.out
+            .into_iter()
+            .zip(&self.layers)
+            .map(|(w, l)| {
+                w.ok_or_else(|| {
+                    MaskError::ModelMismatch(format!("`{}` is not in the model", l.info.path))
+                })
+            })
+            .collect()
+    }
+
     /// The current weights of every masked parameter, flattened, in layer order.
     ///
     /// # Errors

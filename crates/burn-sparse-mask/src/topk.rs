@@ -1,8 +1,8 @@
 //! Exact top-k mask construction, the one routine every scorer shares.
 //!
-//! The routine runs on the host over `f32` scores: a two-level radix select over
-//! order-preserving 32-bit keys (two histogram passes, O(n), no copy of the scores) finds the
-//! k-th largest score, every strictly larger score is kept, and ties at the threshold are kept in
+//! The routine runs on the host over `f32` scores: a radix select over order-preserving 32-bit
+//! keys (a 4096-bucket histogram pass, a pass gathering the one bucket that holds the threshold,
+//! and a linear selection inside it: O(n)) finds the k-th largest score, every strictly larger score is kept, and ties at the threshold are kept in
 //! increasing flat index order until exactly `k` survive. So the number of survivors
 //! is exact and the result is deterministic and identical on every backend for the same scores.
 //! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
@@ -34,7 +34,9 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
         return Err(MaskError::TooManySurvivors { k, n });
     }
     for (name, s) in segments {
-        if let Some(index) = s.iter().position(|v| v.is_nan()) {
+        // A branch-free scan first (vectorised); the position only when there is a NaN.
+        if s.iter().fold(false, |acc, v| acc | v.is_nan()) {
+            let index = s.iter().position(|v| v.is_nan()).unwrap_or(0);
             return Err(MaskError::NanScore {
                 param: name.to_string(),
                 index,
@@ -51,18 +53,19 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
     let mut ties_left = k - greater;
     let mut out = Vec::with_capacity(segments.len());
     for (_, s) in segments {
-        let mut m = Vec::with_capacity(s.len());
-        for v in s.iter() {
-            let keep = match key(*v).cmp(&threshold) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Equal if ties_left > 0 => {
-                    ties_left -= 1;
-                    true
-                }
-                _ => false,
-            };
-            m.push(keep);
-        }
+        let m: Vec<bool> = if ties_left == 0 {
+            // No tie left to place: a plain comparison the compiler vectorises.
+            s.iter().map(|&v| key(v) > threshold).collect()
+        } else {
+            s.iter()
+                .map(|&v| {
+                    let kv = key(v);
+                    let tie = kv == threshold && ties_left > 0;
+                    ties_left -= usize::from(tie);
+                    kv > threshold || tie
+                })
+                .collect()
+        };
         out.push(m);
     }
     Ok(out)
@@ -84,14 +87,18 @@ fn key(v: f32) -> u32 {
     }
 }
 
+/// Bits of the key that index the first-level histogram (4096 buckets: 32 KB, in L1).
+const HIGH_BITS: u32 = 12;
+
 /// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger,
-/// by a two-level radix select: a histogram of the high 16 bits of every key finds the bucket
-/// holding the k-th largest, a histogram of the low 16 bits inside that bucket finds the exact
-/// key. Two linear passes, no copy of the values.
+/// by a radix select: a histogram of the top 12 bits of every key finds the bucket holding the
+/// k-th largest; the keys of that one bucket are gathered and the exact key is selected among
+/// them (`select_nth_unstable`, linear). Two linear passes over the values plus a selection
+/// over one bucket (all values in the worst case of massive ties, still linear).
 fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
     let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     if n < SMALL {
-        // Small inputs: sort the keys instead of clearing two 64k histograms.
+        // Small inputs: sort the keys.
         let mut keys: Vec<u32> = segments
             .iter()
             .flat_map(|(_, s)| s.iter().map(|&v| key(v)))
@@ -100,24 +107,28 @@ fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
         let t = keys[k - 1];
         return (t, keys.iter().take_while(|&&x| x > t).count());
     }
-    let mut hist = vec![0usize; 1 << 16];
+    let shift = 32 - HIGH_BITS;
+    let mut hist = vec![0usize; 1 << HIGH_BITS];
     for (_, s) in segments {
         for &v in s.iter() {
-            hist[(key(v) >> 16) as usize] += 1;
+            hist[(key(v) >> shift) as usize] += 1;
         }
     }
-    let (high, above_high) = walk_down(&hist, k);
-    hist.iter_mut().for_each(|h| *h = 0);
+    let (bucket, above) = walk_down(&hist, k);
+    let bucket = bucket as u32;
+    let mut cand: Vec<u32> = Vec::with_capacity(hist[bucket as usize]);
     for (_, s) in segments {
         for &v in s.iter() {
             let kv = key(v);
-            if (kv >> 16) as usize == high {
-                hist[(kv & 0xffff) as usize] += 1;
+            if kv >> shift == bucket {
+                cand.push(kv);
             }
         }
     }
-    let (low, above_low) = walk_down(&hist, k - above_high);
-    (((high as u32) << 16) | low as u32, above_high + above_low)
+    let r = k - above - 1;
+    let (_, &mut t, _) = cand.select_nth_unstable_by(r, |a, b| b.cmp(a));
+    let greater = cand.iter().filter(|&&x| x > t).count();
+    (t, above + greater)
 }
 
 /// The highest bucket at which the count from the top reaches `k`, and the count strictly above.

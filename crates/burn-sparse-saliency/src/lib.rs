@@ -103,19 +103,30 @@ pub fn prune_at_init<M: Module, S: Saliency<M>>(
         } else {
             Sparsity::new(1.0 - d.powf(k as f64 / cfg.rounds as f64))?
         };
-        let masked = masks.apply(model.clone());
+        // The first round's mask is dense: no re-mask of the model, no -inf pass over scores.
+        let dense = masks.nnz() == masks.numel();
+        let masked = if dense {
+            model.clone()
+        } else {
+            masks.apply(model.clone())
+        };
         let raw = saliency.scores(&masked, &masks)?;
         let scores: Vec<LayerScores> = params
             .iter()
             .zip(raw)
             .zip(masks.layers())
-            .map(|((p, sc), l)| LayerScores {
-                param: p.clone(),
-                scores: sc
-                    .into_iter()
-                    .zip(l.bits())
-                    .map(|(x, &keep)| if keep { x } else { f32::NEG_INFINITY })
-                    .collect(),
+            .map(|((p, mut sc), l)| {
+                if !dense {
+                    for (x, &keep) in sc.iter_mut().zip(l.bits()) {
+                        if !keep {
+                            *x = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                LayerScores {
+                    param: p.clone(),
+                    scores: sc,
+                }
             })
             .collect();
         let bits = masks_from_scores(&scores, s, &cfg.scope, cfg.allow_empty_layers)?;

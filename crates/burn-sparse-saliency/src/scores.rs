@@ -6,7 +6,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor};
-use burn_sparse_mask::{MaskSet, SparseRng, WriteWeights, read_grads, to_host};
+use burn_sparse_mask::{MaskSet, SparseRng, WriteWeights, flat_grads, read_grads, to_host};
 
 use crate::Saliency;
 use crate::error::{Result, SaliencyError};
@@ -159,16 +159,28 @@ impl<M: Module> Saliency<M> for Snip<M> {
         "snip"
     }
     fn scores(&mut self, model: &M, masks: &MaskSet) -> Result<Vec<Vec<f32>>> {
-        let w = masks.read_weights(model)?;
-        let mut acc: Vec<Vec<f32>> = w.iter().map(|l| vec![0.0; l.len()]).collect();
+        // |g * w| (summed over batches) on the device, then one read back per layer.
+        let w = masks.device_weights(model)?;
+        let mut acc: Option<Vec<Tensor<1>>> = None;
         for loss in &self.losses {
-            let g = grads_of("snip", model, masks, loss(model))?;
-            for ((a, g), w) in acc.iter_mut().zip(&g).zip(&w) {
-                for ((a, g), w) in a.iter_mut().zip(g).zip(w) {
-                    *a += (g * w).abs();
-                }
-            }
+            let loss = loss(model);
+            finite("snip", &loss)?;
+            let g = GradientsParams::from_grads(loss.backward(), model);
+            let s: Vec<Tensor<1>> = flat_grads(masks, model, &g)
+                .into_iter()
+                .zip(&w)
+                .map(|(g, w)| (g * w.clone()).abs())
+                .collect();
+            acc = Some(match acc {
+                None => s,
+                Some(a) => a.into_iter().zip(s).map(|(a, s)| a + s).collect(),
+            });
         }
+        let mut acc: Vec<Vec<f32>> = acc
+            .unwrap_or_default()
+            .into_iter()
+            .map(to_host)
+            .collect::<std::result::Result<_, _>>()?;
         let total: f64 = acc.iter().flatten().map(|&x| x as f64).sum();
         if total > 0.0 {
             let norm = (1.0 / total) as f32;

@@ -11,7 +11,7 @@
 //! | [`dynamic`] | `burn-sparse-dynamic`: SET, RigL, SNFS, static | `dynamic` (default) |
 //! | [`saliency`] | `burn-sparse-saliency`: magnitude, random, SNIP, GraSP, SynFlow | `saliency` (default) |
 //! | [`lottery`] | `burn-sparse-lottery`: IMP with rewinding, baselines, linear mode connectivity | `lottery` (default) |
-//! | [`models`] | LeNet-300-100, LeNet-5 | always |
+//! | [`models`] | LeNet-300-100, LeNet-5, Conv-2/4/6 | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
 //! Backends: the CPU backend `flex` always; `wgpu`, `cuda` and `ndarray` behind features of
@@ -62,7 +62,9 @@ pub mod train;
 
 /// The common imports.
 pub mod prelude {
-    pub use crate::models::{Classifier, LeNet5, LeNet5Config, LeNet300, LeNet300Config};
+    pub use crate::models::{
+        Classifier, ConvNet, ConvNetConfig, LeNet5, LeNet5Config, LeNet300, LeNet300Config,
+    };
     pub use crate::train::{TrainConfig, accuracy, train_epoch};
     #[cfg(feature = "data")]
     pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};

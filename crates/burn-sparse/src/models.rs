@@ -1,4 +1,5 @@
-//! Reference models: LeNet-300-100 and LeNet-5 (Caffe variant, as in the SNIP paper).
+//! Reference models: LeNet-300-100, LeNet-5 (Caffe variant, as in the SNIP paper) and the
+//! LTH paper's Conv-2, Conv-4 and Conv-6 (VGG-like, for CIFAR-10).
 
 use burn::config::Config;
 use burn::module::{Initializer, Module};
@@ -89,15 +90,23 @@ pub struct LeNet5Config {
     /// Classes.
     #[config(default = 10)]
     pub classes: usize,
+    /// Input channels (1 for MNIST, 3 for CIFAR-10).
+    #[config(default = 1)]
+    pub in_channels: usize,
+    /// Input height and width (28 for MNIST, 32 for CIFAR-10).
+    #[config(default = 28)]
+    pub image_size: usize,
 }
 
 impl LeNet5Config {
     /// Initialise on `device`.
     pub fn init(&self, device: &Device) -> LeNet5 {
+        // Two valid 5x5 convolutions, each followed by a 2x2 pool.
+        let side = ((self.image_size.saturating_sub(4)) / 2).saturating_sub(4) / 2;
         LeNet5 {
-            conv1: Conv2dConfig::new([1, 20], [5, 5]).init(device),
+            conv1: Conv2dConfig::new([self.in_channels, 20], [5, 5]).init(device),
             conv2: Conv2dConfig::new([20, 50], [5, 5]).init(device),
-            fc1: LinearConfig::new(800, 500).init(device),
+            fc1: LinearConfig::new(50 * side * side, 500).init(device),
             fc2: LinearConfig::new(500, self.classes).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
         }
@@ -111,5 +120,162 @@ impl Classifier for LeNet5 {
         let [b, c, h, w] = x.dims();
         self.fc2
             .forward(relu(self.fc1.forward(x.reshape([b, c * h * w]))))
+    }
+}
+
+/// Conv-2, Conv-4 and Conv-6 of the LTH paper (Frankle & Carbin 2019, Figure 2): pairs of 3x3
+/// convolutions (same padding, ReLU) with 64, 128 and 256 channels, each pair followed by a 2x2
+/// max-pool, then fully connected 256, 256, classes.
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    /// The convolutions, in order (`convs.0.weight`, ...).
+    pub convs: Vec<Conv2d>,
+    /// The fully connected layers, in order; the last is the output layer.
+    pub fcs: Vec<Linear>,
+    pool: MaxPool2d,
+}
+
+/// Configuration of [`ConvNet`]: `depth` 2, 4 or 6 convolutions.
+#[derive(Config, Debug)]
+pub struct ConvNetConfig {
+    /// Number of convolutions: 2 (Conv-2), 4 (Conv-4) or 6 (Conv-6).
+    #[config(default = 2)]
+    pub depth: usize,
+    /// Input channels.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Input height and width.
+    #[config(default = 32)]
+    pub image_size: usize,
+    /// Classes.
+    #[config(default = 10)]
+    pub classes: usize,
+    /// Weight initialiser (None: burn's default; the LTH paper used Glorot normal).
+    #[config(default = "None")]
+    pub initializer: Option<Initializer>,
+}
+
+impl ConvNetConfig {
+    /// Conv-2: 64, 64, pool; fc 256, 256, 10 (4.3M weights on CIFAR-10).
+    pub fn conv2() -> Self {
+        Self::new().with_depth(2)
+    }
+    /// Conv-4: 64, 64, pool, 128, 128, pool; fc 256, 256, 10 (2.4M weights).
+    pub fn conv4() -> Self {
+        Self::new().with_depth(4)
+    }
+    /// Conv-6: 64, 64, pool, 128, 128, pool, 256, 256, pool; fc 256, 256, 10 (2.26M weights
+    /// for this architecture; the paper's table prints 1.7M).
+    pub fn conv6() -> Self {
+        Self::new().with_depth(6)
+    }
+
+    /// The channel widths of the convolutions.
+    pub fn widths(&self) -> Vec<usize> {
+        (0..self.depth).map(|i| 64 << (i / 2)).collect()
+    }
+
+    /// Initialise on `device`. A depth that is not 2, 4 or 6 still builds (pairs of
+    /// convolutions, a pool after each pair), as long as the image survives the pools.
+    pub fn init(&self, device: &Device) -> ConvNet {
+        let widths = self.widths();
+        let mut convs = Vec::with_capacity(self.depth);
+        let mut c = self.in_channels;
+        for &w in &widths {
+            let mut cfg =
+                Conv2dConfig::new([c, w], [3, 3]).with_padding(burn::nn::PaddingConfig2d::Same);
+            if let Some(init) = &self.initializer {
+                cfg = cfg.with_initializer(init.clone());
+            }
+            convs.push(cfg.init(device));
+            c = w;
+        }
+        let side = self.image_size >> self.depth.div_ceil(2);
+        let flat = c * side * side;
+        let fcs = vec![
+            linear(flat, 256, &self.initializer, device),
+            linear(256, 256, &self.initializer, device),
+            linear(256, self.classes, &self.initializer, device),
+        ];
+        ConvNet {
+            convs,
+            fcs,
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+        }
+    }
+}
+
+impl Classifier for ConvNet {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = images;
+        for (i, conv) in self.convs.iter().enumerate() {
+            x = relu(conv.forward(x));
+            if i % 2 == 1 || i + 1 == self.convs.len() {
+                x = self.pool.forward(x);
+            }
+        }
+        let [b, c, h, w] = x.dims();
+        let mut x = x.reshape([b, c * h * w]);
+        let last = self.fcs.len().saturating_sub(1);
+        for (i, fc) in self.fcs.iter().enumerate() {
+            x = fc.forward(x);
+            if i < last {
+                x = relu(x);
+            }
+        }
+        x
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn_sparse_mask::{ParamFilter, param_infos};
+
+    fn weights<M: Module>(m: &M) -> usize {
+        ParamFilter::new()
+            .select(m)
+            .unwrap()
+            .iter()
+            .map(|p| p.numel())
+            .sum()
+    }
+
+    #[test]
+    fn conv_nets_have_the_lth_paper_sizes() {
+        let device = Device::default();
+        // LTH paper, Figure 2: Conv-2 4.3M and Conv-4 2.4M weights. For Conv-6 the table prints
+        // 1.7M, but its own layer list (3x3 convs 64,64,128,128,256,256; fc 4096-256-256-10)
+        // counts 1,144,512 conv + 1,116,672 fc = 2,261,184 weights.
+        for (cfg, expected, convs) in [
+            (ConvNetConfig::conv2(), 4_300_992, 2),
+            (ConvNetConfig::conv4(), 2_425_024, 4),
+            (ConvNetConfig::conv6(), 2_261_184, 6),
+        ] {
+            let m = cfg.init(&device);
+            assert_eq!(m.convs.len(), convs);
+            assert_eq!(weights(&m), expected, "depth {}", cfg.depth);
+            let y = m.logits(Tensor::zeros([2, 3, 32, 32], &device));
+            assert_eq!(y.dims(), [2, 10]);
+        }
+        let paths: Vec<String> = param_infos(&ConvNetConfig::conv4().init(&device))
+            .into_iter()
+            .map(|p| p.path)
+            .collect();
+        assert!(paths.contains(&"convs.3.weight".to_string()), "{paths:?}");
+        assert!(paths.contains(&"fcs.2.weight".to_string()), "{paths:?}");
+    }
+
+    #[test]
+    fn lenet5_adapts_to_cifar_inputs() {
+        let device = Device::default();
+        let m = LeNet5Config::new()
+            .with_in_channels(3)
+            .with_image_size(32)
+            .init(&device);
+        assert_eq!(m.fc1.weight.dims(), [1250, 500]);
+        let y = m.logits(Tensor::zeros([1, 3, 32, 32], &device));
+        assert_eq!(y.dims(), [1, 10]);
+        assert_eq!(weights(&LeNet5Config::new().init(&device)), 430_500);
     }
 }

@@ -115,18 +115,36 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
 /// # Errors
 /// [`TrainError`].
 pub fn train_epoch<M: Classifier, D: BatchSource>(
-    mut model: M,
+    model: M,
     optim: &mut SparseOptimizer,
     data: &D,
     cfg: TrainConfig,
     seed: u64,
     device: &Device,
 ) -> Result<(M, EpochReport), TrainError> {
+    train_epoch_with(model, optim, data, cfg, seed, device, &mut |_, _| {})
+}
+
+/// [`train_epoch`] that calls `on_batch(batches_done, batches_in_epoch)` after every step
+/// (for a progress bar).
+///
+/// # Errors
+/// [`TrainError`].
+pub fn train_epoch_with<M: Classifier, D: BatchSource>(
+    mut model: M,
+    optim: &mut SparseOptimizer,
+    data: &D,
+    cfg: TrainConfig,
+    seed: u64,
+    device: &Device,
+    on_batch: &mut dyn FnMut(usize, usize),
+) -> Result<(M, EpochReport), TrainError> {
     let order = permutation(data.len(), seed);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut total = 0.0;
     let mut batches = 0usize;
     let mut updates = Vec::new();
+    let n_batches = order.len().div_ceil(cfg.batch_size.max(1));
     for idx in order.chunks(cfg.batch_size.max(1)) {
         let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
         let loss = loss_fn.forward(model.logits(x), y);
@@ -138,6 +156,7 @@ pub fn train_epoch<M: Classifier, D: BatchSource>(
         if let Some(r) = optim.last_report().filter(|r| !r.changed.is_empty()) {
             updates.push(r.clone());
         }
+        on_batch(batches, n_batches);
     }
     Ok((
         model,

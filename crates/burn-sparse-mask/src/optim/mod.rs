@@ -18,5 +18,5 @@ mod topology;
 pub use handle::SparseHandle;
 pub use masked::{MaskedOptimizer, mask_gradients};
 pub use rule::{AdamConfig, Rule, SgdConfig};
-pub use sparse::{ParamState, SparseOptimizer, StepReport, WriteWeights, read_grads};
+pub use sparse::{ParamState, SparseOptimizer, StepReport, WriteWeights, flat_grads, read_grads};
 pub use topology::{LayerView, TopologyChange, TopologyUpdater};

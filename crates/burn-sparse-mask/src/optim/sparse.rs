@@ -502,7 +502,13 @@ impl SparseOptimizer {
     }
 }
 
-fn flat_grads<M: Module>(masks: &MaskSet, model: &M, grads: &GradientsParams) -> Vec<Tensor<1>> {
+/// The gradients of every masked parameter, flattened, as device tensors in layer order (zeros
+/// where a layer has no gradient), without a read back.
+pub fn flat_grads<M: Module>(
+    masks: &MaskSet,
+    model: &M,
+    grads: &GradientsParams,
+) -> Vec<Tensor<1>> {
     struct Reader<'a> {
         masks: &'a MaskSet,
         grads: &'a GradientsParams,

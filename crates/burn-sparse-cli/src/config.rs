@@ -1,0 +1,718 @@
+//! The experiment config: one struct, read from TOML or JSON, overridden by flags, validated
+//! with errors that name the field, and hashed into the run directory's name.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The reference models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelName {
+    /// LeNet-300-100 (fully connected).
+    Lenet300,
+    /// LeNet-5 (Caffe variant).
+    Lenet5,
+    /// Conv-2 of the LTH paper.
+    Conv2,
+    /// Conv-4 of the LTH paper.
+    Conv4,
+    /// Conv-6 of the LTH paper.
+    Conv6,
+}
+
+/// The datasets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    /// MNIST (fetched if missing, checksummed).
+    Mnist,
+    /// Fashion-MNIST (fetched if missing, checksummed).
+    FashionMnist,
+    /// CIFAR-10, binary version, from `dir/cifar-10-batches-bin`.
+    Cifar10,
+    /// A small generated 4-class 1x8x8 problem for tests and smoke runs (no files).
+    Synthetic,
+}
+
+/// The methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodName {
+    /// Dense training (sparsity is ignored).
+    Dense,
+    /// |w| at initialisation, fixed mask.
+    Magnitude,
+    /// Random scores at initialisation, fixed mask.
+    Random,
+    /// SNIP at initialisation, fixed mask.
+    Snip,
+    /// GraSP at initialisation, fixed mask.
+    Grasp,
+    /// SynFlow at initialisation (iterative, data-free), fixed mask.
+    Synflow,
+    /// A fixed random mask from the distribution (DST's static baseline).
+    Static,
+    /// SET.
+    Set,
+    /// RigL.
+    Rigl,
+    /// SNFS.
+    Snfs,
+    /// Lottery ticket by IMP with rewinding.
+    Lottery,
+}
+
+impl MethodName {
+    /// Every method, in table order.
+    pub const ALL: [MethodName; 11] = [
+        MethodName::Dense,
+        MethodName::Magnitude,
+        MethodName::Random,
+        MethodName::Snip,
+        MethodName::Grasp,
+        MethodName::Synflow,
+        MethodName::Static,
+        MethodName::Set,
+        MethodName::Rigl,
+        MethodName::Snfs,
+        MethodName::Lottery,
+    ];
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MethodName::Dense => "dense",
+            MethodName::Magnitude => "magnitude",
+            MethodName::Random => "random",
+            MethodName::Snip => "snip",
+            MethodName::Grasp => "grasp",
+            MethodName::Synflow => "synflow",
+            MethodName::Static => "static",
+            MethodName::Set => "set",
+            MethodName::Rigl => "rigl",
+            MethodName::Snfs => "snfs",
+            MethodName::Lottery => "lottery",
+        }
+    }
+
+    /// Whether the mask changes during training (SET, RigL, SNFS).
+    pub fn is_dynamic(self) -> bool {
+        matches!(self, MethodName::Set | MethodName::Rigl | MethodName::Snfs)
+    }
+
+    /// Whether the mask comes from a score at initialisation.
+    pub fn is_saliency(self) -> bool {
+        matches!(
+            self,
+            MethodName::Magnitude
+                | MethodName::Random
+                | MethodName::Snip
+                | MethodName::Grasp
+                | MethodName::Synflow
+        )
+    }
+}
+
+impl std::fmt::Display for MethodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the sparsity is spread over layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistributionName {
+    /// One ranking over all layers (saliency methods only).
+    Global,
+    /// The same sparsity in every layer.
+    Uniform,
+    /// Erdős–Rényi.
+    Er,
+    /// Erdős–Rényi-Kernel.
+    Erk,
+}
+
+/// The dataset section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatasetConfig {
+    /// Which dataset.
+    pub name: DatasetName,
+    /// Where its files live (not part of the run hash).
+    pub dir: String,
+    /// Use only the first N training images (None: all).
+    pub train_limit: Option<usize>,
+    /// Use only the first N test images (None: all).
+    pub test_limit: Option<usize>,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        Self {
+            name: DatasetName::Mnist,
+            dir: "data".into(),
+            train_limit: None,
+            test_limit: None,
+        }
+    }
+}
+
+/// The optimizer kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    /// SGD with momentum (dampening 0, as PyTorch).
+    Sgd,
+    /// Adam (weight decay as L2).
+    Adam,
+    /// AdamW (decoupled weight decay).
+    Adamw,
+}
+
+/// The learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// Cosine decay from `lr` to 0 over the run.
+    Cosine,
+    /// Constant.
+    Constant,
+}
+
+/// The optimizer section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    /// SGD, Adam or AdamW.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// SGD Nesterov momentum.
+    pub nesterov: bool,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Learning-rate schedule.
+    pub lr_schedule: LrSchedule,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            batch_size: 100,
+            lr_schedule: LrSchedule::Cosine,
+        }
+    }
+}
+
+/// The topology schedule of the dynamic methods.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    /// RigL's update interval in steps (SET and SNFS update once per epoch).
+    pub delta_t: u64,
+    /// RigL stops updating after this fraction of training.
+    pub end_fraction: f64,
+    /// Initial drop fraction (None: the method's reference, RigL/SET 0.3, SNFS 0.5).
+    pub drop_fraction: Option<f64>,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            delta_t: 100,
+            end_fraction: 0.75,
+            drop_fraction: None,
+        }
+    }
+}
+
+/// The saliency section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaliencyConfig {
+    /// Pruning rounds on an exponential schedule (None: SynFlow 100, others 1).
+    pub rounds: Option<usize>,
+    /// SNIP: batches (of `optimizer.batch_size`) averaged.
+    pub snip_batches: usize,
+    /// GraSP: images per class.
+    pub grasp_per_class: usize,
+    /// GraSP: softmax temperature.
+    pub grasp_temperature: f64,
+    /// Let a layer lose every weight (otherwise that is an error naming the layer).
+    pub allow_empty_layers: bool,
+}
+
+impl Default for SaliencyConfig {
+    fn default() -> Self {
+        Self {
+            rounds: None,
+            snip_batches: 1,
+            grasp_per_class: 10,
+            grasp_temperature: 200.0,
+            allow_empty_layers: false,
+        }
+    }
+}
+
+/// The lottery section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LotteryConfig {
+    /// Pruning levels to reach `sparsity` (None: as many 20% levels as it takes). The
+    /// per-level rate is set so that the last level lands exactly on `sparsity`.
+    pub levels: Option<usize>,
+    /// Rewind to the end of this epoch (0: to init).
+    pub rewind_epoch: u64,
+    /// Also train the random-reinit and random-pruning baselines at every level.
+    pub baselines: bool,
+}
+
+impl Default for LotteryConfig {
+    fn default() -> Self {
+        Self {
+            levels: None,
+            rewind_epoch: 0,
+            baselines: false,
+        }
+    }
+}
+
+/// One experiment: a model, a dataset, a method at a sparsity, a recipe, seeds and a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExperimentConfig {
+    /// The model.
+    pub model: ModelName,
+    /// The data.
+    pub dataset: DatasetConfig,
+    /// The method.
+    pub method: MethodName,
+    /// Fraction of prunable weights removed, in `[0, 1)` (ignored by `dense`).
+    pub sparsity: f64,
+    /// Layer distribution (None: the method's reference: global for saliency and lottery, ER
+    /// for SET, ERK otherwise).
+    pub distribution: Option<DistributionName>,
+    /// Dynamic methods' schedule.
+    pub schedule: ScheduleConfig,
+    /// Optimizer and batch size.
+    pub optimizer: OptimizerConfig,
+    /// Training epochs (per level for the lottery).
+    pub epochs: u64,
+    /// One run per seed.
+    pub seeds: Vec<u64>,
+    /// Backend: `flex` (CPU), `ndarray`, `wgpu` or `cuda` (those compiled in).
+    pub device: String,
+    /// Saliency methods' options.
+    pub saliency: SaliencyConfig,
+    /// Lottery options.
+    pub lottery: LotteryConfig,
+}
+
+impl Default for ExperimentConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelName::Lenet300,
+            dataset: DatasetConfig::default(),
+            method: MethodName::Rigl,
+            sparsity: 0.9,
+            distribution: None,
+            schedule: ScheduleConfig::default(),
+            optimizer: OptimizerConfig::default(),
+            epochs: 10,
+            seeds: vec![0],
+            device: "flex".into(),
+            saliency: SaliencyConfig::default(),
+            lottery: LotteryConfig::default(),
+        }
+    }
+}
+
+/// The format of a config file, from its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.toml`
+    Toml,
+    /// `.json`
+    Json,
+}
+
+impl Format {
+    /// From a path's extension.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for another extension.
+    pub fn of(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("toml") => Ok(Format::Toml),
+            Some("json") => Ok(Format::Json),
+            _ => Err(Error::Config {
+                field: "<file>".into(),
+                message: format!("`{}` is neither .toml nor .json", path.display()),
+            }),
+        }
+    }
+}
+
+/// Parse config text into a JSON value (TOML is transcoded), so overrides and the typed
+/// decoding share one path.
+///
+/// # Errors
+/// [`Error::Parse`] with the position.
+pub fn parse_value(text: &str, format: Format, origin: &str) -> Result<serde_json::Value> {
+    match format {
+        Format::Json => serde_json::from_str(text).map_err(|e| Error::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        }),
+        Format::Toml => {
+            let v: toml::Value = toml::from_str(text).map_err(|e| Error::Parse {
+                origin: origin.into(),
+                message: e.to_string(),
+            })?;
+            serde_json::to_value(v).map_err(|e| Error::Parse {
+                origin: origin.into(),
+                message: e.to_string(),
+            })
+        }
+    }
+}
+
+/// Decode a value into `T`; a failure names the field (`optimizer.lr`).
+///
+/// # Errors
+/// [`Error::Config`].
+pub fn decode<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        Error::Config {
+            field: if path == "." { "<root>".into() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Set `path` (`optimizer.lr`) in `value` to `raw`, parsed as JSON when it parses (numbers,
+/// booleans, arrays) and as a string otherwise.
+///
+/// # Errors
+/// [`Error::Config`] when the path crosses a non-table.
+pub fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<()> {
+    let parsed: serde_json::Value =
+        serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+    let mut cur = value;
+    let parts: Vec<&str> = path.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err(Error::Config {
+                field: path.into(),
+                message: "empty path segment".into(),
+            });
+        }
+        let obj = match cur {
+            serde_json::Value::Object(o) => o,
+            serde_json::Value::Null => {
+                *cur = serde_json::Value::Object(Default::default());
+                match cur {
+                    serde_json::Value::Object(o) => o,
+                    _ => unreachable!("just set"),
+                }
+            }
+            _ => {
+                return Err(Error::Config {
+                    field: parts[..i].join("."),
+                    message: "is not a table, so it has no fields to set".into(),
+                });
+            }
+        };
+        if i + 1 == parts.len() {
+            obj.insert((*part).to_string(), parsed);
+            return Ok(());
+        }
+        cur = obj
+            .entry((*part).to_string())
+            .or_insert(serde_json::Value::Object(Default::default()));
+    }
+    Ok(())
+}
+
+impl ExperimentConfig {
+    /// Read a `.toml` or `.json` file, apply `overrides` (`path=value`), decode and validate.
+    ///
+    /// # Errors
+    /// [`Error::Io`], [`Error::Parse`], or [`Error::Config`] naming the field.
+    pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_text(
+            &text,
+            Format::of(path)?,
+            &path.display().to_string(),
+            overrides,
+        )
+    }
+
+    /// As [`ExperimentConfig::load`], from text.
+    ///
+    /// # Errors
+    /// As [`ExperimentConfig::load`].
+    pub fn from_text(
+        text: &str,
+        format: Format,
+        origin: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Self> {
+        let mut v = parse_value(text, format, origin)?;
+        for (k, val) in overrides {
+            set_path(&mut v, k, val)?;
+        }
+        let c: Self = decode(v)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The config as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Check ranges and combinations; the error names the field.
+    ///
+    /// # Errors
+    /// [`Error::Config`].
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field: &str, message: String| {
+            Err(Error::Config {
+                field: field.into(),
+                message,
+            })
+        };
+        if !(self.sparsity.is_finite() && (0.0..1.0).contains(&self.sparsity)) {
+            return bad("sparsity", format!("{} is outside [0, 1)", self.sparsity));
+        }
+        if self.method != MethodName::Dense && self.sparsity == 0.0 {
+            return bad(
+                "sparsity",
+                format!("method `{}` needs a sparsity above 0", self.method),
+            );
+        }
+        if self.epochs == 0 {
+            return bad("epochs", "must be at least 1".into());
+        }
+        if self.seeds.is_empty() {
+            return bad("seeds", "needs at least one seed".into());
+        }
+        let o = &self.optimizer;
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return bad("optimizer.lr", format!("{} is not a positive number", o.lr));
+        }
+        if !(o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum)) {
+            return bad(
+                "optimizer.momentum",
+                format!("{} is outside [0, 1)", o.momentum),
+            );
+        }
+        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
+            return bad(
+                "optimizer.weight_decay",
+                format!("{} is negative or not finite", o.weight_decay),
+            );
+        }
+        if o.batch_size == 0 {
+            return bad("optimizer.batch_size", "must be at least 1".into());
+        }
+        let s = &self.schedule;
+        if s.delta_t == 0 {
+            return bad("schedule.delta_t", "must be at least 1".into());
+        }
+        if !(s.end_fraction > 0.0 && s.end_fraction <= 1.0) {
+            return bad(
+                "schedule.end_fraction",
+                format!("{} is outside (0, 1]", s.end_fraction),
+            );
+        }
+        if let Some(a) = s.drop_fraction {
+            if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
+                return bad("schedule.drop_fraction", format!("{a} is outside [0, 1]"));
+            }
+        }
+        if self.distribution == Some(DistributionName::Global)
+            && (self.method.is_dynamic() || self.method == MethodName::Static)
+        {
+            return bad(
+                "distribution",
+                format!(
+                    "`global` is for score-based masks; `{}` needs a per-layer distribution \
+                     (erk, er, uniform)",
+                    self.method
+                ),
+            );
+        }
+        if self.saliency.rounds == Some(0) {
+            return bad("saliency.rounds", "must be at least 1".into());
+        }
+        if self.saliency.snip_batches == 0 {
+            return bad("saliency.snip_batches", "must be at least 1".into());
+        }
+        if self.saliency.grasp_per_class == 0 {
+            return bad("saliency.grasp_per_class", "must be at least 1".into());
+        }
+        if !(self.saliency.grasp_temperature.is_finite() && self.saliency.grasp_temperature > 0.0) {
+            return bad(
+                "saliency.grasp_temperature",
+                "must be a positive number".into(),
+            );
+        }
+        if self.lottery.levels == Some(0) {
+            return bad("lottery.levels", "must be at least 1".into());
+        }
+        if self.method == MethodName::Lottery && self.lottery.rewind_epoch >= self.epochs {
+            return bad(
+                "lottery.rewind_epoch",
+                format!(
+                    "rewinding to epoch {} leaves nothing to train in {} epochs",
+                    self.lottery.rewind_epoch, self.epochs
+                ),
+            );
+        }
+        if let Some(0) = self.dataset.train_limit {
+            return bad("dataset.train_limit", "must be at least 1".into());
+        }
+        if let Some(0) = self.dataset.test_limit {
+            return bad("dataset.test_limit", "must be at least 1".into());
+        }
+        let backends = burn_sparse::device::available_backends();
+        if !backends.contains(&self.device.as_str()) && self.device != "cpu" {
+            return bad(
+                "device",
+                format!(
+                    "`{}` is not compiled in; available: {} (enable the cargo feature of the \
+                     same name)",
+                    self.device,
+                    backends.join(", ")
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// One config per seed, each with `seeds = [seed]`.
+    pub fn per_seed(&self) -> Vec<ExperimentConfig> {
+        self.seeds
+            .iter()
+            .map(|&s| ExperimentConfig {
+                seeds: vec![s],
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// The seed of a single-seed config (the first one).
+    pub fn seed(&self) -> u64 {
+        self.seeds.first().copied().unwrap_or(0)
+    }
+
+    /// The sparsity a run actually uses (0 for dense).
+    pub fn effective_sparsity(&self) -> f64 {
+        if self.method == MethodName::Dense {
+            0.0
+        } else {
+            self.sparsity
+        }
+    }
+
+    /// A stable hash of everything that changes the result: the canonical JSON without the
+    /// data directory (and with the sparsity of `dense` set to 0). 12 hex digits.
+    pub fn hash(&self) -> String {
+        let mut c = self.clone();
+        c.dataset.dir = String::new();
+        c.sparsity = c.effective_sparsity();
+        let json = serde_json::to_string(&c).unwrap_or_default();
+        let d = Sha256::digest(json.as_bytes());
+        d.iter().take(6).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The run directory's name: a readable label and the hash,
+    /// `lenet300-mnist-rigl-s0.90-seed0-3fa2c1d9e0b1`.
+    pub fn run_name(&self) -> String {
+        let ds = serde_json::to_value(self.dataset.name)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let model = serde_json::to_value(self.model)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        format!(
+            "{model}-{ds}-{}-s{:.4}-seed{}-{}",
+            self.method,
+            self.effective_sparsity(),
+            self.seed(),
+            self.hash()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_path_creates_tables_and_parses_scalars() {
+        let mut v = serde_json::json!({"optimizer": {"lr": 0.1}});
+        set_path(&mut v, "optimizer.lr", "0.05").unwrap();
+        set_path(&mut v, "lottery.baselines", "true").unwrap();
+        set_path(&mut v, "method", "snip").unwrap();
+        set_path(&mut v, "seeds", "[1,2]").unwrap();
+        assert_eq!(v["optimizer"]["lr"], 0.05);
+        assert_eq!(v["lottery"]["baselines"], true);
+        assert_eq!(v["method"], "snip");
+        assert_eq!(v["seeds"], serde_json::json!([1, 2]));
+        let e = set_path(&mut v, "method.x", "1").unwrap_err();
+        assert!(e.to_string().contains("method"), "{e}");
+    }
+
+    #[test]
+    fn hash_ignores_the_data_dir_and_dense_sparsity() {
+        let a = ExperimentConfig::default();
+        let mut b = a.clone();
+        b.dataset.dir = "/elsewhere".into();
+        assert_eq!(a.hash(), b.hash());
+        b.optimizer.lr = 0.05;
+        assert_ne!(a.hash(), b.hash());
+        let d1 = ExperimentConfig {
+            method: MethodName::Dense,
+            sparsity: 0.9,
+            ..a.clone()
+        };
+        let d2 = ExperimentConfig {
+            sparsity: 0.5,
+            ..d1.clone()
+        };
+        assert_eq!(d1.hash(), d2.hash());
+        assert!(
+            d1.run_name()
+                .starts_with("lenet300-mnist-dense-s0.0000-seed0-")
+        );
+    }
+}

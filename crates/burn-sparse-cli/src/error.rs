@@ -1,0 +1,116 @@
+//! The runner's error type.
+
+use std::path::PathBuf;
+
+/// Everything the runner can fail with. Nothing here panics on user input.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// A config field has a bad value; `field` is its path (`optimizer.lr`).
+    Config {
+        /// The field path.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A config file does not parse.
+    Parse {
+        /// The file (or `--set`).
+        origin: String,
+        /// The parser's message with its position.
+        message: String,
+    },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A run directory holds something unexpected (another config, a corrupt file).
+    RunDir {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// From the mask crate (training, checkpoints).
+    Mask(burn_sparse::mask::MaskError),
+    /// From the data crate.
+    Data(burn_sparse::data::DataError),
+    /// From the saliency crate.
+    Saliency(burn_sparse::saliency::SaliencyError),
+    /// From the training loop.
+    Train(burn_sparse::train::TrainError),
+    /// A plot could not be drawn.
+    Plot(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Config { field, message } => write!(f, "config field `{field}`: {message}"),
+            Error::Parse { origin, message } => write!(f, "cannot parse {origin}: {message}"),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::RunDir { path, message } => write!(f, "{}: {message}", path.display()),
+            Error::Mask(e) => write!(f, "{e}"),
+            Error::Data(e) => write!(f, "{e}"),
+            Error::Saliency(e) => write!(f, "{e}"),
+            Error::Train(e) => write!(f, "{e}"),
+            Error::Plot(e) => write!(f, "plot: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Mask(e) => Some(e),
+            Error::Data(e) => Some(e),
+            Error::Saliency(e) => Some(e),
+            Error::Train(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<burn_sparse::mask::MaskError> for Error {
+    fn from(e: burn_sparse::mask::MaskError) -> Self {
+        Error::Mask(e)
+    }
+}
+
+impl From<burn_sparse::data::DataError> for Error {
+    fn from(e: burn_sparse::data::DataError) -> Self {
+        Error::Data(e)
+    }
+}
+
+impl From<burn_sparse::saliency::SaliencyError> for Error {
+    fn from(e: burn_sparse::saliency::SaliencyError) -> Self {
+        Error::Saliency(e)
+    }
+}
+
+impl From<burn_sparse::train::TrainError> for Error {
+    fn from(e: burn_sparse::train::TrainError) -> Self {
+        Error::Train(e)
+    }
+}
+
+/// The runner's result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Read a file, naming it in the error.
+pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Write a file atomically (temp file, fsync, rename).
+pub(crate) fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    burn_sparse::mask::checkpoint::atomic_write(path, bytes).map_err(Error::Mask)
+}

@@ -1,0 +1,982 @@
+//! One experiment run: a directory named by the config's hash, per-epoch metrics, atomic
+//! checkpoints after every epoch, resume after a kill, nothing to do once finished.
+//!
+//! ```text
+//! runs/lenet300-mnist-rigl-s0.9000-seed0-3fa2c1d9e0b1/
+//!   config.json          the resolved single-seed config
+//!   metrics.csv|json     one row per epoch: loss, test accuracy, density per layer, churn
+//!   updates.csv|json     one row per topology update and layer (dynamic methods)
+//!   levels.csv|json      one row per IMP level (lottery)
+//!   checkpoint/          model + optimizer after the last finished epoch, and state.json
+//!   plots/               accuracy.{svg,png}, layer_density.{svg,png}, churn.{svg,png}
+//!   model.bpk, masks.bsp the final model and mask
+//!   result.json          written last: its presence means the run is finished
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, VisionDataset};
+use burn_sparse::device::device_from_name;
+use burn_sparse::dynamic::{DstMethod, DstPlan};
+use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant, save_masks};
+use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
+use burn_sparse::mask::{
+    AdamConfig, Distribution, MaskSet, ParamFilter, Rule, Scope, SgdConfig, SparseOptimizer,
+    SparseRng, Sparsity,
+};
+use burn_sparse::models::{Classifier, ConvNetConfig, LeNet5Config, LeNet300Config};
+use burn_sparse::saliency::{
+    Batch, Grasp, Magnitude, PruneConfig, RandomScore, Snip, SynFlow, prune_at_init,
+};
+use burn_sparse::train::{StepTrainer, TrainConfig, accuracy, train_epoch_with};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{
+    DatasetConfig, DatasetName, DistributionName, ExperimentConfig, LrSchedule, MethodName,
+    ModelName, OptimizerKind, decode,
+};
+use crate::error::{Error, Result, read, write_atomic};
+use crate::plot::{Series, bar_chart, line_chart};
+use crate::progress::Progress;
+
+/// The metrics of one epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch (1-based).
+    pub epoch: u64,
+    /// Optimizer steps so far.
+    pub step: u64,
+    /// Mean training loss of the epoch.
+    pub train_loss: f64,
+    /// Test accuracy (%) after the epoch.
+    pub test_accuracy: f64,
+    /// Kept fraction of the prunable weights.
+    pub density: f64,
+    /// Kept fraction per layer.
+    pub layer_density: BTreeMap<String, f64>,
+    /// Topology updates in the epoch.
+    pub updates: usize,
+    /// Connections changed by the epoch's updates, over the kept weights.
+    pub churn: f64,
+    /// Wall time of the epoch in seconds (the one field that is not reproducible).
+    pub seconds: f64,
+}
+
+/// One layer's share of a topology update.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateRecord {
+    /// Optimizer step of the update (1-based).
+    pub step: u64,
+    /// Layer path.
+    pub layer: String,
+    /// Connections dropped (= regrown).
+    pub changed: usize,
+    /// Kept weights of the layer.
+    pub nnz: usize,
+    /// `changed / nnz`.
+    pub churn: f64,
+}
+
+/// One IMP level of a lottery run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LevelRow {
+    /// Level (0 = dense).
+    pub level: usize,
+    /// Kept fraction.
+    pub density: f64,
+    /// Winning ticket's test accuracy (%).
+    pub ticket: f64,
+    /// Random reinit baseline (%), when trained.
+    pub random_reinit: Option<f64>,
+    /// Random pruning baseline (%), when trained.
+    pub random_pruning: Option<f64>,
+}
+
+/// The result of a finished run (`result.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Run directory name.
+    pub name: String,
+    /// Method.
+    pub method: MethodName,
+    /// Target sparsity (0 for dense).
+    pub sparsity: f64,
+    /// Seed.
+    pub seed: u64,
+    /// Final test accuracy (%).
+    pub test_accuracy: f64,
+    /// Kept fraction of prunable weights at the end.
+    pub density: f64,
+    /// Kept prunable weights.
+    pub nnz: usize,
+    /// Prunable weights.
+    pub prunable: usize,
+    /// Kept fraction per layer.
+    pub layer_density: BTreeMap<String, f64>,
+    /// Epochs (per level for the lottery).
+    pub epochs: u64,
+    /// Seconds of training over all sessions of the run.
+    pub seconds: f64,
+    /// Test accuracy per epoch (the last training of a lottery run has none).
+    pub curve: Vec<f64>,
+    /// IMP levels (lottery only).
+    pub levels: Option<Vec<LevelRow>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    epochs_done: u64,
+    model_file: String,
+    optim_file: String,
+    seconds: f64,
+    metrics: Vec<EpochMetrics>,
+    updates: Vec<UpdateRecord>,
+}
+
+/// Runs experiments into a runs directory, caching datasets between runs.
+pub struct Runner {
+    runs_dir: PathBuf,
+    /// Draw progress bars (they still stay hidden when stderr is not a terminal).
+    pub progress: bool,
+    data: HashMap<String, Arc<Splits>>,
+}
+
+/// What happened to a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The result.
+    pub result: RunResult,
+    /// The run directory.
+    pub dir: PathBuf,
+    /// It was already finished: nothing ran.
+    pub already_done: bool,
+    /// It resumed from a checkpoint at this many finished epochs (or levels).
+    pub resumed_from: Option<u64>,
+}
+
+fn dist(d: DistributionName) -> Distribution {
+    match d {
+        DistributionName::Uniform | DistributionName::Global => Distribution::Uniform,
+        DistributionName::Er => Distribution::Er,
+        DistributionName::Erk => Distribution::Erk,
+    }
+}
+
+fn rule_of(cfg: &ExperimentConfig) -> Rule {
+    let o = &cfg.optimizer;
+    match o.kind {
+        OptimizerKind::Sgd => SgdConfig::default()
+            .with_momentum(o.momentum)
+            .with_nesterov(o.nesterov)
+            .with_weight_decay(o.weight_decay)
+            .into(),
+        OptimizerKind::Adam => AdamConfig {
+            weight_decay: o.weight_decay,
+            ..AdamConfig::default()
+        }
+        .into(),
+        OptimizerKind::Adamw => AdamConfig::adamw(o.weight_decay).into(),
+    }
+}
+
+/// A generated 4-class problem of 1x8x8 images: class prototypes plus Gaussian noise, fixed
+/// (the run seed does not change the data). For tests and smoke runs.
+///
+/// # Errors
+/// Never in practice (sizes are consistent); typed for uniformity.
+pub fn synthetic(train: usize, test: usize) -> Result<Splits> {
+    let (classes, side) = (4usize, 8usize);
+    let per = side * side;
+    let mut rng = SparseRng::new(0x5eed_da7a);
+    let protos: Vec<Vec<f64>> = (0..classes)
+        .map(|_| (0..per).map(|_| rng.next_f64()).collect())
+        .collect();
+    let mut make = |n: usize, name: &str| {
+        let mut px = Vec::with_capacity(n * per);
+        let mut lb = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = i % classes;
+            lb.push(c as u8);
+            for &p in &protos[c] {
+                let v = (p + 0.45 * rng.normal()).clamp(0.0, 1.0);
+                px.push((v * 255.0).round() as u8);
+            }
+        }
+        VisionDataset::new(name, [1, side, side], px, lb, classes, vec![0.5], vec![0.3])
+    };
+    Ok(Splits {
+        train: make(train, "synthetic-train")?,
+        test: make(test, "synthetic-test")?,
+    })
+}
+
+fn limit(ds: VisionDataset, n: Option<usize>) -> Result<VisionDataset> {
+    match n {
+        Some(n) if n < ds.len() => Ok(ds.subset(&(0..n).collect::<Vec<_>>())?),
+        _ => Ok(ds),
+    }
+}
+
+/// Load (fetching MNIST / Fashion-MNIST if missing) and cut to the configured limits.
+///
+/// # Errors
+/// Any [`Error::Data`].
+pub fn load_data(cfg: &DatasetConfig) -> Result<Splits> {
+    let s = match cfg.name {
+        DatasetName::Mnist => Mnist::load_or_fetch(&cfg.dir)?,
+        DatasetName::FashionMnist => FashionMnist::load_or_fetch(&cfg.dir)?,
+        DatasetName::Cifar10 => Cifar10::load(&cfg.dir)?,
+        DatasetName::Synthetic => {
+            return synthetic(
+                cfg.train_limit.unwrap_or(600),
+                cfg.test_limit.unwrap_or(200),
+            );
+        }
+    };
+    Ok(Splits {
+        train: limit(s.train, cfg.train_limit)?,
+        test: limit(s.test, cfg.test_limit)?,
+    })
+}
+
+fn forward<M: Classifier>(m: &M, x: Tensor<4>) -> Tensor<2> {
+    m.logits(x)
+}
+
+fn per_class(ds: &VisionDataset, per_class: usize, seed: u64) -> Vec<usize> {
+    let mut counts = vec![0; ds.classes()];
+    let mut out = Vec::new();
+    for i in ds.shuffled_indices(seed) {
+        let c = ds.labels()[i] as usize;
+        if counts.get(c).is_some_and(|&k| k < per_class) {
+            counts[c] += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Result<Batch> {
+    let b = ds.batch(idx, device)?;
+    Ok((b.images, b.targets))
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_string_pretty(v)
+        .unwrap_or_default()
+        .into_bytes()
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read(path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::RunDir {
+            path: path.to_path_buf(),
+            message: format!("unreadable ({e}); delete it to start this part again"),
+        })
+}
+
+fn layer_density(masks: &MaskSet) -> BTreeMap<String, f64> {
+    masks
+        .layers()
+        .iter()
+        .map(|l| (l.param().path.clone(), l.density()))
+        .collect()
+}
+
+fn metrics_csv(rows: &[EpochMetrics]) -> String {
+    let layers: Vec<String> = rows
+        .first()
+        .map(|r| r.layer_density.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut s = String::from("epoch,step,train_loss,test_accuracy,density,updates,churn,seconds");
+    for l in &layers {
+        let _ = write!(s, ",density:{l}");
+    }
+    s.push('\n');
+    for r in rows {
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{},{},{:.3}",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.test_accuracy,
+            r.density,
+            r.updates,
+            r.churn,
+            r.seconds
+        );
+        for l in &layers {
+            let _ = write!(
+                s,
+                ",{}",
+                r.layer_density.get(l).copied().unwrap_or(f64::NAN)
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn updates_csv(rows: &[UpdateRecord]) -> String {
+    let mut s = String::from("step,layer,changed,nnz,churn\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            r.step, r.layer, r.changed, r.nnz, r.churn
+        );
+    }
+    s
+}
+
+fn levels_csv(rows: &[LevelRow]) -> String {
+    let f = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
+    let mut s = String::from("level,density,ticket,random_reinit,random_pruning\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            r.level,
+            r.density,
+            r.ticket,
+            f(r.random_reinit),
+            f(r.random_pruning)
+        );
+    }
+    s
+}
+
+/// Churn per update step: connections changed over kept weights, all layers together.
+pub fn churn_by_step(updates: &[UpdateRecord]) -> Vec<(f64, f64)> {
+    let mut by: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
+    for u in updates {
+        let e = by.entry(u.step).or_default();
+        e.0 += u.changed;
+        e.1 += u.nnz;
+    }
+    by.into_iter()
+        .map(|(s, (c, n))| (s as f64, c as f64 / n.max(1) as f64))
+        .collect()
+}
+
+impl Runner {
+    /// A runner writing into `runs_dir`.
+    pub fn new(runs_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            runs_dir: runs_dir.into(),
+            progress: true,
+            data: HashMap::new(),
+        }
+    }
+
+    /// The runs directory.
+    pub fn runs_dir(&self) -> &Path {
+        &self.runs_dir
+    }
+
+    /// The run directory of a single-seed config.
+    pub fn run_dir(&self, cfg: &ExperimentConfig) -> PathBuf {
+        self.runs_dir.join(cfg.run_name())
+    }
+
+    fn data(&mut self, cfg: &DatasetConfig) -> Result<Arc<Splits>> {
+        let key = serde_json::to_string(cfg).unwrap_or_default();
+        if let Some(d) = self.data.get(&key) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(load_data(cfg)?);
+        self.data.insert(key, d.clone());
+        Ok(d)
+    }
+
+    /// Run every seed of `cfg` in turn.
+    ///
+    /// # Errors
+    /// The first run's error.
+    pub fn run(&mut self, cfg: &ExperimentConfig) -> Result<Vec<Outcome>> {
+        cfg.per_seed().iter().map(|c| self.run_one(c)).collect()
+    }
+
+    /// Run (or resume, or skip) one single-seed config.
+    ///
+    /// # Errors
+    /// [`Error`]; a run directory holding another config is [`Error::RunDir`].
+    pub fn run_one(&mut self, cfg: &ExperimentConfig) -> Result<Outcome> {
+        let cfg = ExperimentConfig {
+            seeds: vec![cfg.seed()],
+            ..cfg.clone()
+        };
+        cfg.validate()?;
+        let dir = self.run_dir(&cfg);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        let cfg_path = dir.join("config.json");
+        if cfg_path.exists() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&read(&cfg_path)?).map_err(|e| Error::RunDir {
+                    path: cfg_path.clone(),
+                    message: e.to_string(),
+                })?;
+            let old: ExperimentConfig = decode(v)?;
+            if old.hash() != cfg.hash() {
+                return Err(Error::RunDir {
+                    path: cfg_path,
+                    message: "holds a different config than this run's".into(),
+                });
+            }
+        } else {
+            write_atomic(&cfg_path, cfg.to_json().as_bytes())?;
+        }
+        if let Some(result) = read_json::<RunResult>(&dir.join("result.json"))? {
+            return Ok(Outcome {
+                result,
+                dir,
+                already_done: true,
+                resumed_from: None,
+            });
+        }
+        let data = self.data(&cfg.dataset)?;
+        let device = device_from_name(&cfg.device).map_err(|m| Error::Config {
+            field: "device".into(),
+            message: m,
+        })?;
+        let [c, h, w] = data.train.shape();
+        let classes = data.train.classes();
+        let model_err = |message: String| Error::Config {
+            field: "model".into(),
+            message,
+        };
+        let (result, resumed_from) = match cfg.model {
+            ModelName::Lenet300 => self.train_model(&cfg, &dir, &data, &device, |d| {
+                LeNet300Config::new()
+                    .with_inputs(c * h * w)
+                    .with_classes(classes)
+                    .init(d)
+            })?,
+            ModelName::Lenet5 => {
+                if h != w || h < 16 {
+                    return Err(model_err(format!(
+                        "LeNet-5 needs square images of at least 16 pixels, the data has {h}x{w}"
+                    )));
+                }
+                self.train_model(&cfg, &dir, &data, &device, |d| {
+                    LeNet5Config::new()
+                        .with_in_channels(c)
+                        .with_image_size(h)
+                        .with_classes(classes)
+                        .init(d)
+                })?
+            }
+            ModelName::Conv2 | ModelName::Conv4 | ModelName::Conv6 => {
+                let depth = match cfg.model {
+                    ModelName::Conv2 => 2,
+                    ModelName::Conv4 => 4,
+                    _ => 6,
+                };
+                let pools = depth / 2;
+                if h != w || h % (1 << pools) != 0 {
+                    return Err(model_err(format!(
+                        "Conv-{depth} needs square images whose side divides by {}, the data \
+                         has {h}x{w}",
+                        1 << pools
+                    )));
+                }
+                self.train_model(&cfg, &dir, &data, &device, |d| {
+                    ConvNetConfig::new()
+                        .with_depth(depth)
+                        .with_in_channels(c)
+                        .with_image_size(h)
+                        .with_classes(classes)
+                        .init(d)
+                })?
+            }
+        };
+        write_atomic(&dir.join("result.json"), &json(&result))?;
+        Ok(Outcome {
+            result,
+            dir,
+            already_done: false,
+            resumed_from,
+        })
+    }
+
+    fn build<M: Classifier + 'static>(
+        &self,
+        cfg: &ExperimentConfig,
+        model: M,
+        data: &Splits,
+        device: &Device,
+        total: u64,
+        spe: u64,
+    ) -> Result<(M, SparseOptimizer)> {
+        let filter = ParamFilter::new();
+        let seed = cfg.seed();
+        let rule = rule_of(cfg);
+        let sparsity = || {
+            Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
+                field: "sparsity".into(),
+                message: e.to_string(),
+            })
+        };
+        let m = cfg.method;
+        if m == MethodName::Dense {
+            let masks = MaskSet::dense(&model, &filter)?;
+            return Ok((model, SparseOptimizer::new(rule, masks)?));
+        }
+        if let Some(dm) = match m {
+            MethodName::Static => Some(DstMethod::Static),
+            MethodName::Set => Some(DstMethod::Set),
+            MethodName::Rigl => Some(DstMethod::Rigl),
+            MethodName::Snfs => Some(DstMethod::Snfs),
+            _ => None,
+        } {
+            let plan = self.plan(cfg, dm, total, spe)?;
+            return Ok(plan.build(model, &filter, rule)?);
+        }
+        let scope = match cfg.distribution {
+            None | Some(DistributionName::Global) => Scope::Global,
+            Some(d) => Scope::Layerwise(dist(d)),
+        };
+        let rounds = cfg
+            .saliency
+            .rounds
+            .unwrap_or(if m == MethodName::Synflow { 100 } else { 1 });
+        let mut pc = PruneConfig::new(sparsity()?)
+            .with_scope(scope)
+            .with_rounds(rounds);
+        pc.allow_empty_layers = cfg.saliency.allow_empty_layers;
+        let (model, masks) = match m {
+            MethodName::Magnitude => prune_at_init(model, &filter, &pc, &mut Magnitude)?,
+            MethodName::Random => prune_at_init(model, &filter, &pc, &mut RandomScore::new(seed))?,
+            MethodName::Snip => {
+                let bs = cfg.optimizer.batch_size;
+                let order = data.train.shuffled_indices(seed ^ 0x5eed);
+                let k = cfg.saliency.snip_batches;
+                if k * bs > order.len() {
+                    return Err(Error::Config {
+                        field: "saliency.snip_batches".into(),
+                        message: format!(
+                            "{k} batches of {bs} need more than the {} training images",
+                            order.len()
+                        ),
+                    });
+                }
+                let batches = (0..k)
+                    .map(|j| batch_of(&data.train, &order[j * bs..(j + 1) * bs], device))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut snip = Snip::cross_entropy(forward::<M>, batches)?;
+                prune_at_init(model, &filter, &pc, &mut snip)?
+            }
+            MethodName::Grasp => {
+                let idx = per_class(&data.train, cfg.saliency.grasp_per_class, seed);
+                let b = batch_of(&data.train, &idx, device)?;
+                let mut g =
+                    Grasp::cross_entropy(forward::<M>, b, cfg.saliency.grasp_temperature as f32)?;
+                prune_at_init(model, &filter, &pc, &mut g)?
+            }
+            MethodName::Synflow => {
+                let shape = data.train.shape();
+                prune_at_init(model, &filter, &pc, &mut SynFlow::new(forward::<M>, shape))?
+            }
+            other => {
+                return Err(Error::Config {
+                    field: "method".into(),
+                    message: format!("`{other}` is not trained by this loop"),
+                });
+            }
+        };
+        Ok((model, SparseOptimizer::new(rule, masks)?))
+    }
+
+    fn plan(&self, cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) -> Result<DstPlan> {
+        let s = Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
+            field: "sparsity".into(),
+            message: e.to_string(),
+        })?;
+        let mut plan = DstPlan::new(dm, s, total, spe, cfg.seed());
+        plan.delta_t = cfg.schedule.delta_t;
+        plan.alpha = cfg.schedule.drop_fraction;
+        plan.end_fraction = cfg.schedule.end_fraction;
+        if let Some(d) = cfg.distribution {
+            plan.distribution = dist(d);
+        }
+        Ok(plan)
+    }
+
+    fn train_config(cfg: &ExperimentConfig, total: u64) -> TrainConfig {
+        TrainConfig {
+            batch_size: cfg.optimizer.batch_size,
+            lr: cfg.optimizer.lr,
+            cosine_total_steps: (cfg.optimizer.lr_schedule == LrSchedule::Cosine).then_some(total),
+        }
+    }
+
+    fn train_model<M: Classifier + 'static>(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        data: &Splits,
+        device: &Device,
+        make: impl Fn(&Device) -> M,
+    ) -> Result<(RunResult, Option<u64>)> {
+        let seed = cfg.seed();
+        let init = |s: u64| {
+            device.seed(s);
+            make(device)
+        };
+        let bs = cfg.optimizer.batch_size;
+        let spe = data.train.len().div_ceil(bs) as u64;
+        let total = cfg.epochs * spe;
+        let tc = Self::train_config(cfg, total);
+        if cfg.method == MethodName::Lottery {
+            return self.lottery(cfg, dir, data, device, spe, tc, init);
+        }
+        let ck = dir.join("checkpoint");
+        let state: Option<State> = read_json(&ck.join("state.json"))?;
+        let resumed_from = state.as_ref().map(|s| s.epochs_done);
+        let (mut model, mut optim, mut st) = match state {
+            Some(st) => {
+                let model = load_module(init(seed), &ck.join(&st.model_file))?;
+                let mut optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
+                let dm = match cfg.method {
+                    MethodName::Set => Some(DstMethod::Set),
+                    MethodName::Rigl => Some(DstMethod::Rigl),
+                    MethodName::Snfs => Some(DstMethod::Snfs),
+                    _ => None,
+                };
+                if let Some(dm) = dm {
+                    if let Some(u) = self.plan(cfg, dm, total, spe)?.updater()? {
+                        optim = optim.with_updater(u)?;
+                    }
+                }
+                (model, optim, st)
+            }
+            None => {
+                let (model, optim) = self.build(cfg, init(seed), data, device, total, spe)?;
+                (model, optim, State::default())
+            }
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let bar = Progress::new(total, "steps", self.progress);
+        if let Some(e) = resumed_from {
+            bar.println(&format!("{name}: resuming after epoch {e}"));
+        }
+        for epoch in st.epochs_done..cfg.epochs {
+            let t0 = Instant::now();
+            bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
+            let base = epoch * spe;
+            let (m, report) = train_epoch_with(
+                model,
+                &mut optim,
+                &data.train,
+                tc,
+                seed.wrapping_mul(7919).wrapping_add(epoch),
+                device,
+                &mut |b, _| bar.set(base + b as u64),
+            )?;
+            model = m;
+            let acc = accuracy(&model, &data.test, device)?;
+            let masks = optim.masks();
+            let mut changed_total = 0usize;
+            for r in &report.updates {
+                for (layer, changed) in &r.changed {
+                    let nnz = masks.layer(layer)?.nnz();
+                    changed_total += changed;
+                    st.updates.push(UpdateRecord {
+                        step: r.step,
+                        layer: layer.clone(),
+                        changed: *changed,
+                        nnz,
+                        churn: *changed as f64 / nnz.max(1) as f64,
+                    });
+                }
+            }
+            let seconds = t0.elapsed().as_secs_f64();
+            st.seconds += seconds;
+            let row = EpochMetrics {
+                epoch: epoch + 1,
+                step: optim.steps(),
+                train_loss: report.loss,
+                test_accuracy: acc,
+                density: masks.density(),
+                layer_density: layer_density(masks),
+                updates: report.updates.len(),
+                churn: changed_total as f64 / masks.nnz().max(1) as f64,
+                seconds,
+            };
+            bar.println(&format!(
+                "{name}  epoch {:>3}/{}  loss {:.4}  test {:.2}%  density {:.4}  churn {:.4}  {:.1}s",
+                row.epoch, cfg.epochs, row.train_loss, acc, row.density, row.churn, seconds
+            ));
+            st.metrics.push(row);
+            // Checkpoint: new files under new names, then the state that points at them (the
+            // commit point), then the old files go. A kill at any moment leaves a state.json
+            // whose files exist.
+            std::fs::create_dir_all(&ck).map_err(|e| Error::Io {
+                path: ck.clone(),
+                source: e,
+            })?;
+            let old = (st.model_file.clone(), st.optim_file.clone());
+            st.epochs_done = epoch + 1;
+            st.model_file = format!("model-e{:04}.bpk", epoch + 1);
+            st.optim_file = format!("optim-e{:04}.bsp", epoch + 1);
+            save_module_atomic(model.clone(), &ck.join(&st.model_file))?;
+            optim.save(&ck.join(&st.optim_file))?;
+            write_atomic(&ck.join("state.json"), &json(&st))?;
+            for f in [old.0, old.1] {
+                if !f.is_empty() {
+                    let _ = std::fs::remove_file(ck.join(f));
+                }
+            }
+            write_atomic(&dir.join("metrics.json"), &json(&st.metrics))?;
+            write_atomic(
+                &dir.join("metrics.csv"),
+                metrics_csv(&st.metrics).as_bytes(),
+            )?;
+            if cfg.method.is_dynamic() {
+                write_atomic(&dir.join("updates.json"), &json(&st.updates))?;
+                write_atomic(
+                    &dir.join("updates.csv"),
+                    updates_csv(&st.updates).as_bytes(),
+                )?;
+            }
+        }
+        bar.finish();
+        let bad: usize = optim.masks().violations(&model)?.iter().map(|v| v.1).sum();
+        if bad != 0 {
+            return Err(Error::Mask(burn_sparse::mask::MaskError::ModelMismatch(
+                format!("{bad} masked weights are non-zero after training"),
+            )));
+        }
+        let masks = optim.masks();
+        let acc = st.metrics.last().map_or(f64::NAN, |m| m.test_accuracy);
+        let result = RunResult {
+            name,
+            method: cfg.method,
+            sparsity: cfg.effective_sparsity(),
+            seed,
+            test_accuracy: acc,
+            density: masks.density(),
+            nnz: masks.nnz(),
+            prunable: masks.numel(),
+            layer_density: layer_density(masks),
+            epochs: cfg.epochs,
+            seconds: st.seconds,
+            curve: st.metrics.iter().map(|m| m.test_accuracy).collect(),
+            levels: None,
+        };
+        self.run_plots(dir, &result, &st.updates)?;
+        save_masks(masks, &dir.join("masks.bsp"))?;
+        save_module_atomic(model, &dir.join("model.bpk"))?;
+        let _ = std::fs::remove_dir_all(&ck);
+        Ok((result, resumed_from))
+    }
+
+    fn run_plots(&self, dir: &Path, r: &RunResult, updates: &[UpdateRecord]) -> Result<()> {
+        let plots = dir.join("plots");
+        let label = format!("{} {:.0}%", r.method, 100.0 * r.sparsity);
+        if !r.curve.is_empty() {
+            let pts = r
+                .curve
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| ((i + 1) as f64, a))
+                .collect();
+            line_chart(
+                &plots.join("accuracy"),
+                &format!("Test accuracy over training: {label}"),
+                "epoch",
+                "test accuracy (%)",
+                &[Series::new(label.clone(), pts)],
+                false,
+            )?;
+        }
+        let layers: Vec<String> = r.layer_density.keys().cloned().collect();
+        bar_chart(
+            &plots.join("layer_density"),
+            &format!("Density per layer: {label}"),
+            "kept fraction",
+            &layers,
+            &[(label.clone(), r.layer_density.values().copied().collect())],
+        )?;
+        if !updates.is_empty() {
+            line_chart(
+                &plots.join("churn"),
+                &format!("Mask churn per update: {label}"),
+                "step",
+                "connections changed / kept",
+                &[Series::new(label, churn_by_step(updates))],
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn lottery<M: Classifier + 'static>(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        data: &Splits,
+        device: &Device,
+        spe: u64,
+        tc: TrainConfig,
+        init: impl Fn(u64) -> M,
+    ) -> Result<(RunResult, Option<u64>)> {
+        let seed = cfg.seed();
+        let s = cfg.sparsity;
+        let levels = cfg
+            .lottery
+            .levels
+            .unwrap_or_else(|| ((1.0 - s).ln() / 0.8f64.ln()).ceil().max(1.0) as usize);
+        // The per-level rate that lands the last level on the target: (1 - r)^L = 1 - s.
+        let rate = 1.0 - (1.0 - s).powf(1.0 / levels as f64);
+        let imp_dir = dir.join("imp");
+        let resumed = (0..=levels)
+            .take_while(|l| imp_dir.join(format!("level_{l:02}/metrics.json")).exists())
+            .count() as u64;
+        let imp_cfg = ImpConfig {
+            rate: PruneRate::Global(rate),
+            levels,
+            min_density: None,
+            rewind: Rewind::epochs(cfg.lottery.rewind_epoch, spe),
+            baselines: if cfg.lottery.baselines {
+                vec![Variant::RandomReinit, Variant::RandomPruning]
+            } else {
+                Vec::new()
+            },
+            seed,
+        };
+        let filter = ParamFilter::new();
+        let per_layer: BTreeMap<String, usize> = filter
+            .select(&init(seed))?
+            .into_iter()
+            .map(|p| (p.path.clone(), p.numel()))
+            .collect();
+        let imp = Imp::new(imp_cfg, &imp_dir, filter, rule_of(cfg), &init);
+        let mut trainer = StepTrainer {
+            train: &data.train,
+            test: &data.test,
+            cfg: tc,
+            total_steps: cfg.epochs * spe,
+            device: device.clone(),
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let bar = Progress::new(levels as u64 + 1, "levels", self.progress);
+        let t0 = Instant::now();
+        let get = |m: &LevelMetrics, v: Variant| m.accuracy.get(&v).copied();
+        let metrics = imp.run(&mut trainer, |m| {
+            bar.set(m.level as u64 + 1);
+            bar.println(&format!(
+                "{name}  level {:>2}/{levels}  density {:.4}  ticket {:.2}%{}",
+                m.level,
+                m.density,
+                get(m, Variant::Ticket).unwrap_or(f64::NAN),
+                match (
+                    get(m, Variant::RandomReinit),
+                    get(m, Variant::RandomPruning)
+                ) {
+                    (Some(a), Some(b)) => format!("  reinit {a:.2}%  random {b:.2}%"),
+                    _ => String::new(),
+                }
+            ));
+        })?;
+        bar.finish();
+        let rows: Vec<LevelRow> = metrics
+            .iter()
+            .map(|m| LevelRow {
+                level: m.level,
+                density: m.density,
+                ticket: get(m, Variant::Ticket).unwrap_or(f64::NAN),
+                random_reinit: get(m, Variant::RandomReinit),
+                random_pruning: get(m, Variant::RandomPruning),
+            })
+            .collect();
+        write_atomic(&dir.join("levels.json"), &json(&rows))?;
+        write_atomic(&dir.join("levels.csv"), levels_csv(&rows).as_bytes())?;
+        let last = metrics.last().ok_or_else(|| Error::RunDir {
+            path: imp_dir.clone(),
+            message: "IMP finished no level".into(),
+        })?;
+        let layer_density: BTreeMap<String, f64> = last
+            .layer_nnz
+            .iter()
+            .map(|(p, n)| {
+                (
+                    p.clone(),
+                    *n as f64 / per_layer.get(p).copied().unwrap_or(1).max(1) as f64,
+                )
+            })
+            .collect();
+        let mut series = vec![Series::new(
+            "winning ticket",
+            rows.iter().map(|r| (100.0 * r.density, r.ticket)).collect(),
+        )];
+        for (label, f) in [
+            (
+                "random reinit",
+                (|r: &LevelRow| r.random_reinit) as fn(&LevelRow) -> Option<f64>,
+            ),
+            ("random pruning", |r: &LevelRow| r.random_pruning),
+        ] {
+            let pts: Vec<(f64, f64)> = rows
+                .iter()
+                .filter_map(|r| {
+                    f(r).or((r.level == 0).then_some(r.ticket))
+                        .map(|a| (100.0 * r.density, a))
+                })
+                .collect();
+            if pts.len() > 1 {
+                series.push(Series::new(label, pts));
+            }
+        }
+        line_chart(
+            &dir.join("plots").join("accuracy_vs_density"),
+            "IMP: test accuracy per level",
+            "weights remaining (%, log scale)",
+            "test accuracy (%)",
+            &series,
+            true,
+        )?;
+        let result = RunResult {
+            name,
+            method: cfg.method,
+            sparsity: cfg.effective_sparsity(),
+            seed,
+            test_accuracy: rows.last().map_or(f64::NAN, |r| r.ticket),
+            density: last.density,
+            nnz: last.nnz,
+            prunable: per_layer.values().sum(),
+            layer_density,
+            epochs: cfg.epochs,
+            seconds: t0.elapsed().as_secs_f64(),
+            curve: Vec::new(),
+            levels: Some(rows),
+        };
+        self.run_plots(dir, &result, &[])?;
+        let ldir = imp_dir.join(format!("level_{:02}", last.level));
+        for (from, to) in [("masks.bsp", "masks.bsp"), ("final.bpk", "model.bpk")] {
+            write_atomic(&dir.join(to), &read(&ldir.join(from))?)?;
+        }
+        Ok((result, (resumed > 0).then_some(resumed)))
+    }
+}

@@ -1,0 +1,763 @@
+//! `compare`: a grid of methods x sparsities x seeds over one base config, each point a normal
+//! (resumable, skippable) run, summarised as a Markdown table of mean ± std with plots.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ExperimentConfig, Format, MethodName, decode, parse_value, set_path};
+use crate::error::{Error, Result, write_atomic};
+use crate::plot::{Series, bar_chart, line_chart};
+use crate::run::{LevelRow, Outcome, RunResult, Runner, UpdateRecord, churn_by_step};
+
+/// The grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grid {
+    /// Methods (dense runs once per seed, whatever the sparsities).
+    pub methods: Vec<MethodName>,
+    /// Sparsities.
+    pub sparsities: Vec<f64>,
+    /// Seeds.
+    pub seeds: Vec<u64>,
+}
+
+/// Where the summary goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    /// Directory of the table, CSV/JSON and plots.
+    pub dir: String,
+    /// Also write the Markdown report here (e.g. `docs/RESULTS.md`).
+    pub markdown: Option<String>,
+    /// Title of the report.
+    pub title: String,
+    /// The sparsity whose training curves, layer densities and churn are plotted (None: the
+    /// highest of the grid).
+    pub detail_sparsity: Option<f64>,
+    /// Also put the summary table into this file (e.g. `README.md`), replacing what is between
+    /// the lines `<!-- results:begin -->` and `<!-- results:end -->`.
+    pub readme: Option<String>,
+}
+
+/// The markers between which `output.readme` receives the summary table.
+pub const README_MARKERS: (&str, &str) = ("<!-- results:begin -->", "<!-- results:end -->");
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self {
+            dir: "runs/compare".into(),
+            markdown: None,
+            title: "burn-sparse results".into(),
+            detail_sparsity: None,
+            readme: None,
+        }
+    }
+}
+
+/// A sweep file: a base experiment, a grid and an output section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// The config every grid point starts from.
+    #[serde(default)]
+    pub base: ExperimentConfig,
+    /// The grid.
+    pub grid: Grid,
+    /// The outputs.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+impl SweepConfig {
+    /// Read a `.toml` or `.json` sweep file with overrides (`base.epochs=2`), decode, validate.
+    ///
+    /// # Errors
+    /// [`Error::Parse`], [`Error::Io`], [`Error::Config`] naming the field.
+    pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Self::from_text(
+            &text,
+            Format::of(path)?,
+            &path.display().to_string(),
+            overrides,
+        )
+    }
+
+    /// As [`SweepConfig::load`], from text.
+    ///
+    /// # Errors
+    /// As [`SweepConfig::load`].
+    pub fn from_text(
+        text: &str,
+        format: Format,
+        origin: &str,
+        overrides: &[(String, String)],
+    ) -> Result<Self> {
+        let mut v = parse_value(text, format, origin)?;
+        for (k, val) in overrides {
+            set_path(&mut v, k, val)?;
+        }
+        let c: Self = decode(v)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Every grid point's config must be valid, and the grid non-empty.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let empty = |f: &str| Error::Config {
+            field: f.into(),
+            message: "is empty".into(),
+        };
+        if self.grid.methods.is_empty() {
+            return Err(empty("grid.methods"));
+        }
+        if self.grid.seeds.is_empty() {
+            return Err(empty("grid.seeds"));
+        }
+        let sparse = self.grid.methods.iter().any(|m| *m != MethodName::Dense);
+        if sparse && self.grid.sparsities.is_empty() {
+            return Err(empty("grid.sparsities"));
+        }
+        for (i, s) in self.grid.sparsities.iter().enumerate() {
+            if !(s.is_finite() && *s > 0.0 && *s < 1.0) {
+                return Err(Error::Config {
+                    field: format!("grid.sparsities[{i}]"),
+                    message: format!("{s} is outside (0, 1)"),
+                });
+            }
+        }
+        for c in self.points() {
+            c.validate().map_err(|e| match e {
+                Error::Config { field, message } => Error::Config {
+                    field: format!("base.{field} (at {} {})", c.method, c.sparsity),
+                    message,
+                },
+                e => e,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The single-seed configs of the grid, in order (method, sparsity, seed).
+    pub fn points(&self) -> Vec<ExperimentConfig> {
+        let mut out = Vec::new();
+        for &m in &self.grid.methods {
+            let sparsities: Vec<f64> = if m == MethodName::Dense {
+                vec![0.0]
+            } else {
+                self.grid.sparsities.clone()
+            };
+            for &s in &sparsities {
+                for &seed in &self.grid.seeds {
+                    out.push(ExperimentConfig {
+                        method: m,
+                        sparsity: s,
+                        seeds: vec![seed],
+                        ..self.base.clone()
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(xs: &[f64]) -> (f64, f64) {
+    let n = xs.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return (mean, 0.0);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, var.sqrt())
+}
+
+/// What `compare` wrote.
+#[derive(Debug, Clone)]
+pub struct SweepReport {
+    /// Every run's result.
+    pub results: Vec<RunResult>,
+    /// The Markdown report (also written to `output.dir/results.md`).
+    pub markdown: String,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+fn key(s: f64) -> i64 {
+    (s * 1e6).round() as i64
+}
+
+fn relative(from_dir: &Path, to: &Path) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let (a, b) = (abs(from_dir), abs(to));
+    let ac: Vec<_> = a.components().collect();
+    let bc: Vec<_> = b.components().collect();
+    let common = ac.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let mut p = PathBuf::new();
+    for _ in common..ac.len() {
+        p.push("..");
+    }
+    for c in &bc[common..] {
+        p.push(c.as_os_str());
+    }
+    p.to_string_lossy().replace('\\', "/")
+}
+
+/// Run the grid (skipping finished points, resuming killed ones) and write the summary.
+/// `command` is quoted in the report as the command that produced it.
+///
+/// # Errors
+/// The first failing run's error, or an I/O / plot error.
+pub fn compare(runner: &mut Runner, sweep: &SweepConfig, command: &str) -> Result<SweepReport> {
+    compare_shard(runner, sweep, command, None)?.ok_or_else(|| Error::Config {
+        field: "<shard>".into(),
+        message: "unreachable: no shard".into(),
+    })
+}
+
+/// Run only the grid points `i` with `i % n == k` for `shard = Some((k, n))` (one process per
+/// core), and write no summary (returns None); `None` runs everything and summarises, finding
+/// the shards' runs finished.
+///
+/// # Errors
+/// As [`compare`]; a shard with `k >= n` is [`Error::Config`].
+pub fn compare_shard(
+    runner: &mut Runner,
+    sweep: &SweepConfig,
+    command: &str,
+    shard: Option<(usize, usize)>,
+) -> Result<Option<SweepReport>> {
+    sweep.validate()?;
+    let points = sweep.points();
+    let n = points.len();
+    if let Some((k, m)) = shard {
+        if m == 0 || k >= m {
+            return Err(Error::Config {
+                field: "--shard".into(),
+                message: format!("{k}/{m}: needs K/N with K < N"),
+            });
+        }
+        for (i, c) in points.iter().enumerate().filter(|(i, _)| i % m == k) {
+            let o = runner.run_one(c)?;
+            println!(
+                "[{}/{n}] {} {:.2}%{}",
+                i + 1,
+                o.result.name,
+                o.result.test_accuracy,
+                if o.already_done {
+                    " (already finished)"
+                } else {
+                    ""
+                }
+            );
+        }
+        println!("shard {k}/{m} done; run without --shard to write the summary");
+        return Ok(None);
+    }
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
+    for (i, c) in points.iter().enumerate() {
+        let o = runner.run_one(c)?;
+        println!(
+            "[{}/{n}] {} {:.2}% {}",
+            i + 1,
+            o.result.name,
+            o.result.test_accuracy,
+            if o.already_done {
+                "(already finished)".to_string()
+            } else if let Some(e) = o.resumed_from {
+                format!("(resumed after {e})")
+            } else {
+                String::new()
+            }
+        );
+        outcomes.push(o);
+    }
+    let out_dir = PathBuf::from(&sweep.output.dir);
+    std::fs::create_dir_all(&out_dir).map_err(|e| Error::Io {
+        path: out_dir.clone(),
+        source: e,
+    })?;
+    let results: Vec<RunResult> = outcomes.iter().map(|o| o.result.clone()).collect();
+    let mut files = Vec::new();
+
+    // Raw results.
+    let mut csv = String::from("method,sparsity,seed,test_accuracy,density,nnz,seconds,run\n");
+    for r in &results {
+        let _ = writeln!(
+            csv,
+            "{},{},{},{},{},{},{:.1},{}",
+            r.method, r.sparsity, r.seed, r.test_accuracy, r.density, r.nnz, r.seconds, r.name
+        );
+    }
+    let p = out_dir.join("results.csv");
+    write_atomic(&p, csv.as_bytes())?;
+    files.push(p);
+    let p = out_dir.join("results.json");
+    write_atomic(
+        &p,
+        serde_json::to_string_pretty(&results)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    files.push(p);
+
+    // Aggregate by (method, sparsity).
+    let mut groups: BTreeMap<(MethodName, i64), Vec<&RunResult>> = BTreeMap::new();
+    for r in &results {
+        groups
+            .entry((r.method, key(r.sparsity)))
+            .or_default()
+            .push(r);
+    }
+    let methods: Vec<MethodName> = sweep.grid.methods.clone();
+    let sparsities = sweep.grid.sparsities.clone();
+    let acc_of = |m: MethodName, s: f64| -> Option<(f64, f64, usize)> {
+        let rs = groups.get(&(m, key(if m == MethodName::Dense { 0.0 } else { s })))?;
+        let xs: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
+        let (a, b) = mean_std(&xs);
+        Some((a, b, xs.len()))
+    };
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# {}\n", sweep.output.title);
+    let _ = writeln!(
+        md,
+        "<!-- Generated by `burn-sparse compare`; edit the sweep file and rerun instead of \
+         editing this file. -->\n"
+    );
+    let _ = writeln!(md, "Produced by:\n\n```text\n{command}\n```\n");
+    let b = &sweep.base;
+    let _ = writeln!(
+        md,
+        "Model `{}`, dataset `{}`, {} epochs{}, optimizer {:?} lr {} ({:?}), momentum {}, \
+         weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's on \
+         the full test set, mean ± sample std over seeds (n per cell in brackets when not all \
+         seeds finished).\n",
+        serde_json::to_value(b.model)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        serde_json::to_value(b.dataset.name)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        b.epochs,
+        if methods.contains(&MethodName::Lottery) {
+            " (per IMP level for the lottery)"
+        } else {
+            ""
+        },
+        b.optimizer.kind,
+        b.optimizer.lr,
+        b.optimizer.lr_schedule,
+        b.optimizer.momentum,
+        b.optimizer.weight_decay,
+        b.optimizer.batch_size,
+        b.device,
+        sweep.grid.seeds
+    );
+    let table_start = md.len();
+    let _ = write!(md, "| method |");
+    for s in &sparsities {
+        let _ = write!(md, " {:.1}% sparse |", 100.0 * s);
+    }
+    let _ = write!(md, "\n|---|");
+    for _ in &sparsities {
+        let _ = write!(md, "---|");
+    }
+    md.push('\n');
+    let seeds = sweep.grid.seeds.len();
+    for &m in &methods {
+        let _ = write!(md, "| {m} |");
+        for &s in &sparsities {
+            match acc_of(m, s) {
+                Some((a, sd, k)) => {
+                    let _ = write!(md, " {a:.2} ± {sd:.2}");
+                    if k != seeds {
+                        let _ = write!(md, " (n={k})");
+                    }
+                    md.push_str(" |");
+                }
+                None => md.push_str(" – |"),
+            }
+        }
+        md.push('\n');
+    }
+    let table = md[table_start..].to_string();
+    if methods.contains(&MethodName::Dense) {
+        let _ = writeln!(
+            md,
+            "\nDense has no sparsity; its row repeats the same runs in every column."
+        );
+    }
+    if sparsities.is_empty() {
+        if let Some((a, sd, _)) = acc_of(MethodName::Dense, 0.0) {
+            let _ = writeln!(md, "\ndense: {a:.2} ± {sd:.2}");
+        }
+    }
+
+    // Plots.
+    let plot_dir = out_dir.join("plots");
+    let md_dir = sweep
+        .output
+        .markdown
+        .as_ref()
+        .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| out_dir.clone());
+    let md_dir = if md_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        md_dir
+    };
+    let mut images: Vec<(String, PathBuf)> = Vec::new();
+    {
+        let mut series = Vec::new();
+        for &m in &methods {
+            if m == MethodName::Dense {
+                continue;
+            }
+            let mut pts = Vec::new();
+            let mut errs = Vec::new();
+            for &s in &sparsities {
+                if let Some((a, sd, _)) = acc_of(m, s) {
+                    pts.push((100.0 * (1.0 - s), a));
+                    errs.push(sd);
+                }
+            }
+            if !pts.is_empty() {
+                series.push(Series {
+                    name: m.to_string(),
+                    points: pts,
+                    errors: errs,
+                });
+            }
+        }
+        if let Some((a, _, _)) = acc_of(MethodName::Dense, 0.0) {
+            let xs: Vec<f64> = sparsities.iter().map(|s| 100.0 * (1.0 - s)).collect();
+            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if lo.is_finite() {
+                series.push(Series::new("dense", vec![(lo, a), (hi, a)]));
+            }
+        }
+        if !series.is_empty() {
+            let stem = plot_dir.join("accuracy_vs_sparsity");
+            files.extend(line_chart(
+                &stem,
+                "Test accuracy versus weights remaining",
+                "weights remaining (%, log scale)",
+                "test accuracy (%)",
+                &series,
+                true,
+            )?);
+            images.push((
+                "Accuracy versus sparsity".into(),
+                stem.with_extension("png"),
+            ));
+        }
+    }
+    let detail = sweep.output.detail_sparsity.or_else(|| {
+        sparsities
+            .iter()
+            .copied()
+            .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))))
+    });
+    if let Some(ds) = detail {
+        let at = |m: MethodName| -> Vec<&RunResult> {
+            let k = key(if m == MethodName::Dense { 0.0 } else { ds });
+            groups.get(&(m, k)).cloned().unwrap_or_default()
+        };
+        // Mean accuracy over training.
+        let mut curves = Vec::new();
+        for &m in &methods {
+            let rs = at(m);
+            let len = rs.iter().map(|r| r.curve.len()).min().unwrap_or(0);
+            if len == 0 {
+                continue;
+            }
+            let pts = (0..len)
+                .map(|e| {
+                    let xs: Vec<f64> = rs.iter().map(|r| r.curve[e]).collect();
+                    ((e + 1) as f64, mean_std(&xs).0)
+                })
+                .collect();
+            curves.push(Series::new(m.to_string(), pts));
+        }
+        if !curves.is_empty() {
+            let stem = plot_dir.join("accuracy_over_training");
+            files.extend(line_chart(
+                &stem,
+                &format!(
+                    "Test accuracy over training ({:.0}% sparse; dense)",
+                    100.0 * ds
+                ),
+                "epoch",
+                "test accuracy (%)",
+                &curves,
+                false,
+            )?);
+            images.push(("Accuracy over training".into(), stem.with_extension("png")));
+        }
+        // Per-layer density.
+        let mut layers: Vec<String> = Vec::new();
+        let mut bars = Vec::new();
+        for &m in &methods {
+            if m == MethodName::Dense {
+                continue;
+            }
+            let rs = at(m);
+            let Some(first) = rs.first() else { continue };
+            if layers.is_empty() {
+                layers = first.layer_density.keys().cloned().collect();
+            }
+            let vals = layers
+                .iter()
+                .map(|l| {
+                    let xs: Vec<f64> = rs
+                        .iter()
+                        .filter_map(|r| r.layer_density.get(l).copied())
+                        .collect();
+                    mean_std(&xs).0
+                })
+                .collect();
+            bars.push((m.to_string(), vals));
+        }
+        if !bars.is_empty() {
+            let stem = plot_dir.join("layer_density");
+            files.extend(bar_chart(
+                &stem,
+                &format!("Density per layer at {:.0}% sparsity", 100.0 * ds),
+                "kept fraction",
+                &layers,
+                &bars,
+            )?);
+            images.push(("Per-layer density".into(), stem.with_extension("png")));
+        }
+        // Mask churn of the dynamic methods (first seed's run).
+        let mut churn = Vec::new();
+        for &m in &methods {
+            if !m.is_dynamic() {
+                continue;
+            }
+            let Some(r) = at(m).into_iter().next() else {
+                continue;
+            };
+            let path = runner.runs_dir().join(&r.name).join("updates.json");
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let ups: Vec<UpdateRecord> =
+                serde_json::from_slice(&bytes).map_err(|e| Error::RunDir {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            let pts = churn_by_step(&ups);
+            if !pts.is_empty() {
+                churn.push(Series::new(m.to_string(), pts));
+            }
+        }
+        if !churn.is_empty() {
+            let stem = plot_dir.join("churn");
+            files.extend(line_chart(
+                &stem,
+                &format!("Mask churn per update at {:.0}% sparsity", 100.0 * ds),
+                "optimizer step",
+                "connections changed / kept",
+                &churn,
+                false,
+            )?);
+            images.push((
+                "Mask churn of the dynamic methods".into(),
+                stem.with_extension("png"),
+            ));
+        }
+    }
+    // The lottery level table (the deepest sparsity's runs, mean over seeds).
+    if let Some(&smax) = sparsities
+        .iter()
+        .max_by(|a, b| a.total_cmp(b))
+        .filter(|_| methods.contains(&MethodName::Lottery))
+    {
+        if let Some(rs) = groups.get(&(MethodName::Lottery, key(smax))) {
+            let tables: Vec<&Vec<LevelRow>> = rs.iter().filter_map(|r| r.levels.as_ref()).collect();
+            let depth = tables.iter().map(|t| t.len()).min().unwrap_or(0);
+            if depth > 0 {
+                let _ = writeln!(
+                    md,
+                    "\n## Lottery ticket levels ({:.0}% target, {} seeds)\n",
+                    100.0 * smax,
+                    tables.len()
+                );
+                let baselines = tables
+                    .iter()
+                    .all(|t| t.iter().skip(1).all(|r| r.random_reinit.is_some()));
+                if baselines {
+                    let _ = writeln!(
+                        md,
+                        "| level | weights remaining | ticket | random reinit | random pruning |\n|---|---|---|---|---|"
+                    );
+                } else {
+                    let _ = writeln!(md, "| level | weights remaining | ticket |\n|---|---|---|");
+                }
+                for l in 0..depth {
+                    let col = |f: &dyn Fn(&LevelRow) -> Option<f64>| {
+                        let xs: Vec<f64> = tables.iter().filter_map(|t| f(&t[l])).collect();
+                        if xs.is_empty() {
+                            "–".to_string()
+                        } else {
+                            let (a, s) = mean_std(&xs);
+                            format!("{a:.2} ± {s:.2}")
+                        }
+                    };
+                    let dens = mean_std(&tables.iter().map(|t| t[l].density).collect::<Vec<_>>()).0;
+                    let _ = write!(
+                        md,
+                        "| {l} | {:.2}% | {} |",
+                        100.0 * dens,
+                        col(&|r| Some(r.ticket))
+                    );
+                    if baselines {
+                        let _ = write!(
+                            md,
+                            " {} | {} |",
+                            col(&|r| r.random_reinit),
+                            col(&|r| r.random_pruning)
+                        );
+                    }
+                    md.push('\n');
+                }
+            }
+        }
+    }
+    if !images.is_empty() {
+        let _ = writeln!(md, "\n## Plots\n");
+        for (title, png) in &images {
+            let _ = writeln!(
+                md,
+                "### {title}\n\n![{title}]({})\n",
+                relative(&md_dir, png)
+            );
+        }
+    }
+    let p = out_dir.join("results.md");
+    // The copy in the output dir links its plots relative to itself.
+    let local = if md_dir == out_dir {
+        md.clone()
+    } else {
+        let mut m = md.clone();
+        for (_, png) in &images {
+            m = m.replace(&relative(&md_dir, png), &relative(&out_dir, png));
+        }
+        m
+    };
+    write_atomic(&p, local.as_bytes())?;
+    files.push(p);
+    if let Some(mdp) = &sweep.output.markdown {
+        let p = PathBuf::from(mdp);
+        if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d).map_err(|e| Error::Io {
+                path: d.to_path_buf(),
+                source: e,
+            })?;
+        }
+        write_atomic(&p, md.as_bytes())?;
+        files.push(p);
+    }
+    if let Some(readme) = &sweep.output.readme {
+        let p = PathBuf::from(readme);
+        let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
+            path: p.clone(),
+            source: e,
+        })?;
+        let (b, e) = README_MARKERS;
+        let (Some(i), Some(j)) = (text.find(b), text.find(e)) else {
+            return Err(Error::RunDir {
+                path: p,
+                message: format!("needs the lines `{b}` and `{e}` around the summary"),
+            });
+        };
+        if j < i {
+            return Err(Error::RunDir {
+                path: p,
+                message: format!("`{e}` comes before `{b}`"),
+            });
+        }
+        let link = sweep.output.markdown.as_ref().map_or_else(
+            || {
+                relative(
+                    p.parent().unwrap_or(Path::new(".")),
+                    &out_dir.join("results.md"),
+                )
+            },
+            |m| relative(p.parent().unwrap_or(Path::new(".")), Path::new(m)),
+        );
+        let summary = format!(
+            "{b}\n<!-- Generated by `burn-sparse compare`; do not edit. -->\n\nTest accuracy (%), mean \
+             ± std over seeds {:?}, {} epochs; produced by `{command}` (details and plots in \
+             [{link}]({link})):\n\n{table}\n",
+            sweep.grid.seeds, sweep.base.epochs
+        );
+        let new_text = format!("{}{summary}{}", &text[..i], &text[j..]);
+        write_atomic(&p, new_text.as_bytes())?;
+        files.push(p);
+    }
+    Ok(Some(SweepReport {
+        results,
+        markdown: md,
+        files,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_std_is_the_sample_std() {
+        assert_eq!(mean_std(&[2.0]), (2.0, 0.0));
+        let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
+        assert_eq!(m, 2.0);
+        assert!((s - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn dense_runs_once_per_seed() {
+        let s = SweepConfig {
+            base: ExperimentConfig::default(),
+            grid: Grid {
+                methods: vec![MethodName::Dense, MethodName::Rigl],
+                sparsities: vec![0.9, 0.95],
+                seeds: vec![0, 1],
+            },
+            output: OutputConfig::default(),
+        };
+        let p = s.points();
+        assert_eq!(p.len(), 2 + 4);
+        assert!(p[..2].iter().all(|c| c.method == MethodName::Dense));
+    }
+
+    #[test]
+    fn relative_paths_climb_and_descend() {
+        assert_eq!(
+            relative(Path::new("/a/docs"), Path::new("/a/docs/results/x.png")),
+            "results/x.png"
+        );
+        assert_eq!(
+            relative(Path::new("/a/docs"), Path::new("/a/runs/x.png")),
+            "../runs/x.png"
+        );
+    }
+}

@@ -1,0 +1,461 @@
+//! The runner end to end on the generated `synthetic` dataset: configs, every method, resume
+//! after a kill of the real binary, and the `compare` sweep's files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use burn_sparse_cli::config::{DatasetName, ExperimentConfig, Format, MethodName};
+use burn_sparse_cli::run::{EpochMetrics, RunResult, Runner};
+use burn_sparse_cli::{Error, SweepConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_burn-sparse");
+
+fn synthetic(method: MethodName, sparsity: f64, epochs: u64) -> ExperimentConfig {
+    let mut c = ExperimentConfig {
+        method,
+        sparsity,
+        epochs,
+        ..ExperimentConfig::default()
+    };
+    c.dataset.name = DatasetName::Synthetic;
+    c.optimizer.batch_size = 50;
+    c.schedule.delta_t = 4;
+    c
+}
+
+fn field_of(e: &Error) -> String {
+    match e {
+        Error::Config { field, .. } => field.clone(),
+        other => panic!("expected a config error, got {other}"),
+    }
+}
+
+#[test]
+fn config_round_trips_through_toml_and_json() {
+    let mut c = synthetic(MethodName::Snip, 0.95, 7);
+    c.seeds = vec![3, 4];
+    c.optimizer.lr = 0.05;
+    c.distribution = Some(burn_sparse_cli::config::DistributionName::Erk);
+    c.lottery.levels = Some(5);
+    c.schedule.drop_fraction = Some(0.4);
+    c.dataset.train_limit = Some(1000);
+    for original in [ExperimentConfig::default(), c] {
+        let t = ExperimentConfig::from_text(&original.to_toml(), Format::Toml, "t", &[]).unwrap();
+        assert_eq!(t, original);
+        let j = ExperimentConfig::from_text(&original.to_json(), Format::Json, "j", &[]).unwrap();
+        assert_eq!(j, original);
+        assert_eq!(t.hash(), original.hash());
+    }
+    // A partial file takes the defaults; overrides win over the file.
+    let c = ExperimentConfig::from_text(
+        "method = \"set\"\n[optimizer]\nlr = 0.2\n",
+        Format::Toml,
+        "partial",
+        &[
+            ("optimizer.lr".into(), "0.3".into()),
+            ("epochs".into(), "4".into()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.method, MethodName::Set);
+    assert_eq!(c.optimizer.lr, 0.3);
+    assert_eq!(c.epochs, 4);
+    assert_eq!(c.optimizer.batch_size, 100);
+}
+
+#[test]
+fn the_shipped_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let f = Format::of(&p).unwrap();
+        if text.contains("[grid]") || text.contains("\"grid\"") {
+            SweepConfig::from_text(&text, f, &p.display().to_string(), &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        } else {
+            ExperimentConfig::from_text(&text, f, &p.display().to_string(), &[])
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        }
+        n += 1;
+    }
+    assert!(n >= 2, "configs/ holds {n} files");
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("epochs = \"ten\"", "epochs"),
+        ("epochs = 0", "epochs"),
+        ("sparsity = 1.5", "sparsity"),
+        ("sparsity = -0.1", "sparsity"),
+        ("method = \"prune-it\"", "method"),
+        ("model = \"resnet\"", "model"),
+        ("seeds = []", "seeds"),
+        ("device = \"tpu\"", "device"),
+        (
+            "distribution = \"global\"\nmethod = \"rigl\"",
+            "distribution",
+        ),
+        ("[optimizer]\nlr = -1.0", "optimizer.lr"),
+        ("[optimizer]\nmomentum = 1.0", "optimizer.momentum"),
+        ("[optimizer]\nkind = \"lion\"", "optimizer.kind"),
+        ("[schedule]\ndelta_t = 0", "schedule.delta_t"),
+        ("[schedule]\nend_fraction = 1.5", "schedule.end_fraction"),
+        ("[saliency]\nrounds = 0", "saliency.rounds"),
+        ("[dataset]\nname = \"imagenet\"", "dataset.name"),
+        (
+            "method = \"lottery\"\nepochs = 2\n[lottery]\nrewind_epoch = 2",
+            "lottery.rewind_epoch",
+        ),
+    ];
+    for (text, field) in cases {
+        let e = ExperimentConfig::from_text(text, Format::Toml, "case", &[]).unwrap_err();
+        assert_eq!(&field_of(&e), field, "{text}: {e}");
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    // An unknown field is named, with its table.
+    let e =
+        ExperimentConfig::from_text("[optimizer]\nlrr = 0.1", Format::Toml, "c", &[]).unwrap_err();
+    assert!(field_of(&e).starts_with("optimizer"), "{e}");
+    assert!(e.to_string().contains("lrr"), "{e}");
+    // Bad values through overrides too.
+    let e = ExperimentConfig::from_text(
+        "",
+        Format::Json,
+        "c",
+        &[("optimizer.batch_size".into(), "0".into())],
+    );
+    assert!(
+        matches!(e, Err(Error::Parse { .. })),
+        "empty JSON is not a config"
+    );
+    let e = ExperimentConfig::from_text(
+        "{}",
+        Format::Json,
+        "c",
+        &[("optimizer.batch_size".into(), "0".into())],
+    )
+    .unwrap_err();
+    assert_eq!(field_of(&e), "optimizer.batch_size");
+    // Syntax errors carry the position.
+    let e = ExperimentConfig::from_text("epochs = = 3", Format::Toml, "bad.toml", &[]).unwrap_err();
+    assert!(
+        matches!(e, Error::Parse { .. }) && e.to_string().contains("bad.toml"),
+        "{e}"
+    );
+    // The sweep names grid fields and base fields.
+    let e = SweepConfig::from_text(
+        "[grid]\nmethods = [\"rigl\"]\nsparsities = [1.2]\nseeds = [0]",
+        Format::Toml,
+        "s",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(field_of(&e), "grid.sparsities[0]");
+    let e = SweepConfig::from_text(
+        "[base]\nepochs = 0\n[grid]\nmethods = [\"rigl\"]\nsparsities = [0.9]\nseeds = [0]",
+        Format::Toml,
+        "s",
+        &[],
+    )
+    .unwrap_err();
+    assert!(field_of(&e).starts_with("base.epochs"), "{e}");
+}
+
+#[test]
+fn a_layer_emptied_by_global_magnitude_is_a_typed_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let e = runner
+        .run_one(&synthetic(MethodName::Magnitude, 0.9, 1))
+        .unwrap_err();
+    assert!(matches!(e, Error::Saliency(_)), "{e}");
+    assert!(e.to_string().contains("fc2.weight"), "{e}");
+    let mut c = synthetic(MethodName::Magnitude, 0.9, 1);
+    c.saliency.allow_empty_layers = true;
+    let o = runner.run_one(&c).unwrap();
+    assert_eq!(o.result.layer_density["fc2.weight"], 0.0);
+}
+
+#[test]
+fn every_method_runs_with_the_exact_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    // 8x8x1 -> 300 -> 100 -> 4: 19200 + 30000 + 400 prunable weights.
+    let prunable = 64 * 300 + 300 * 100 + 100 * 4;
+    for m in MethodName::ALL {
+        let mut c = synthetic(m, 0.9, 2);
+        c.lottery.levels = Some(2);
+        c.saliency.rounds = (m == MethodName::Synflow).then_some(5);
+        if m == MethodName::Magnitude {
+            // Global |w| at init would empty fc2 (its init bound is smaller than fc1's).
+            c.distribution = Some(burn_sparse_cli::config::DistributionName::Erk);
+        }
+        let o = runner.run_one(&c).unwrap_or_else(|e| panic!("{m}: {e}"));
+        let r = &o.result;
+        assert_eq!(r.prunable, prunable, "{m}");
+        if m == MethodName::Dense {
+            assert_eq!(r.nnz, prunable);
+        } else if m == MethodName::Lottery {
+            // Two global levels at 1 - 0.1^(1/2) each, each rounded: within a weight per level.
+            assert!((r.nnz as i64 - 4960).abs() <= 2, "{m}: {}", r.nnz);
+            let levels = r.levels.as_ref().unwrap();
+            assert_eq!(levels.len(), 3);
+            assert_eq!(levels[0].density, 1.0);
+        } else {
+            assert_eq!(r.nnz, 4960, "{m}: exactly round(0.1 n) kept");
+        }
+        assert!(
+            r.test_accuracy > 40.0,
+            "{m}: {}% on a 4-class problem",
+            r.test_accuracy
+        );
+        for f in [
+            "config.json",
+            "result.json",
+            "masks.bsp",
+            "plots/layer_density.png",
+        ] {
+            assert!(o.dir.join(f).exists(), "{m}: {f}");
+        }
+        if m != MethodName::Lottery {
+            let rows: Vec<EpochMetrics> =
+                serde_json::from_slice(&std::fs::read(o.dir.join("metrics.json")).unwrap())
+                    .unwrap();
+            assert_eq!(rows.len(), 2, "{m}");
+            assert!(
+                !o.dir.join("checkpoint").exists(),
+                "{m}: checkpoint kept after the end"
+            );
+        }
+        if m.is_dynamic() {
+            assert!(o.dir.join("updates.csv").exists(), "{m}");
+            assert!(o.dir.join("plots/churn.png").exists(), "{m}");
+        }
+        // A finished run is not run again.
+        let again = runner.run_one(&c).unwrap();
+        assert!(again.already_done, "{m}");
+        assert_eq!(again.result, o.result);
+    }
+}
+
+fn write_config(dir: &Path, c: &ExperimentConfig) -> PathBuf {
+    let p = dir.join("exp.toml");
+    std::fs::write(&p, c.to_toml()).unwrap();
+    p
+}
+
+fn run_bin(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn metrics_without_time(dir: &Path) -> Vec<EpochMetrics> {
+    let mut rows: Vec<EpochMetrics> =
+        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
+    for r in &mut rows {
+        r.seconds = 0.0;
+    }
+    rows
+}
+
+#[test]
+fn a_killed_run_resumes_to_the_same_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = synthetic(MethodName::Rigl, 0.9, 12);
+    c.dataset.train_limit = Some(6000);
+    c.schedule.delta_t = 25;
+    let cfg = write_config(tmp.path(), &c);
+    let cfg_s = cfg.to_str().unwrap();
+    let name = c.run_name();
+
+    // The reference: uninterrupted.
+    let ref_runs = tmp.path().join("ref");
+    let out = run_bin(&["run", cfg_s, "--runs", ref_runs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ref_dir = ref_runs.join(&name);
+
+    // Killed (SIGKILL) once two epochs are checkpointed, then rerun.
+    let runs = tmp.path().join("killed");
+    let run_dir = runs.join(&name);
+    let state = run_dir.join("checkpoint/state.json");
+    let mut child = Command::new(BIN)
+        .args(["run", cfg_s, "--runs", runs.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    loop {
+        let done = std::fs::read(&state)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["epochs_done"].as_u64())
+            .unwrap_or(0);
+        if done >= 2 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !run_dir.join("result.json").exists(),
+        "the kill landed after the run finished; make the run longer"
+    );
+    let out = run_bin(&["run", cfg_s, "--runs", runs.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("resuming after epoch"), "{stdout}");
+
+    assert_eq!(
+        metrics_without_time(&run_dir),
+        metrics_without_time(&ref_dir)
+    );
+    assert_eq!(
+        std::fs::read(run_dir.join("masks.bsp")).unwrap(),
+        std::fs::read(ref_dir.join("masks.bsp")).unwrap()
+    );
+    let r: RunResult =
+        serde_json::from_slice(&std::fs::read(run_dir.join("result.json")).unwrap()).unwrap();
+    let q: RunResult =
+        serde_json::from_slice(&std::fs::read(ref_dir.join("result.json")).unwrap()).unwrap();
+    assert_eq!(r.test_accuracy, q.test_accuracy);
+    assert_eq!(r.curve, q.curve);
+
+    // Rerunning a finished run does nothing.
+    let before = std::fs::metadata(run_dir.join("result.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let out = run_bin(&["run", cfg_s, "--runs", runs.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already finished"));
+    let after = std::fs::metadata(run_dir.join("result.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+}
+
+fn decode_png(path: &Path) -> (u32, u32) {
+    let f = std::fs::File::open(path).unwrap();
+    let mut r = png::Decoder::new(std::io::BufReader::new(f))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; r.output_buffer_size()];
+    let info = r.next_frame(&mut buf).unwrap();
+    // Not a blank image: some pixel differs from the first.
+    let px = &buf[..info.buffer_size()];
+    assert!(
+        px.chunks(3).any(|p| p != &px[..3]),
+        "{} is blank",
+        path.display()
+    );
+    (info.width, info.height)
+}
+
+#[test]
+fn compare_writes_the_table_and_plots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("out");
+    let md = tmp.path().join("docs/RESULTS.md");
+    let readme = tmp.path().join("README.md");
+    std::fs::write(
+        &readme,
+        "# Project\nbefore\n<!-- results:begin -->\nstale\n<!-- results:end -->\nafter\n",
+    )
+    .unwrap();
+    let sweep = format!(
+        "[base]\nepochs = 2\n[base.dataset]\nname = \"synthetic\"\n[base.optimizer]\nbatch_size = 50\n\
+         [base.schedule]\ndelta_t = 4\n\
+         [grid]\nmethods = [\"dense\", \"rigl\"]\nsparsities = [0.9]\nseeds = [0]\n\
+         [output]\ndir = \"{}\"\nmarkdown = \"{}\"\ntitle = \"Toy\"\nreadme = \"{}\"\n",
+        out_dir.display(),
+        md.display(),
+        readme.display()
+    );
+    let sweep_path = tmp.path().join("sweep.toml");
+    std::fs::write(&sweep_path, sweep).unwrap();
+    let runs = tmp.path().join("runs");
+    let args = [
+        "compare",
+        sweep_path.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+    ];
+    let out = run_bin(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let table = std::fs::read_to_string(&md).unwrap();
+    assert!(table.starts_with("# Toy"), "{table}");
+    assert!(table.contains("| method | 90.0% sparse |"), "{table}");
+    assert!(
+        table.contains("| dense |") && table.contains("| rigl |"),
+        "{table}"
+    );
+    assert!(table.contains("burn-sparse compare"), "{table}");
+    // The report's image links resolve from the report's directory.
+    for line in table.lines().filter(|l| l.starts_with("![")) {
+        let link = &line[line.find("](").unwrap() + 2..line.len() - 1];
+        assert!(md.parent().unwrap().join(link).exists(), "{link}");
+    }
+    let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows.len(), 3, "{csv}");
+    for row in &rows[1..] {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        let acc: f64 = cols[3].parse().unwrap();
+        assert!((0.0..=100.0).contains(&acc));
+    }
+    let results: Vec<RunResult> =
+        serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.len(), 2);
+    for stem in [
+        "accuracy_vs_sparsity",
+        "accuracy_over_training",
+        "layer_density",
+        "churn",
+    ] {
+        let png = out_dir.join("plots").join(format!("{stem}.png"));
+        assert_eq!(decode_png(&png), (900, 560), "{stem}");
+        let svg = std::fs::read_to_string(png.with_extension("svg")).unwrap();
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{stem}"
+        );
+    }
+    // The README got the table between its markers, and kept the rest.
+    let r = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        r.starts_with("# Project\nbefore\n<!-- results:begin -->"),
+        "{r}"
+    );
+    assert!(r.ends_with("<!-- results:end -->\nafter\n"), "{r}");
+    assert!(!r.contains("stale") && r.contains("| rigl |"), "{r}");
+    assert!(r.contains("(docs/RESULTS.md)"), "{r}");
+    // A second compare runs nothing.
+    let out = run_bin(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.matches("(already finished)").count(), 2, "{stdout}");
+}

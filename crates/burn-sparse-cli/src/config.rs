@@ -99,6 +99,11 @@ impl MethodName {
         }
     }
 
+    /// The position in [`MethodName::ALL`] (a stable colour in plots).
+    pub fn index(self) -> usize {
+        MethodName::ALL.iter().position(|&m| m == self).unwrap_or(0)
+    }
+
     /// Whether the mask changes during training (SET, RigL, SNFS).
     pub fn is_dynamic(self) -> bool {
         matches!(self, MethodName::Set | MethodName::Rigl | MethodName::Snfs)

@@ -18,6 +18,8 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
     /// Half-widths of error bars, one per point (empty: none).
     pub errors: Vec<f64>,
+    /// A fixed palette index, so one method has one colour across plots (None: by position).
+    pub color: Option<usize>,
 }
 
 impl Series {
@@ -27,7 +29,14 @@ impl Series {
             name: name.into(),
             points,
             errors: Vec::new(),
+            color: None,
         }
+    }
+
+    /// With a fixed palette index.
+    pub fn with_color(mut self, color: usize) -> Self {
+        self.color = Some(color);
+        self
     }
 }
 
@@ -173,7 +182,7 @@ impl Chart for Lines<'_> {
             .draw()
             .map_err(plot_err)?;
         for (i, s) in self.series.iter().enumerate() {
-            let c = color(i);
+            let c = color(s.color.unwrap_or(i));
             let line: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (fx(x), y)).collect();
             chart
                 .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
@@ -234,7 +243,7 @@ struct Bars<'a> {
     title: &'a str,
     y_label: &'a str,
     categories: &'a [String],
-    series: &'a [(String, Vec<f64>)],
+    series: &'a [(String, Vec<f64>, Option<usize>)],
 }
 
 impl Chart for Bars<'_> {
@@ -277,8 +286,8 @@ impl Chart for Bars<'_> {
             .map_err(plot_err)?;
         let k = self.series.len().max(1) as f64;
         let w = 0.8 / k;
-        for (j, (name, values)) in self.series.iter().enumerate() {
-            let c = color(j);
+        for (j, (name, values, col)) in self.series.iter().enumerate() {
+            let c = color(col.unwrap_or(j));
             chart
                 .draw_series(values.iter().enumerate().map(|(i, &v)| {
                     let x = i as f64 - 0.4 + w * j as f64;
@@ -300,7 +309,8 @@ impl Chart for Bars<'_> {
     }
 }
 
-/// Grouped bars: one group per category (layer), one bar per series (method).
+/// Grouped bars: one group per category (layer), one bar per series (method): name, one
+/// value per category, and an optional fixed palette index.
 ///
 /// # Errors
 /// [`Error::Plot`] or [`Error::Io`].
@@ -309,7 +319,7 @@ pub fn bar_chart(
     title: &str,
     y_label: &str,
     categories: &[String],
-    series: &[(String, Vec<f64>)],
+    series: &[(String, Vec<f64>, Option<usize>)],
 ) -> Result<Vec<PathBuf>> {
     render(
         stem,

@@ -813,7 +813,11 @@ impl Runner {
             &format!("Density per layer: {label}"),
             "kept fraction",
             &layers,
-            &[(label.clone(), r.layer_density.values().copied().collect())],
+            &[(
+                label.clone(),
+                r.layer_density.values().copied().collect(),
+                None,
+            )],
         )?;
         if !updates.is_empty() {
             line_chart(

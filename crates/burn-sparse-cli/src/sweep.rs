@@ -196,11 +196,24 @@ pub struct SweepReport {
     pub files: Vec<PathBuf>,
 }
 
+/// A value's config spelling (`sgd`, `cosine`, `lenet300`).
+fn name_of<T: Serialize>(v: T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 fn key(s: f64) -> i64 {
     (s * 1e6).round() as i64
 }
 
 fn relative(from_dir: &Path, to: &Path) -> String {
+    let from_dir = if from_dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        from_dir
+    };
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let (a, b) = (abs(from_dir), abs(to));
     let ac: Vec<_> = a.components().collect();
@@ -342,10 +355,10 @@ pub fn compare_shard(
     let b = &sweep.base;
     let _ = writeln!(
         md,
-        "Model `{}`, dataset `{}`, {} epochs{}, optimizer {:?} lr {} ({:?}), momentum {}, \
-         weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's on \
-         the full test set, mean ± sample std over seeds (n per cell in brackets when not all \
-         seeds finished).\n",
+        "Model `{}`, dataset `{}`, {} epochs{}, optimizer `{}` lr {} (`{}` schedule), momentum \
+         {}, weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's \
+         on the full test set, mean ± sample std over seeds (n per cell in brackets when not \
+         all seeds finished).\n",
         serde_json::to_value(b.model)
             .ok()
             .and_then(|v| v.as_str().map(String::from))
@@ -360,15 +373,32 @@ pub fn compare_shard(
         } else {
             ""
         },
-        b.optimizer.kind,
+        name_of(b.optimizer.kind),
         b.optimizer.lr,
-        b.optimizer.lr_schedule,
+        name_of(b.optimizer.lr_schedule),
         b.optimizer.momentum,
         b.optimizer.weight_decay,
         b.optimizer.batch_size,
         b.device,
         sweep.grid.seeds
     );
+    if methods.contains(&MethodName::Lottery) {
+        let levels = b.lottery.levels.map_or_else(
+            || "as many 20% levels as each target needs".to_string(),
+            |l| format!("{l} levels"),
+        );
+        let _ = writeln!(
+            md,
+            "The lottery ticket is IMP with global magnitude pruning, {levels}, rewinding to {}: \
+             it trains once per level plus the dense level 0, so its budget is that many times \
+             the other methods'. Its cell is the last level's ticket.\n",
+            if b.lottery.rewind_epoch == 0 {
+                "init".to_string()
+            } else {
+                format!("the end of epoch {}", b.lottery.rewind_epoch)
+            }
+        );
+    }
     let table_start = md.len();
     let _ = write!(md, "| method |");
     for s in &sparsities {
@@ -442,6 +472,7 @@ pub fn compare_shard(
                     name: m.to_string(),
                     points: pts,
                     errors: errs,
+                    color: Some(m.index()),
                 });
             }
         }
@@ -450,7 +481,10 @@ pub fn compare_shard(
             let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
             let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
             if lo.is_finite() {
-                series.push(Series::new("dense", vec![(lo, a), (hi, a)]));
+                series.push(
+                    Series::new("dense", vec![(lo, a), (hi, a)])
+                        .with_color(MethodName::Dense.index()),
+                );
             }
         }
         if !series.is_empty() {
@@ -494,7 +528,7 @@ pub fn compare_shard(
                     ((e + 1) as f64, mean_std(&xs).0)
                 })
                 .collect();
-            curves.push(Series::new(m.to_string(), pts));
+            curves.push(Series::new(m.to_string(), pts).with_color(m.index()));
         }
         if !curves.is_empty() {
             let stem = plot_dir.join("accuracy_over_training");
@@ -533,7 +567,7 @@ pub fn compare_shard(
                     mean_std(&xs).0
                 })
                 .collect();
-            bars.push((m.to_string(), vals));
+            bars.push((m.to_string(), vals, Some(m.index())));
         }
         if !bars.is_empty() {
             let stem = plot_dir.join("layer_density");
@@ -566,7 +600,7 @@ pub fn compare_shard(
                 })?;
             let pts = churn_by_step(&ups);
             if !pts.is_empty() {
-                churn.push(Series::new(m.to_string(), pts));
+                churn.push(Series::new(m.to_string(), pts).with_color(m.index()));
             }
         }
         if !churn.is_empty() {
@@ -758,6 +792,12 @@ mod tests {
         assert_eq!(
             relative(Path::new("/a/docs"), Path::new("/a/runs/x.png")),
             "../runs/x.png"
+        );
+        // A file in the working directory has an empty parent.
+        let readme_dir = Path::new("README.md").parent().unwrap();
+        assert_eq!(
+            relative(readme_dir, Path::new("docs/RESULTS.md")),
+            "docs/RESULTS.md"
         );
     }
 }

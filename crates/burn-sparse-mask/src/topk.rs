@@ -1,7 +1,7 @@
 //! Exact top-k mask construction, the one routine every scorer shares.
 //!
 //! The routine runs on the host over `f32` scores: a radix select over order-preserving 32-bit
-//! keys (a 4096-bucket histogram pass, a pass gathering the one bucket that holds the threshold,
+//! keys (a 65536-bucket histogram pass, a pass gathering the one bucket that holds the threshold,
 //! and a linear selection inside it: O(n)) finds the k-th largest score, every strictly larger score is kept, and ties at the threshold are kept in
 //! increasing flat index order until exactly `k` survive. So the number of survivors
 //! is exact and the result is deterministic and identical on every backend for the same scores.
@@ -33,23 +33,31 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
     if k > n {
         return Err(MaskError::TooManySurvivors { k, n });
     }
-    for (name, s) in segments {
-        // A branch-free scan first (vectorised); the position only when there is a NaN.
-        if s.iter().fold(false, |acc, v| acc | v.is_nan()) {
-            let index = s.iter().position(|v| v.is_nan()).unwrap_or(0);
-            return Err(MaskError::NanScore {
-                param: name.to_string(),
-                index,
-            });
+    let nan_error = || {
+        for (name, s) in segments {
+            if let Some(index) = s.iter().position(|v| v.is_nan()) {
+                return MaskError::NanScore {
+                    param: name.to_string(),
+                    index,
+                };
+            }
         }
-    }
+        MaskError::Data("a NaN score vanished".into())
+    };
     if k == 0 || k == n {
+        if segments.iter().any(|(_, s)| s.iter().any(|v| v.is_nan())) {
+            return Err(nan_error());
+        }
         return Ok(segments
             .iter()
             .map(|(_, s)| vec![k == n; s.len()])
             .collect());
     }
-    let (threshold, greater) = kth_largest_key(segments, k);
+    // The selection's first pass also looks for NaN, so valid scores are read three times:
+    // histogram, bucket gather, mask.
+    let Some((threshold, greater)) = kth_largest_key(segments, k) else {
+        return Err(nan_error());
+    };
     let mut ties_left = k - greater;
     let mut out = Vec::with_capacity(segments.len());
     for (_, s) in segments {
@@ -87,17 +95,47 @@ fn key(v: f32) -> u32 {
     }
 }
 
-/// Bits of the key that index the first-level histogram (4096 buckets: 32 KB, in L1).
-const HIGH_BITS: u32 = 12;
+/// Most bits of the key that index the first-level histogram (from 2^18 values on; fewer below):
+/// sign, exponent and 7 mantissa bits,
+/// so one bucket spans 1/128 of an octave and the threshold's bucket holds few values even for
+/// scores packed into one octave (uniform `[0.5, 1)` scores fill only 4 buckets of an 11-bit
+/// histogram).
+const HIGH_BITS: u32 = 16;
 
-/// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger,
-/// by a radix select: a histogram of the top 12 bits of every key finds the bucket holding the
+/// Counts of `key >> shift` over all values, in `u32` (256 KB for 16 bits) summed into `usize`
+/// every 2^31 values so no count can overflow; and whether any value is NaN.
+fn histogram(segments: &[(&str, &[f32])], shift: u32) -> (Vec<usize>, bool) {
+    let buckets = 1usize << (32 - shift);
+    let mut total = vec![0usize; buckets];
+    let mut h = vec![0u32; buckets];
+    let mut nan = false;
+    for (_, s) in segments {
+        for chunk in s.chunks(1 << 31) {
+            for &v in chunk {
+                nan |= v.is_nan();
+                h[(key(v) >> shift) as usize] += 1;
+            }
+            for (t, c) in total.iter_mut().zip(h.iter_mut()) {
+                *t += *c as usize;
+                *c = 0;
+            }
+        }
+    }
+    (total, nan)
+}
+
+/// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger
+/// (None when a score is NaN),
+/// by a radix select: a histogram of the top 16 bits of every key finds the bucket holding the
 /// k-th largest; the keys of that one bucket are gathered and the exact key is selected among
 /// them (`select_nth_unstable`, linear). Two linear passes over the values plus a selection
 /// over one bucket (all values in the worst case of massive ties, still linear).
-fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
+fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> Option<(u32, usize)> {
     let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     if n < SMALL {
+        if segments.iter().any(|(_, s)| s.iter().any(|v| v.is_nan())) {
+            return None;
+        }
         // Small inputs: sort the keys.
         let mut keys: Vec<u32> = segments
             .iter()
@@ -105,14 +143,14 @@ fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
             .collect();
         keys.sort_unstable_by(|a, b| b.cmp(a));
         let t = keys[k - 1];
-        return (t, keys.iter().take_while(|&&x| x > t).count());
+        return Some((t, keys.iter().take_while(|&&x| x > t).count()));
     }
-    let shift = 32 - HIGH_BITS;
-    let mut hist = vec![0usize; 1 << HIGH_BITS];
-    for (_, s) in segments {
-        for &v in s.iter() {
-            hist[(key(v) >> shift) as usize] += 1;
-        }
+    // Fewer buckets for fewer values: clearing and summing 64k counters would dominate 10^4.
+    let bits = (n.ilog2().saturating_sub(2)).clamp(11, HIGH_BITS);
+    let shift = 32 - bits;
+    let (hist, nan) = histogram(segments, shift);
+    if nan {
+        return None;
     }
     let (bucket, above) = walk_down(&hist, k);
     let bucket = bucket as u32;
@@ -128,7 +166,7 @@ fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> (u32, usize) {
     let r = k - above - 1;
     let (_, &mut t, _) = cand.select_nth_unstable_by(r, |a, b| b.cmp(a));
     let greater = cand.iter().filter(|&&x| x > t).count();
-    (t, above + greater)
+    Some((t, above + greater))
 }
 
 /// The highest bucket at which the count from the top reaches `k`, and the count strictly above.

@@ -92,6 +92,23 @@ impl<M: Module> Saliency<M> for RandomScore {
     }
 }
 
+/// The sum of every score in `f64`, with eight independent accumulators (a sequential `f64` sum
+/// is one long dependency chain: a third of a millisecond for LeNet-300-100's 266k scores).
+fn sum_f64(layers: &[Vec<f32>]) -> f64 {
+    let mut acc = [0f64; 8];
+    let mut rest = 0f64;
+    for l in layers {
+        let mut c = l.chunks_exact(8);
+        for x in &mut c {
+            for (a, &v) in acc.iter_mut().zip(x) {
+                *a += v as f64;
+            }
+        }
+        rest += c.remainder().iter().map(|&v| v as f64).sum::<f64>();
+    }
+    acc.iter().sum::<f64>() + rest
+}
+
 /// A loss of a model (on a fixed batch).
 pub type LossFn<M> = Box<dyn Fn(&M) -> Tensor<1>>;
 
@@ -181,7 +198,7 @@ impl<M: Module> Saliency<M> for Snip<M> {
             .into_iter()
             .map(to_host)
             .collect::<std::result::Result<_, _>>()?;
-        let total: f64 = acc.iter().flatten().map(|&x| x as f64).sum();
+        let total = sum_f64(&acc);
         if total > 0.0 {
             let norm = (1.0 / total) as f32;
             for a in acc.iter_mut().flatten() {

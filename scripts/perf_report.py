@@ -137,6 +137,12 @@ def main():
       "mask construction and application.")
     w("- Top-k: `burn_sparse_mask::top_k` on random scores keeping 10%.")
     w("")
+    # The analysis (perf_probe's per-layer timings, where the gap to PyTorch is) is kept in
+    # scripts/perf_notes.md and appended as is.
+    notes = os.path.join(ROOT, "scripts", "perf_notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            out.append(f.read().rstrip("\n"))
     print("\n".join(out))
 
 

@@ -454,22 +454,51 @@ pub fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<
     Ok(())
 }
 
+/// Read a config file of any kind `T` (experiment or sweep): parse by extension, apply the
+/// overrides, decode (errors name the field) and `validate`.
+///
+/// # Errors
+/// [`Error::Io`], [`Error::Parse`], [`Error::Config`].
+pub fn load_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    overrides: &[(String, String)],
+    validate: fn(&T) -> Result<()>,
+) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    let origin = path.display().to_string();
+    load_text(&text, Format::of(path)?, &origin, overrides, validate)
+}
+
+/// As [`load_file`], from text.
+///
+/// # Errors
+/// [`Error::Parse`], [`Error::Config`].
+pub fn load_text<T: serde::de::DeserializeOwned>(
+    text: &str,
+    format: Format,
+    origin: &str,
+    overrides: &[(String, String)],
+    validate: fn(&T) -> Result<()>,
+) -> Result<T> {
+    let mut v = parse_value(text, format, origin)?;
+    for (k, val) in overrides {
+        set_path(&mut v, k, val)?;
+    }
+    let c: T = decode(v)?;
+    validate(&c)?;
+    Ok(c)
+}
+
 impl ExperimentConfig {
     /// Read a `.toml` or `.json` file, apply `overrides` (`path=value`), decode and validate.
     ///
     /// # Errors
     /// [`Error::Io`], [`Error::Parse`], or [`Error::Config`] naming the field.
     pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        Self::from_text(
-            &text,
-            Format::of(path)?,
-            &path.display().to_string(),
-            overrides,
-        )
+        load_file(path, overrides, Self::validate)
     }
 
     /// As [`ExperimentConfig::load`], from text.
@@ -482,13 +511,7 @@ impl ExperimentConfig {
         origin: &str,
         overrides: &[(String, String)],
     ) -> Result<Self> {
-        let mut v = parse_value(text, format, origin)?;
-        for (k, val) in overrides {
-            set_path(&mut v, k, val)?;
-        }
-        let c: Self = decode(v)?;
-        c.validate()?;
-        Ok(c)
+        load_text(text, format, origin, overrides, Self::validate)
     }
 
     /// The config as TOML.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Format, MethodName, decode, parse_value, set_path};
+use crate::config::{ExperimentConfig, Format, MethodName, load_file, load_text};
 use crate::error::{Error, Result, write_atomic};
 use crate::plot::{Series, bar_chart, line_chart};
 use crate::run::{LevelRow, Outcome, RunResult, Runner, UpdateRecord, churn_by_step};
@@ -77,16 +77,7 @@ impl SweepConfig {
     /// # Errors
     /// [`Error::Parse`], [`Error::Io`], [`Error::Config`] naming the field.
     pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        Self::from_text(
-            &text,
-            Format::of(path)?,
-            &path.display().to_string(),
-            overrides,
-        )
+        load_file(path, overrides, Self::validate)
     }
 
     /// As [`SweepConfig::load`], from text.
@@ -99,13 +90,7 @@ impl SweepConfig {
         origin: &str,
         overrides: &[(String, String)],
     ) -> Result<Self> {
-        let mut v = parse_value(text, format, origin)?;
-        for (k, val) in overrides {
-            set_path(&mut v, k, val)?;
-        }
-        let c: Self = decode(v)?;
-        c.validate()?;
-        Ok(c)
+        load_text(text, format, origin, overrides, Self::validate)
     }
 
     /// Every grid point's config must be valid, and the grid non-empty.

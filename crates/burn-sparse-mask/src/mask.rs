@@ -415,24 +415,9 @@ impl MaskSet {
     /// # Errors
     /// [`MaskError::Data`] if a weight cannot be read back.
     pub fn read_weights<M: Module>(&self, model: &M) -> Result<Vec<Vec<f32>>> {
-        let mut reader = WeightReader {
-            masks: self,
-            out: vec![None; self.layers.len()],
-            error: None,
-        };
-        model.visit(&mut reader);
-        if let Some(e) = reader.error {
-            return Err(e);
-        }
-        reader
-            .out
+        self.device_weights(model)?
             .into_iter()
-            .zip(&self.layers)
-            .map(|(w, l)| {
-                w.ok_or_else(|| {
-                    MaskError::ModelMismatch(format!("`{}` is not in the model", l.info.path))
-                })
-            })
+            .map(to_host)
             .collect()
     }
 }
@@ -535,24 +520,6 @@ impl ModuleMapper for ApplyMasks<'_> {
         let inner = tensor.inner();
         let m = reshape_mask(layer.device_mask(), &inner);
         Param::from_mapped_value(id, ctx.restore(inner * m, id), mapper)
-    }
-}
-
-struct WeightReader<'a> {
-    masks: &'a MaskSet,
-    out: Vec<Option<Vec<f32>>>,
-    error: Option<MaskError>,
-}
-
-impl ModuleVisitor for WeightReader<'_> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(&i) = self.masks.index.get(&param.id) else {
-            return;
-        };
-        match to_host(param.val()) {
-            Ok(v) => self.out[i] = Some(v),
-            Err(e) => self.error = Some(e),
-        }
     }
 }
 

@@ -120,8 +120,10 @@ def main():
         w(f"| 1e{e} | {fmt(t)} | {per} |")
     w("")
     w("A constant time per element means O(n): the routine is a radix select over order-preserving "
-      "32-bit keys (a 65536-bucket histogram pass that also finds NaN, a pass gathering the threshold's bucket, a linear "
-      "selection inside it) plus one pass that writes the mask; below 4096 scores it sorts instead.")
+      "32-bit keys (a histogram pass of 2^11 to 2^16 buckets, growing with n, that also finds NaN, a pass gathering "
+      "the threshold's bucket, a linear selection inside it) plus one pass that writes the mask; below 4096 scores it "
+      "sorts instead. From 2^17 scores on, the three passes run on rayon's pool over pieces of at least 65536 scores "
+      "(two cores here); below that, on the calling thread.")
     w("")
     w("## How each figure is measured")
     w("")

@@ -1,9 +1,13 @@
 //! A minimal reproduction of where a LeNet-5 / LeNet-300-100 training step spends its time on
-//! a CPU backend: each layer's forward, and forward + backward, timed separately (median of N).
+//! a CPU backend: each layer's forward, and forward + backward, timed separately (median of N),
+//! then the stages of SNIP scoring for LeNet-300-100 (batch 128, global top-k at 90%).
 //!
 //! ```text
 //! cargo run --release --example perf_probe -- [--backend flex] [--reps 20]
 //! ```
+//!
+//! With `PROBE_MEAN=1` in the environment it prints means instead of medians (criterion's figures
+//! are means over many iterations, so a heavy tail shows up there and not in a median).
 
 use std::time::Instant;
 
@@ -11,8 +15,13 @@ use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::nn::conv::Conv2dConfig;
 use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Int, TensorData};
 use burn_sparse::device::device_from_name;
-use burn_sparse::mask::to_host;
+use burn_sparse::mask::{
+    LayerScores, MaskSet, ParamFilter, Scope, Sparsity, masks_from_scores, to_host,
+};
+use burn_sparse::models::{Classifier, LeNet300, LeNet300Config};
+use burn_sparse::saliency::{PruneConfig, Saliency, Snip, cross_entropy_loss, prune_at_init};
 use burn_sparse_examples::{Args, fail};
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
@@ -25,11 +34,95 @@ fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
         })
         .collect();
     t.sort_by(f64::total_cmp);
+    if std::env::var_os("PROBE_MEAN").is_some() {
+        return t.iter().sum::<f64>() / t.len() as f64;
+    }
     t[t.len() / 2]
 }
 
 fn sync(t: Tensor<1>) {
     let _ = to_host(t);
+}
+
+fn logits(m: &LeNet300, x: Tensor<4>) -> Tensor<2> {
+    m.logits(x)
+}
+
+/// Where SNIP scoring of LeNet-300-100 (one batch of 128, global top-k at 90%) spends its time.
+fn snip_breakdown(d: &Device, reps: usize) {
+    d.seed(0);
+    let model = LeNet300Config::new().init(d);
+    let x = Tensor::<4>::random([128, 1, 28, 28], Distribution::Default, d);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..128i64).map(|i| i % 10).collect::<Vec<_>>(), [128]),
+        d,
+    );
+    let filter = ParamFilter::new();
+    let s = Sparsity::new(0.9).unwrap_or_else(|e| fail(e));
+    let cfg = PruneConfig::new(s);
+    let snip =
+        || Snip::cross_entropy(logits, vec![(x.clone(), y.clone())]).unwrap_or_else(|e| fail(e));
+    let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));
+    let scores = snip().scores(&model, &masks).unwrap_or_else(|e| fail(e));
+    let layers: Vec<LayerScores> = masks
+        .params()
+        .into_iter()
+        .zip(scores)
+        .map(|(param, scores)| LayerScores { param, scores })
+        .collect();
+    let bits = masks_from_scores(&layers, s, &Scope::Global, false).unwrap_or_else(|e| fail(e));
+    let loss = cross_entropy_loss(logits, (x.clone(), y.clone()), 1.0);
+    let rows = [
+        (
+            "SNIP total (prune_at_init)",
+            median_ms(reps, || {
+                let _ = prune_at_init(model.clone(), &filter, &cfg, &mut snip());
+            }),
+        ),
+        (
+            "  MaskSet::dense",
+            median_ms(reps, || {
+                let _ = MaskSet::dense(&model, &filter);
+            }),
+        ),
+        (
+            "  forward + backward (loss)",
+            median_ms(reps, || {
+                let _ = loss(&model).backward();
+            }),
+        ),
+        (
+            "  scores (fwd, bwd, |g w|, read back, normalise)",
+            median_ms(reps, || {
+                let _ = snip().scores(&model, &masks);
+            }),
+        ),
+        (
+            "  global top-k (266,200 scores)",
+            median_ms(reps, || {
+                let _ = masks_from_scores(&layers, s, &Scope::Global, false);
+            }),
+        ),
+        (
+            "  MaskSet::from_bits",
+            median_ms(reps, || {
+                let _ = MaskSet::from_bits(&model, masks.params(), bits.clone());
+            }),
+        ),
+        (
+            "  MaskSet::apply",
+            median_ms(reps, || {
+                let m = masks.apply(model.clone());
+                let _ = masks
+                    .device_weights(&m)
+                    .map(|w| w.into_iter().map(|w| sync(w.slice(0..1))).count());
+            }),
+        ),
+    ];
+    println!("\n{:<52} {:>10}", "SNIP, LeNet-300-100, batch 128", "ms");
+    for (name, ms) in rows {
+        println!("{name:<52} {ms:>10.3}");
+    }
 }
 
 fn main() {
@@ -79,6 +172,7 @@ fn main() {
         let _ = x.grad(&g).map(|g| sync(g.sum()));
     });
     println!("{:<44} {f:>10.3} {fb:>14.3}", "max-pool 2x2 on 20x24x24");
+    snip_breakdown(&d, reps);
     let _ = d.clone().autodiff().is_autodiff();
     let _ = Module::num_params(&LinearConfig::new(1, 1).init(&d));
 }

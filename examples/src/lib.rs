@@ -214,9 +214,30 @@ pub fn epoch_and_eval<M: burn_sparse::models::Classifier>(
     seed: u64,
     device: &burn::tensor::Device,
 ) -> (M, burn_sparse::train::EpochReport, f64) {
-    let (model, report) =
+    epoch_and_eval_augmented(model, optim, data, cfg, seed, Default::default(), device)
+}
+
+/// [`epoch_and_eval`] with the training images augmented (`aug`, seeded by the epoch's seed).
+pub fn epoch_and_eval_augmented<M: burn_sparse::models::Classifier>(
+    model: M,
+    optim: &mut burn_sparse::mask::SparseOptimizer,
+    data: &burn_sparse::data::Splits,
+    cfg: burn_sparse::train::TrainConfig,
+    seed: u64,
+    aug: burn_sparse::data::Augmentation,
+    device: &burn::tensor::Device,
+) -> (M, burn_sparse::train::EpochReport, f64) {
+    let (model, report) = if aug.is_none() {
         burn_sparse::train::train_epoch(model, optim, &data.train, cfg, seed, device)
-            .unwrap_or_else(|e| fail(e));
+    } else {
+        let src = burn_sparse::train::Augmented {
+            data: &data.train,
+            aug,
+            seed: seed ^ 0xa06_5eed,
+        };
+        burn_sparse::train::train_epoch(model, optim, &src, cfg, seed, device)
+    }
+    .unwrap_or_else(|e| fail(e));
     let acc = burn_sparse::train::accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
     (model, report, acc)
 }

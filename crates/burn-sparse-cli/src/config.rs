@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use burn_sparse::data::Augmentation;
 
 /// The reference models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +155,10 @@ pub struct DatasetConfig {
     pub train_limit: Option<usize>,
     /// Use only the first N test images (None: all).
     pub test_limit: Option<usize>,
+    /// Training-image augmentation (`max_shift` pixels of random translation, `hflip`); none by
+    /// default, and then left out of the run hash so older run directories still resume.
+    #[serde(skip_serializing_if = "Augmentation::is_none")]
+    pub augment: Augmentation,
 }
 
 impl Default for DatasetConfig {
@@ -163,6 +168,7 @@ impl Default for DatasetConfig {
             dir: "data".into(),
             train_limit: None,
             test_limit: None,
+            augment: Augmentation::none(),
         }
     }
 }
@@ -544,6 +550,21 @@ impl ExperimentConfig {
                 format!("method `{}` needs a sparsity above 0", self.method),
             );
         }
+        if self.dataset.augment.max_shift >= 16 {
+            return bad(
+                "dataset.augment.max_shift",
+                format!(
+                    "{} pixels would move the 28x28 or 32x32 images out of the frame (at most 15)",
+                    self.dataset.augment.max_shift
+                ),
+            );
+        }
+        if self.method == MethodName::Lottery && !self.dataset.augment.is_none() {
+            return bad(
+                "dataset.augment",
+                "is not supported by the lottery runner yet (its IMP levels train by steps)".into(),
+            );
+        }
         if self.epochs == 0 {
             return bad("epochs", "must be at least 1".into());
         }
@@ -718,6 +739,42 @@ mod tests {
         assert_eq!(v["seeds"], serde_json::json!([1, 2]));
         let e = set_path(&mut v, "method.x", "1").unwrap_err();
         assert!(e.to_string().contains("method"), "{e}");
+    }
+
+    #[test]
+    fn augmentation_is_opt_in_checked_and_hashed() {
+        let plain = ExperimentConfig::default();
+        assert!(!plain.to_json().contains("augment"), "left out when none");
+        let o = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let shifted = ExperimentConfig::from_text(
+            "",
+            Format::Toml,
+            "test",
+            &[o("dataset.augment.max_shift", "1")],
+        )
+        .unwrap();
+        assert_eq!(shifted.dataset.augment, Augmentation::shift(1));
+        assert_ne!(plain.hash(), shifted.hash());
+        let toml = "[dataset.augment]\nmax_shift = 2\nhflip = true\n";
+        let c = ExperimentConfig::from_text(toml, Format::Toml, "t", &[]).unwrap();
+        assert_eq!(c.dataset.augment.max_shift, 2);
+        assert!(c.dataset.augment.hflip);
+        let back = ExperimentConfig::from_text(&c.to_toml(), Format::Toml, "t", &[]).unwrap();
+        assert_eq!(back, c);
+        for (over, field) in [
+            (
+                vec![o("dataset.augment.max_shift", "16")],
+                "dataset.augment.max_shift",
+            ),
+            (vec![o("dataset.augment.shift", "1")], "shift"),
+            (
+                vec![o("dataset.augment.max_shift", "1"), o("method", "lottery")],
+                "dataset.augment",
+            ),
+        ] {
+            let e = ExperimentConfig::from_text("", Format::Toml, "t", &over).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
     }
 
     #[test]

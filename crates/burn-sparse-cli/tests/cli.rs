@@ -244,6 +244,27 @@ fn every_method_runs_with_the_exact_budget() {
     }
 }
 
+/// Shifted training images: a run of its own (another hash), deterministic across two run
+/// directories, and different from the unaugmented run.
+#[test]
+fn augmented_runs_are_deterministic() {
+    let mut c = synthetic(MethodName::Rigl, 0.9, 2);
+    c.dataset.augment = burn_sparse::data::Augmentation::shift(1);
+    let plain = synthetic(MethodName::Rigl, 0.9, 2);
+    assert_ne!(c.run_name(), plain.run_name());
+    let mut results = Vec::new();
+    for cfg in [&c, &c, &plain] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = Runner::new(dir.path());
+        runner.progress = false;
+        let o = runner.run_one(cfg).unwrap();
+        assert_eq!(o.result.nnz, 4960);
+        results.push((metrics_without_time(&o.dir), o.result.test_accuracy));
+    }
+    assert_eq!(results[0], results[1], "same seed, same augmented run");
+    assert_ne!(results[0].0, results[2].0, "the shifts change the training");
+}
+
 fn write_config(dir: &Path, c: &ExperimentConfig) -> PathBuf {
     let p = dir.join("exp.toml");
     std::fs::write(&p, c.to_toml()).unwrap();

@@ -25,6 +25,77 @@ pub struct VisionBatch {
     pub targets: Tensor<1, Int>,
 }
 
+/// Training-time image augmentation, applied to the stored pixels before normalisation.
+///
+/// `max_shift` translates each image by a random whole number of pixels in `-max_shift..=
+/// max_shift` along each axis, filling the uncovered border with 0 (the dataset's background
+/// before normalisation); `hflip` mirrors it left-right with probability 1/2 (for CIFAR-10, not
+/// for digits).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Augmentation {
+    /// Largest translation in pixels along each axis (0: none).
+    pub max_shift: usize,
+    /// Random horizontal flips.
+    pub hflip: bool,
+}
+
+impl Augmentation {
+    /// No augmentation.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Random translations of up to `max_shift` pixels.
+    pub fn shift(max_shift: usize) -> Self {
+        Self {
+            max_shift,
+            hflip: false,
+        }
+    }
+
+    /// Whether this changes nothing.
+    pub fn is_none(&self) -> bool {
+        self.max_shift == 0 && !self.hflip
+    }
+
+    /// Write the augmented `img` (`shape` = C, H, W) into `out`, with the random choices drawn
+    /// from `seed`.
+    pub fn apply(&self, img: &[u8], shape: [usize; 3], seed: u64, out: &mut [u8]) {
+        let [c, h, w] = shape;
+        let mut rng = SparseRng::new(seed);
+        let m = self.max_shift as u64;
+        let span = 2 * m + 1;
+        let dy = rng.below(span) as isize - m as isize;
+        let dx = rng.below(span) as isize - m as isize;
+        let flip = self.hflip && rng.below(2) == 1;
+        for ch in 0..c {
+            for r in 0..h {
+                for col in 0..w {
+                    // Output pixel (r, col) reads input (r - dy, col' - dx), col' mirrored on a flip.
+                    let src_c = if flip { w - 1 - col } else { col } as isize - dx;
+                    let src_r = r as isize - dy;
+                    let v = if (0..h as isize).contains(&src_r) && (0..w as isize).contains(&src_c)
+                    {
+                        img[ch * h * w + src_r as usize * w + src_c as usize]
+                    } else {
+                        0
+                    };
+                    out[ch * h * w + r * w + col] = v;
+                }
+            }
+        }
+    }
+}
+
+/// The seed of item `i`'s augmentation in an epoch seeded `seed` (a SplitMix64-style mix).
+fn item_seed(seed: u64, i: usize) -> u64 {
+    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
 /// A whole dataset decoded once into memory (MNIST's training set is 47 MB of u8).
 #[derive(Debug, Clone)]
 pub struct VisionDataset {
@@ -202,6 +273,22 @@ impl VisionDataset {
     /// # Errors
     /// [`DataError::Invalid`] for an empty batch or an index out of range.
     pub fn batch(&self, indices: &[usize], device: &Device) -> Result<VisionBatch> {
+        self.batch_augmented(indices, &Augmentation::none(), 0, device)
+    }
+
+    /// [`VisionDataset::batch`] with `aug` applied to every image. The random choices of item
+    /// `i` depend only on `seed` and `i`, so a batch is the same whatever else it holds and
+    /// whichever order it is drawn in; pass a new `seed` every epoch.
+    ///
+    /// # Errors
+    /// As [`VisionDataset::batch`].
+    pub fn batch_augmented(
+        &self,
+        indices: &[usize],
+        aug: &Augmentation,
+        seed: u64,
+        device: &Device,
+    ) -> Result<VisionBatch> {
         if indices.is_empty() {
             return Err(DataError::Invalid("empty batch".into()));
         }
@@ -210,9 +297,14 @@ impl VisionDataset {
         let plane = h * w;
         let mut x = Vec::with_capacity(indices.len() * per);
         let mut y = Vec::with_capacity(indices.len());
+        let mut shifted = vec![0u8; if aug.is_none() { 0 } else { per }];
         for &i in indices {
             self.check_index(i)?;
-            let img = &self.pixels[i * per..(i + 1) * per];
+            let mut img = &self.pixels[i * per..(i + 1) * per];
+            if !aug.is_none() {
+                aug.apply(img, self.shape, item_seed(seed, i), &mut shifted);
+                img = &shifted;
+            }
             for (k, &p) in img.iter().enumerate() {
                 let ch = k / plane;
                 x.push((p as f32 / 255.0 - self.mean[ch]) / self.std[ch]);
@@ -292,5 +384,103 @@ impl Batcher<VisionItem, VisionBatch> for VisionBatcher {
             images: Tensor::<4>::from_data(TensorData::new(x, [b, c, h, w]), device),
             targets: Tensor::<1, Int>::from_data(TensorData::new(y, [b]), device),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 1x3x3 image 1..=9 (row-major) and every shift of it by hand.
+    #[test]
+    fn shifts_and_flips_by_hand() {
+        let img: Vec<u8> = (1..=9).collect();
+        // Find seeds that give particular shifts, then check the pixels against hand tables.
+        let aug = Augmentation {
+            max_shift: 1,
+            hflip: true,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..400u64 {
+            let mut rng = SparseRng::new(seed);
+            let dy = rng.below(3) as isize - 1;
+            let dx = rng.below(3) as isize - 1;
+            let flip = rng.below(2) == 1;
+            let mut out = vec![0u8; 9];
+            aug.apply(&img, [1, 3, 3], seed, &mut out);
+            // Hand rule: out[r][c] = in[r - dy][c' - dx], c' = 2 - c on a flip, 0 outside.
+            let expect: Vec<u8> = (0..9)
+                .map(|k| {
+                    let (r, c) = (k / 3, k % 3);
+                    let c = if flip { 2 - c } else { c };
+                    let (sr, sc) = (r as isize - dy, c as isize - dx);
+                    if (0..3).contains(&sr) && (0..3).contains(&sc) {
+                        img[(sr * 3 + sc) as usize]
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            assert_eq!(out, expect, "seed {seed}");
+            seen.insert((dy, dx, flip));
+        }
+        assert_eq!(seen.len(), 18, "every shift and flip occurs");
+        // Two hand tables: down-right by one, and a plain flip.
+        let mut down_right = vec![0u8; 9];
+        let mut flipped = vec![0u8; 9];
+        for seed in 0..400u64 {
+            let mut rng = SparseRng::new(seed);
+            let (dy, dx, f) = (rng.below(3), rng.below(3), rng.below(2));
+            if (dy, dx, f) == (2, 2, 0) {
+                aug.apply(&img, [1, 3, 3], seed, &mut down_right);
+            }
+            if (dy, dx, f) == (1, 1, 1) {
+                aug.apply(&img, [1, 3, 3], seed, &mut flipped);
+            }
+        }
+        assert_eq!(down_right, vec![0, 0, 0, 0, 1, 2, 0, 4, 5]);
+        assert_eq!(flipped, vec![3, 2, 1, 6, 5, 4, 9, 8, 7]);
+    }
+
+    #[test]
+    fn augmented_batches_are_seeded_per_item() {
+        let n = 6;
+        let pixels: Vec<u8> = (0..n * 16).map(|v| (v * 7 % 251) as u8).collect();
+        let ds = VisionDataset::new("t", [1, 4, 4], pixels, vec![0; n], 1, vec![0.0], vec![1.0])
+            .unwrap();
+        let d = Device::default();
+        let aug = Augmentation::shift(1);
+        let read = |idx: &[usize], seed| {
+            ds.batch_augmented(idx, &aug, seed, &d)
+                .unwrap()
+                .images
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        // Item 3 alone equals item 3 inside a batch: its draw depends on (seed, index) only.
+        let alone = read(&[3], 9);
+        let inside = read(&[5, 3, 1], 9);
+        assert_eq!(alone[..], inside[16..32]);
+        assert_eq!(read(&[0, 1, 2, 3, 4, 5], 9), read(&[0, 1, 2, 3, 4, 5], 9));
+        assert_ne!(read(&[0, 1, 2, 3, 4, 5], 9), read(&[0, 1, 2, 3, 4, 5], 10));
+        // No augmentation is the plain batch.
+        let plain = ds
+            .batch(&[2, 4], &d)
+            .unwrap()
+            .images
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let none = ds
+            .batch_augmented(&[2, 4], &Augmentation::none(), 5, &d)
+            .unwrap()
+            .images
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(plain, none);
+        assert!(ds.batch_augmented(&[], &aug, 0, &d).is_err());
+        assert!(ds.batch_augmented(&[6], &aug, 0, &d).is_err());
     }
 }

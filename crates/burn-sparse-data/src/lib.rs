@@ -25,7 +25,7 @@ pub mod formats;
 mod mnist;
 
 pub use cifar::{CIFAR10_MEAN, CIFAR10_STD, Cifar10};
-pub use dataset::{VisionBatch, VisionBatcher, VisionDataset, VisionItem};
+pub use dataset::{Augmentation, VisionBatch, VisionBatcher, VisionDataset, VisionItem};
 pub use error::{DataError, Result};
 pub use mnist::{
     FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMnist, MNIST_MEAN, MNIST_STD, Mnist, Splits,

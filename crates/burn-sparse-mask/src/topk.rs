@@ -12,6 +12,7 @@ use crate::distribution::Distribution;
 use crate::error::{MaskError, Result};
 use crate::fraction::Sparsity;
 use crate::params::ParamInfo;
+use rayon::prelude::*;
 
 /// Keep the `k` highest of `scores`. Ties are broken by lower index.
 ///
@@ -53,34 +54,114 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
             .map(|(_, s)| vec![k == n; s.len()])
             .collect());
     }
+    let pieces = pieces(segments);
     // The selection's first pass also looks for NaN, so valid scores are read three times:
     // histogram, bucket gather, mask.
-    let Some((threshold, greater)) = kth_largest_key(segments, k) else {
+    let Some((threshold, greater)) = kth_largest_key(segments, &pieces, k) else {
         return Err(nan_error());
     };
-    let mut ties_left = k - greater;
-    let mut out = Vec::with_capacity(segments.len());
-    for (_, s) in segments {
-        let m: Vec<bool> = if ties_left == 0 {
-            // No tie left to place: a plain comparison the compiler vectorises.
-            s.iter().map(|&v| key(v) > threshold).collect()
-        } else {
-            s.iter()
-                .map(|&v| {
-                    let kv = key(v);
-                    let tie = kv == threshold && ties_left > 0;
-                    ties_left -= usize::from(tie);
-                    kv > threshold || tie
-                })
-                .collect()
+    // Every strictly larger score is kept by a plain comparison the compiler vectorises (in
+    // parallel over pieces); then the `k - greater` first scores equal to the threshold (in flat
+    // order) are added.
+    let mut out: Vec<Vec<bool>> = segments.iter().map(|(_, s)| vec![false; s.len()]).collect();
+    {
+        let mut slots: Vec<&mut [bool]> = Vec::with_capacity(pieces.len());
+        let mut rest: Vec<&mut [bool]> = out.iter_mut().map(Vec::as_mut_slice).collect();
+        for p in &pieces {
+            let r = std::mem::take(&mut rest[p.segment]);
+            let (head, tail) = r.split_at_mut(p.end - p.start);
+            slots.push(head);
+            rest[p.segment] = tail;
+        }
+        let fill = |(p, m): (&Piece, &mut &mut [bool])| {
+            for (b, &v) in m.iter_mut().zip(p.values(segments)) {
+                *b = key(v) > threshold;
+            }
         };
-        out.push(m);
+        if n < PARALLEL || pieces.len() < 2 {
+            pieces.iter().zip(slots.iter_mut()).for_each(fill);
+        } else {
+            pieces.par_iter().zip(slots.par_iter_mut()).for_each(fill);
+        }
+    }
+    let mut ties_left = k - greater;
+    for ((_, s), m) in segments.iter().zip(out.iter_mut()) {
+        let mut from = 0;
+        while ties_left > 0 {
+            let Some(i) = s[from..].iter().position(|&v| key(v) == threshold) else {
+                break;
+            };
+            m[from + i] = true;
+            ties_left -= 1;
+            from += i + 1;
+        }
+        if ties_left == 0 {
+            break;
+        }
     }
     Ok(out)
 }
 
 /// Below this many scores the threshold is found by sorting.
 const SMALL: usize = 4096;
+
+/// Scores per piece of parallel work (at least; a segment shorter than this is one piece).
+const PIECE: usize = 1 << 16;
+
+/// Below this many scores every pass runs on the calling thread: handing a job to the thread
+/// pool and waiting for it costs more than it saves.
+const PARALLEL: usize = 1 << 17;
+
+/// `f` over every piece, in order: on the thread pool when the input is large.
+fn map_pieces<T: Send>(
+    pieces: &[Piece],
+    n: usize,
+    f: impl Fn(usize, &Piece) -> T + Sync,
+) -> Vec<T> {
+    if n < PARALLEL || pieces.len() < 2 {
+        pieces.iter().enumerate().map(|(i, p)| f(i, p)).collect()
+    } else {
+        pieces
+            .par_iter()
+            .enumerate()
+            .map(|(i, p)| f(i, p))
+            .collect()
+    }
+}
+
+/// A contiguous run of one segment, the unit of parallel work.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    segment: usize,
+    start: usize,
+    end: usize,
+}
+
+impl Piece {
+    fn values<'a>(&self, segments: &[(&str, &'a [f32])]) -> &'a [f32] {
+        &segments[self.segment].1[self.start..self.end]
+    }
+}
+
+/// The segments cut into pieces of about `max(PIECE, n / (2 threads))` scores, in flat order.
+fn pieces(segments: &[(&str, &[f32])]) -> Vec<Piece> {
+    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
+    let size = PIECE.max(n.div_ceil(2 * rayon::current_num_threads().max(1)));
+    let mut out = Vec::new();
+    for (segment, (_, s)) in segments.iter().enumerate() {
+        let mut start = 0;
+        while start < s.len() {
+            let end = (start + size).min(s.len());
+            out.push(Piece {
+                segment,
+                start,
+                end,
+            });
+            start = end;
+        }
+    }
+    out
+}
 
 /// An order-preserving map of `f32` to `u32`: `key(a) < key(b)` exactly when
 /// `a.total_cmp(&b)` is `Less` (negative floats have their bits flipped, positive ones their
@@ -95,42 +176,55 @@ fn key(v: f32) -> u32 {
     }
 }
 
-/// Most bits of the key that index the first-level histogram (from 2^18 values on; fewer below):
+/// Most bits of the key that index the first-level histogram (from 2^21 values on; fewer below):
 /// sign, exponent and 7 mantissa bits,
 /// so one bucket spans 1/128 of an octave and the threshold's bucket holds few values even for
 /// scores packed into one octave (uniform `[0.5, 1)` scores fill only 4 buckets of an 11-bit
 /// histogram).
 const HIGH_BITS: u32 = 16;
 
-/// Counts of `key >> shift` over all values, in `u32` (256 KB for 16 bits) summed into `usize`
-/// every 2^31 values so no count can overflow; and whether any value is NaN.
-fn histogram(segments: &[(&str, &[f32])], shift: u32) -> (Vec<usize>, bool) {
+/// Counts of `key >> shift` over the values of one piece (at most 2^31 of them, so `u32`
+/// counts cannot overflow), and whether any value is NaN.
+fn histogram(values: &[f32], shift: u32) -> (Vec<u32>, bool) {
     let buckets = 1usize << (32 - shift);
-    let mut total = vec![0usize; buckets];
-    let mut h = vec![0u32; buckets];
+    // Four interleaved count arrays: neighbouring scores often fall into the same bucket, and
+    // four independent increments do not wait on each other's store.
+    let mut h = vec![0u32; 4 * buckets];
+    let (h0, rest) = h.split_at_mut(buckets);
+    let (h1, rest) = rest.split_at_mut(buckets);
+    let (h2, h3) = rest.split_at_mut(buckets);
     let mut nan = false;
-    for (_, s) in segments {
-        for chunk in s.chunks(1 << 31) {
-            for &v in chunk {
-                nan |= v.is_nan();
-                h[(key(v) >> shift) as usize] += 1;
-            }
-            for (t, c) in total.iter_mut().zip(h.iter_mut()) {
-                *t += *c as usize;
-                *c = 0;
-            }
-        }
+    let mut quads = values.chunks_exact(4);
+    for q in &mut quads {
+        nan |= q[0].is_nan() | q[1].is_nan() | q[2].is_nan() | q[3].is_nan();
+        h0[(key(q[0]) >> shift) as usize] += 1;
+        h1[(key(q[1]) >> shift) as usize] += 1;
+        h2[(key(q[2]) >> shift) as usize] += 1;
+        h3[(key(q[3]) >> shift) as usize] += 1;
     }
-    (total, nan)
+    for &v in quads.remainder() {
+        nan |= v.is_nan();
+        h0[(key(v) >> shift) as usize] += 1;
+    }
+    for i in 0..buckets {
+        h0[i] += h1[i] + h2[i] + h3[i];
+    }
+    h.truncate(buckets);
+    (h, nan)
 }
 
 /// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger
 /// (None when a score is NaN),
-/// by a radix select: a histogram of the top 16 bits of every key finds the bucket holding the
-/// k-th largest; the keys of that one bucket are gathered and the exact key is selected among
-/// them (`select_nth_unstable`, linear). Two linear passes over the values plus a selection
-/// over one bucket (all values in the worst case of massive ties, still linear).
-fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> Option<(u32, usize)> {
+/// by a radix select: a histogram of the top bits of every key (per piece, in parallel, then
+/// summed) finds the bucket holding the k-th largest; the keys of that one bucket are gathered
+/// and the exact key is selected among them (`select_nth_unstable`, linear). Two linear passes
+/// over the values plus a selection over one bucket (all values in the worst case of massive
+/// ties, still linear).
+fn kth_largest_key(
+    segments: &[(&str, &[f32])],
+    pieces: &[Piece],
+    k: usize,
+) -> Option<(u32, usize)> {
     let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     if n < SMALL {
         if segments.iter().any(|(_, s)| s.iter().any(|v| v.is_nan())) {
@@ -145,24 +239,36 @@ fn kth_largest_key(segments: &[(&str, &[f32])], k: usize) -> Option<(u32, usize)
         let t = keys[k - 1];
         return Some((t, keys.iter().take_while(|&&x| x > t).count()));
     }
-    // Fewer buckets for fewer values: clearing and summing 64k counters would dominate 10^4.
-    let bits = (n.ilog2().saturating_sub(2)).clamp(11, HIGH_BITS);
+    // Fewer buckets for fewer values: clearing and summing 64k counters would dominate 10^5.
+    let bits = (n.ilog2().saturating_sub(5)).clamp(11, HIGH_BITS);
     let shift = 32 - bits;
-    let (hist, nan) = histogram(segments, shift);
-    if nan {
+    let parts: Vec<(Vec<u32>, bool)> =
+        map_pieces(pieces, n, |_, p| histogram(p.values(segments), shift));
+    if parts.iter().any(|(_, nan)| *nan) {
         return None;
     }
-    let (bucket, above) = walk_down(&hist, k);
-    let bucket = bucket as u32;
-    let mut cand: Vec<u32> = Vec::with_capacity(hist[bucket as usize]);
-    for (_, s) in segments {
-        for &v in s.iter() {
-            let kv = key(v);
-            if kv >> shift == bucket {
-                cand.push(kv);
-            }
+    let mut hist = vec![0usize; 1 << bits];
+    for (h, _) in &parts {
+        for (t, &c) in hist.iter_mut().zip(h) {
+            *t += c as usize;
         }
     }
+    let (bucket, above) = walk_down(&hist, k);
+    // Each piece knows how many of its keys fall in the bucket, so the gather writes every key
+    // into an exactly sized buffer and advances only on a match: no branch to mispredict.
+    let mut cand: Vec<u32> = map_pieces(pieces, n, |i, p| {
+        let count = parts[i].0[bucket] as usize;
+        let mut buf = vec![0u32; count + 1];
+        let mut len = 0;
+        for &v in p.values(segments) {
+            let kv = key(v);
+            buf[len] = kv;
+            len += usize::from(kv >> shift == bucket as u32);
+        }
+        buf.truncate(count);
+        buf
+    })
+    .concat();
     let r = k - above - 1;
     let (_, &mut t, _) = cand.select_nth_unstable_by(r, |a, b| b.cmp(a));
     let greater = cand.iter().filter(|&&x| x > t).count();
@@ -319,6 +425,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The parallel path: several segments, each cut into several pieces, ties across piece and
+    /// segment borders, against the brute-force global reference.
+    #[test]
+    fn segments_in_parallel_pieces_match_reference() {
+        let mut rng = crate::SparseRng::new(4);
+        let sizes = [150_000usize, 3, 70_001, 0, 40_000];
+        for levels in [5u64, 100_000, 0] {
+            let segs: Vec<Vec<f32>> = sizes
+                .iter()
+                .map(|&n| {
+                    (0..n)
+                        .map(|_| {
+                            if levels == 0 {
+                                rng.next_f32() * 1e-4
+                            } else {
+                                rng.below(levels) as f32
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let named: Vec<(&str, &[f32])> = segs.iter().map(|s| ("s", s.as_slice())).collect();
+            let split = pieces(&named).iter().filter(|p| p.segment == 0).count();
+            assert!(split >= 2, "the first segment is cut into pieces");
+            let flat: Vec<f32> = segs.concat();
+            let n = flat.len();
+            let mut idx: Vec<usize> = (0..n).collect();
+            idx.sort_by(|&a, &b| flat[b].total_cmp(&flat[a]).then(a.cmp(&b)));
+            for k in [1, n / 10, n / 2, n - 1] {
+                let mut want = vec![false; n];
+                for &i in &idx[..k] {
+                    want[i] = true;
+                }
+                let got = top_k_segments(&named, k).unwrap().concat();
+                assert_eq!(got.iter().filter(|&&b| b).count(), k);
+                assert_eq!(got, want, "k={k} levels={levels}");
+            }
+        }
+        // A NaN deep in the third segment is reported there.
+        let a = vec![1.0f32; 100_000];
+        let mut c = vec![0.5f32; 90_000];
+        c[77_777] = f32::NAN;
+        assert!(matches!(
+            top_k_segments(&[("a", &a), ("b", &[]), ("c", &c)], 10),
+            Err(MaskError::NanScore { ref param, index: 77_777 }) if param == "c"
+        ));
     }
 
     #[test]

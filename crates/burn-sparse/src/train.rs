@@ -102,6 +102,38 @@ impl BatchSource for burn_sparse_data::VisionDataset {
     }
 }
 
+/// A dataset whose batches are augmented, with a seed that should change every epoch (e.g. the
+/// epoch's shuffle seed). Item `i`'s augmentation depends only on `(seed, i)`, so training stays
+/// deterministic and a resumed run draws the same images.
+#[cfg(feature = "data")]
+#[derive(Debug, Clone, Copy)]
+pub struct Augmented<'a> {
+    /// The images.
+    pub data: &'a burn_sparse_data::VisionDataset,
+    /// What to do to them.
+    pub aug: burn_sparse_data::Augmentation,
+    /// This epoch's seed.
+    pub seed: u64,
+}
+
+#[cfg(feature = "data")]
+impl BatchSource for Augmented<'_> {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+    fn batch(
+        &self,
+        indices: &[usize],
+        device: &Device,
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), String> {
+        let b = self
+            .data
+            .batch_augmented(indices, &self.aug, self.seed, device)
+            .map_err(|e| e.to_string())?;
+        Ok((b.images, b.targets))
+    }
+}
+
 /// A seeded permutation of `0..n`.
 pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
@@ -114,7 +146,7 @@ pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
 ///
 /// # Errors
 /// [`TrainError`].
-pub fn train_epoch<M: Classifier, D: BatchSource>(
+pub fn train_epoch<M: Classifier, D: BatchSource + ?Sized>(
     model: M,
     optim: &mut SparseOptimizer,
     data: &D,
@@ -130,7 +162,7 @@ pub fn train_epoch<M: Classifier, D: BatchSource>(
 ///
 /// # Errors
 /// [`TrainError`].
-pub fn train_epoch_with<M: Classifier, D: BatchSource>(
+pub fn train_epoch_with<M: Classifier, D: BatchSource + ?Sized>(
     mut model: M,
     optim: &mut SparseOptimizer,
     data: &D,

@@ -227,17 +227,9 @@ pub fn epoch_and_eval_augmented<M: burn_sparse::models::Classifier>(
     aug: burn_sparse::data::Augmentation,
     device: &burn::tensor::Device,
 ) -> (M, burn_sparse::train::EpochReport, f64) {
-    let (model, report) = if aug.is_none() {
-        burn_sparse::train::train_epoch(model, optim, &data.train, cfg, seed, device)
-    } else {
-        let src = burn_sparse::train::Augmented {
-            data: &data.train,
-            aug,
-            seed: seed ^ 0xa06_5eed,
-        };
-        burn_sparse::train::train_epoch(model, optim, &src, cfg, seed, device)
-    }
-    .unwrap_or_else(|e| fail(e));
+    let src = burn_sparse::train::Augmented::for_epoch(&data.train, aug, seed);
+    let (model, report) = burn_sparse::train::train_epoch(model, optim, &src, cfg, seed, device)
+        .unwrap_or_else(|e| fail(e));
     let acc = burn_sparse::train::accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
     (model, report, acc)
 }

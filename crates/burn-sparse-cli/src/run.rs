@@ -33,9 +33,7 @@ use burn_sparse::models::{Classifier, ConvNetConfig, LeNet5Config, LeNet300Confi
 use burn_sparse::saliency::{
     Batch, Grasp, Magnitude, PruneConfig, RandomScore, Snip, SynFlow, prune_at_init,
 };
-use burn_sparse::train::{
-    Augmented, BatchSource, StepTrainer, TrainConfig, accuracy, train_epoch_with,
-};
+use burn_sparse::train::{Augmented, StepTrainer, TrainConfig, accuracy, train_epoch_with};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
@@ -684,20 +682,11 @@ impl Runner {
             bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
             let base = epoch * spe;
             let epoch_seed = seed.wrapping_mul(7919).wrapping_add(epoch);
-            let augmented = Augmented {
-                data: &data.train,
-                aug: cfg.dataset.augment,
-                seed: epoch_seed ^ 0xa06_5eed,
-            };
-            let source: &dyn BatchSource = if cfg.dataset.augment.is_none() {
-                &data.train
-            } else {
-                &augmented
-            };
+            let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, epoch_seed);
             let (m, report) = train_epoch_with(
                 model,
                 &mut optim,
-                source,
+                &source,
                 tc,
                 epoch_seed,
                 device,

@@ -5,8 +5,9 @@
 //! bucket that holds the threshold, and a linear selection inside it: O(n)) finds the k-th
 //! largest score; every strictly larger score is kept, and ties at the threshold are kept in
 //! increasing flat index order until exactly `k` survive. From 2^17 scores on, the passes run on
-//! rayon's thread pool over pieces of the input; the result does not depend on how many threads. So the number of survivors
-//! is exact and the result is deterministic and identical on every backend for the same scores.
+//! rayon's thread pool over pieces of the input; the result does not depend on how many threads.
+//! So the number of survivors is exact and the result is deterministic and identical on every
+//! backend for the same scores.
 //! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
 //! reason not to build masks with it.) Scores are compared with `f32::total_cmp`; NaN is an error.
 

@@ -117,6 +117,26 @@ pub struct Augmented<'a> {
 }
 
 #[cfg(feature = "data")]
+impl<'a> Augmented<'a> {
+    /// The augmented view of `data` for the epoch whose shuffle seed is `epoch_seed` (the
+    /// augmentation draws from a seed derived from it). With [`Augmentation::none`] its batches
+    /// are exactly `data`'s.
+    ///
+    /// [`Augmentation::none`]: burn_sparse_data::Augmentation::none
+    pub fn for_epoch(
+        data: &'a burn_sparse_data::VisionDataset,
+        aug: burn_sparse_data::Augmentation,
+        epoch_seed: u64,
+    ) -> Self {
+        Self {
+            data,
+            aug,
+            seed: epoch_seed ^ 0xa06_5eed,
+        }
+    }
+}
+
+#[cfg(feature = "data")]
 impl BatchSource for Augmented<'_> {
     fn len(&self) -> usize {
         self.data.len()

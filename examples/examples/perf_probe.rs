@@ -3,13 +3,23 @@
 //! then the stages of SNIP scoring for LeNet-300-100 (batch 128, global top-k at 90%).
 //!
 //! ```text
-//! cargo run --release --example perf_probe -- [--backend flex] [--reps 20]
+//! cargo run --release --example perf_probe -- [--backend flex] [--reps 20] [--snip-only]
+//! cargo run --release --example perf_probe -- --amortised [--rounds 30]
 //! ```
+//!
+//! `--amortised` times 100 training steps with RigL (delta_t = 100) against 100 static masked
+//! steps in alternation and prints the median of the paired ratios.
 //!
 //! With `PROBE_MEAN=1` in the environment it prints means instead of medians (criterion's figures
 //! are means over many iterations, so a heavy tail shows up there and not in a median).
 
 use std::time::Instant;
+
+// `--features mimalloc`: the same probe with mimalloc instead of the system allocator, which
+// changes the SNIP figure a lot in a fresh process (docs/PERFORMANCE.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
@@ -125,10 +135,102 @@ fn snip_breakdown(d: &Device, reps: usize) {
     }
 }
 
+/// 100 LeNet-300-100 training steps at 90% ERK with a RigL update every 100 steps against 100
+/// static masked steps, run in alternation (`rounds` pairs, after one pair of warm-up): the
+/// median of the paired ratios does not drift with the machine the way two separate bench runs
+/// do.
+fn amortised_rigl(d: &Device, rounds: usize) {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use burn_sparse::dynamic::{DropGrowConfig, GrowInit, RiglUpdater};
+    use burn_sparse::mask::{
+        Distribution as Dist, DropFraction, SgdConfig, SparseOptimizer, UpdateSchedule,
+    };
+    let x = Tensor::<4>::random([128, 1, 28, 28], Distribution::Default, d);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..128i64).map(|i| i % 10).collect::<Vec<_>>(), [128]),
+        d,
+    );
+    let setup = |rigl: bool| {
+        d.seed(0);
+        let m = LeNet300Config::new().init(d);
+        let masks = burn_sparse::mask::random_masks(
+            &m,
+            &ParamFilter::new(),
+            Sparsity::new(0.9).unwrap_or_else(|e| fail(e)),
+            &Dist::Erk,
+            3,
+        )
+        .unwrap_or_else(|e| fail(e));
+        let m = masks.apply(m);
+        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks).unwrap_or_else(|e| fail(e));
+        if rigl {
+            let cfg = DropGrowConfig {
+                schedule: UpdateSchedule::new(0, 1_000_000, 100).unwrap_or_else(|e| fail(e)),
+                drop_fraction: DropFraction::Constant { alpha: 0.3 },
+                init: GrowInit::Zero,
+                seed: 1,
+                skip_weight_update: false,
+            };
+            opt = opt
+                .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap_or_else(|e| fail(e))))
+                .unwrap_or_else(|e| fail(e));
+        }
+        (Some(m), opt)
+    };
+    let run100 = |state: &mut (Option<LeNet300>, SparseOptimizer)| -> f64 {
+        let s = Instant::now();
+        let mut m = state.0.take().unwrap_or_else(|| fail("model"));
+        for _ in 0..100 {
+            let loss = CrossEntropyLossConfig::new()
+                .init(d)
+                .forward(m.logits(x.clone()), y.clone());
+            let _ = to_host(loss.clone());
+            let g = GradientsParams::from_grads(loss.backward(), &m);
+            m = state.1.step(0.01, m, g).unwrap_or_else(|e| fail(e));
+        }
+        state.0 = Some(m);
+        s.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut stat, mut rigl) = (setup(false), setup(true));
+    let mut ratios = Vec::new();
+    let (mut ts, mut tr) = (Vec::new(), Vec::new());
+    for r in 0..=rounds {
+        let a = run100(&mut stat);
+        let b = run100(&mut rigl);
+        if r > 0 {
+            ratios.push(b / a);
+            ts.push(a);
+            tr.push(b);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\nLeNet-300-100, 100 steps at 90% ERK, {rounds} alternating pairs (median)\n\
+         static masked {:.2} ms, RigL delta_t=100 {:.2} ms, paired ratio {:.4}",
+        med(&mut ts),
+        med(&mut tr),
+        med(&mut ratios)
+    );
+}
+
 fn main() {
-    let args = Args::parse("perf_probe [--backend flex] [--reps 20]");
+    let args = Args::parse(
+        "perf_probe [--backend flex] [--reps 20] [--snip-only] [--amortised [--rounds 30]]",
+    );
     let d: Device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
     let reps: usize = args.get("reps", 20);
+    if args.flag("amortised") {
+        amortised_rigl(&d, args.get("rounds", 30));
+        return;
+    }
+    if args.flag("snip-only") {
+        snip_breakdown(&d, reps);
+        return;
+    }
     let b = 128;
     println!(
         "{:<44} {:>10} {:>14}",

@@ -80,9 +80,22 @@ pub struct MaskSet {
     index: HashMap<ParamId, usize>,
 }
 
-fn device_mask(bits: &[bool], device: &Device) -> Tensor<1> {
-    let data: Vec<f32> = bits.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    Tensor::<1>::from_data(TensorData::new(data, [bits.len()]), device).inner()
+/// The 0/1 float mask of `bits` on `device`, and how many bits are set (one pass over them).
+fn device_mask(bits: &[bool], device: &Device) -> (Tensor<1>, usize) {
+    // Counted in 32-bit blocks so that the sum vectorises.
+    let nnz: usize = bits
+        .chunks(1 << 20)
+        .map(|c| c.iter().map(|&b| u32::from(b)).sum::<u32>() as usize)
+        .sum();
+    if nnz == bits.len() {
+        // All ones (every dense mask): filled on the device, nothing converted on the host.
+        return (Tensor::<1>::ones([bits.len()], device).inner(), nnz);
+    }
+    let data: Vec<f32> = bits.iter().map(|&b| f32::from(u8::from(b))).collect();
+    (
+        Tensor::<1>::from_data(TensorData::new(data, [bits.len()]), device).inner(),
+        nnz,
+    )
 }
 
 impl MaskSet {
@@ -147,8 +160,7 @@ impl MaskSet {
                 });
             }
             let device = devices.get(&info.id).cloned().unwrap_or_default();
-            let nnz = b.iter().filter(|&&x| x).count();
-            let device_mask = device_mask(&b, &device);
+            let (device_mask, nnz) = device_mask(&b, &device);
             layers.push(LayerMask {
                 info,
                 bits: b,
@@ -266,8 +278,7 @@ impl MaskSet {
             });
         }
         let device = layer.device_mask.device();
-        layer.nnz = bits.iter().filter(|&&x| x).count();
-        layer.device_mask = device_mask(&bits, &device);
+        (layer.device_mask, layer.nnz) = device_mask(&bits, &device);
         layer.bits = bits;
         Ok(())
     }

@@ -1,11 +1,15 @@
 //! Exact top-k mask construction, the one routine every scorer shares.
 //!
-//! The routine runs on the host over `f32` scores: a radix select over order-preserving 32-bit
-//! keys (a histogram pass of 2^11 to 2^16 buckets, more for more scores, a pass gathering the one
-//! bucket that holds the threshold, and a linear selection inside it: O(n)) finds the k-th
-//! largest score; every strictly larger score is kept, and ties at the threshold are kept in
-//! increasing flat index order until exactly `k` survive. From 2^17 scores on, the passes run on
-//! rayon's thread pool over pieces of the input; the result does not depend on how many threads.
+//! The routine runs on the host over `f32` scores, compared as order-preserving 32-bit keys. It
+//! finds the k-th largest score, keeps every strictly larger one, and keeps ties at the
+//! threshold in increasing flat index order until exactly `k` survive. The threshold is found in
+//! O(n): from 2^15 scores on, a sample of 8192 scores (n/8 below 2^16) brackets it and one pass
+//! collects the few scores inside the bracket (Floyd and Rivest's selection); when the bracket
+//! misses, and below 2^15 scores, a radix select does the work (a histogram of 2^11 to 2^16
+//! buckets, a pass gathering the bucket that holds the threshold, a linear selection inside it).
+//! From 2^17 scores on, the passes run on rayon's thread pool over pieces of the input; the
+//! result depends neither on how many threads nor on the sample, which only decides how fast
+//! the threshold is found.
 //! So the number of survivors is exact and the result is deterministic and identical on every
 //! backend for the same scores.
 //! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
@@ -63,12 +67,13 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
     let Some((threshold, greater)) = kth_largest_key(segments, &pieces, k) else {
         return Err(nan_error());
     };
-    // Every strictly larger score is kept by a plain comparison the compiler vectorises (in
-    // parallel over pieces); then the `k - greater` first scores equal to the threshold (in flat
-    // order) are added.
+    // Every score at or above the threshold is kept by a plain comparison the compiler
+    // vectorises (in parallel over pieces), which also counts the ties in each piece. Exactly
+    // `k - greater` ties survive, the first ones in flat order, so ties past that count are
+    // dropped again, visiting only the pieces that hold them (none when the scores are distinct).
     let mut out: Vec<Vec<bool>> = segments.iter().map(|(_, s)| vec![false; s.len()]).collect();
+    let mut slots: Vec<&mut [bool]> = Vec::with_capacity(pieces.len());
     {
-        let mut slots: Vec<&mut [bool]> = Vec::with_capacity(pieces.len());
         let mut rest: Vec<&mut [bool]> = out.iter_mut().map(Vec::as_mut_slice).collect();
         for p in &pieces {
             let r = std::mem::take(&mut rest[p.segment]);
@@ -76,30 +81,44 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
             slots.push(head);
             rest[p.segment] = tail;
         }
-        let fill = |(p, m): (&Piece, &mut &mut [bool])| {
-            for (b, &v) in m.iter_mut().zip(p.values(segments)) {
-                *b = key(v) > threshold;
-            }
-        };
-        if n < PARALLEL || pieces.len() < 2 {
-            pieces.iter().zip(slots.iter_mut()).for_each(fill);
-        } else {
-            pieces.par_iter().zip(slots.par_iter_mut()).for_each(fill);
-        }
     }
-    let mut ties_left = k - greater;
-    for ((_, s), m) in segments.iter().zip(out.iter_mut()) {
-        let mut from = 0;
-        while ties_left > 0 {
-            let Some(i) = s[from..].iter().position(|&v| key(v) == threshold) else {
-                break;
-            };
-            m[from + i] = true;
-            ties_left -= 1;
-            from += i + 1;
+    let fill = |(p, m): (&Piece, &mut &mut [bool])| -> usize {
+        // 32-bit tie counts per block keep the comparison loop four lanes wide.
+        let mut ties = 0usize;
+        for (m, v) in m.chunks_mut(1024).zip(p.values(segments).chunks(1024)) {
+            let mut t = 0u32;
+            for (b, &v) in m.iter_mut().zip(v) {
+                let kv = key(v);
+                *b = kv >= threshold;
+                t += u32::from(kv == threshold);
+            }
+            ties += t as usize;
         }
-        if ties_left == 0 {
-            break;
+        ties
+    };
+    let ties: Vec<usize> = if serial(&pieces, n) {
+        pieces.iter().zip(slots.iter_mut()).map(fill).collect()
+    } else {
+        pieces
+            .par_iter()
+            .zip(slots.par_iter_mut())
+            .map(fill)
+            .collect()
+    };
+    let mut ties_left = k - greater;
+    for ((p, m), &t) in pieces.iter().zip(slots.iter_mut()).zip(&ties) {
+        if t <= ties_left {
+            ties_left -= t;
+            continue;
+        }
+        for (b, &v) in m.iter_mut().zip(p.values(segments)) {
+            if key(v) == threshold {
+                if ties_left == 0 {
+                    *b = false;
+                } else {
+                    ties_left -= 1;
+                }
+            }
         }
     }
     Ok(out)
@@ -115,13 +134,18 @@ const PIECE: usize = 1 << 16;
 /// pool and waiting for it costs more than it saves.
 const PARALLEL: usize = 1 << 17;
 
+/// Whether the passes run on the calling thread (small input, one piece or one thread).
+fn serial(pieces: &[Piece], n: usize) -> bool {
+    n < PARALLEL || pieces.len() < 2 || rayon::current_num_threads() < 2
+}
+
 /// `f` over every piece, in order: on the thread pool when the input is large.
 fn map_pieces<T: Send>(
     pieces: &[Piece],
     n: usize,
     f: impl Fn(usize, &Piece) -> T + Sync,
 ) -> Vec<T> {
-    if n < PARALLEL || pieces.len() < 2 {
+    if serial(pieces, n) {
         pieces.iter().enumerate().map(|(i, p)| f(i, p)).collect()
     } else {
         pieces
@@ -171,12 +195,9 @@ fn pieces(segments: &[(&str, &[f32])]) -> Vec<Piece> {
 /// sign bit set).
 #[inline]
 fn key(v: f32) -> u32 {
+    // Branch-free, so that loops over keys vectorise: the arithmetic shift spreads the sign bit.
     let b = v.to_bits();
-    if b & 0x8000_0000 != 0 {
-        !b
-    } else {
-        b | 0x8000_0000
-    }
+    b ^ ((((b as i32) >> 31) as u32) | 0x8000_0000)
 }
 
 /// Most bits of the key that index the first-level histogram (from 2^21 values on; fewer below):
@@ -217,12 +238,8 @@ fn histogram(values: &[f32], shift: u32) -> (Vec<u32>, bool) {
 }
 
 /// The key of the k-th largest value (`1 <= k < n`) and how many values are strictly larger
-/// (None when a score is NaN),
-/// by a radix select: a histogram of the top bits of every key (per piece, in parallel, then
-/// summed) finds the bucket holding the k-th largest; the keys of that one bucket are gathered
-/// and the exact key is selected among them (`select_nth_unstable`, linear). Two linear passes
-/// over the values plus a selection over one bucket (all values in the worst case of massive
-/// ties, still linear).
+/// (None when a score is NaN): by sorting for few values, by sampling for many, with the radix
+/// select between and wherever the sample misses.
 fn kth_largest_key(
     segments: &[(&str, &[f32])],
     pieces: &[Piece],
@@ -242,6 +259,159 @@ fn kth_largest_key(
         let t = keys[k - 1];
         return Some((t, keys.iter().take_while(|&&x| x > t).count()));
     }
+    if n >= SAMPLED {
+        match kth_largest_sampled(segments, pieces, k) {
+            Sampled::Found(t, greater) => return Some((t, greater)),
+            Sampled::Nan => return None,
+            Sampled::Missed => {}
+        }
+    }
+    kth_largest_radix(segments, pieces, k)
+}
+
+/// From this many scores on, the threshold is first bracketed from a sample.
+const SAMPLED: usize = 1 << 15;
+
+/// What [`kth_largest_sampled`] found.
+#[derive(Debug, PartialEq)]
+enum Sampled {
+    /// The k-th largest key and how many keys are strictly larger.
+    Found(u32, usize),
+    /// A score is NaN.
+    Nan,
+    /// The sample's bracket did not hold the k-th largest key.
+    Missed,
+}
+
+/// A fixed hash of `j`, for sample positions (splitmix64's finaliser).
+#[inline]
+fn mix(j: u64) -> u64 {
+    let mut z = j.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// How many scores [`kth_largest_sampled`] samples out of `n` (a larger sample narrows the
+/// bracket, so fewer scores are collected one by one: 8192 was fastest for 266k SNIP scores).
+fn sample_size(n: usize) -> usize {
+    8192.min(n / 8)
+}
+
+/// The flat positions sampled out of `n`, increasing: one at a fixed pseudo-random offset in
+/// each of [`sample_size`] equal strides.
+fn sample_positions(n: usize) -> impl Iterator<Item = usize> {
+    let m = sample_size(n);
+    (0..m).map(move |j| {
+        let (a, b) = (j * n / m, (j + 1) * n / m);
+        a + (mix(j as u64) % (b - a) as u64) as usize
+    })
+}
+
+/// The k-th largest key by sampling (Floyd and Rivest's select): the keys of `m` scores, one at a
+/// fixed pseudo-random position in each of `m` equal strides of the flat order, bracket the
+/// k-th largest between two sample ranks a few standard deviations either side of where it is
+/// expected; one pass over all scores counts the keys above the bracket and collects the few
+/// inside it, and the exact key is selected among those. The sample only decides how fast this
+/// is, never the result: when the bracket misses (rare, and detected exactly), the caller falls
+/// back to the radix select.
+fn kth_largest_sampled(segments: &[(&str, &[f32])], pieces: &[Piece], k: usize) -> Sampled {
+    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
+    let m = sample_size(n);
+    let (hi, lo) = {
+        let mut sample = Vec::with_capacity(m);
+        let (mut seg, mut seg_start) = (0, 0);
+        for p in sample_positions(n) {
+            while p >= seg_start + segments[seg].1.len() {
+                seg_start += segments[seg].1.len();
+                seg += 1;
+            }
+            sample.push(key(segments[seg].1[p - seg_start]));
+        }
+        let q = k as f64 / n as f64;
+        let r = ((k as f64 - 0.5) * m as f64 / n as f64) as usize;
+        let delta = (3.0 * (m as f64 * q * (1.0 - q)).sqrt()).ceil() as usize + 2;
+        let desc = |a: &u32, b: &u32| b.cmp(a);
+        // Keys above `hi` are all kept; the k-th largest is looked for in `lo..=hi`.
+        let hi = match r.checked_sub(delta) {
+            Some(i) => *sample.select_nth_unstable_by(i, desc).1,
+            None => u32::MAX,
+        };
+        let lo = if r + delta < m {
+            *sample.select_nth_unstable_by(r + delta, desc).1
+        } else {
+            0
+        };
+        (hi, lo)
+    };
+    let width = hi - lo;
+    let parts: Vec<(usize, Vec<u32>, bool)> = map_pieces(pieces, n, |_, p| {
+        let values = p.values(segments);
+        let mut above = 0usize;
+        let mut nan = false;
+        let mut cand = Vec::new();
+        // Sixteen at a time: the comparisons vectorise into a bit mask, and only the (few)
+        // scores inside the bracket are visited one by one.
+        let mut chunks = values.chunks_exact(16);
+        for c in &mut chunks {
+            let mut inside = [0u8; 16];
+            let mut up = 0u32;
+            let mut bad = 0u8;
+            for (f, &v) in inside.iter_mut().zip(c) {
+                let kv = key(v);
+                bad |= u8::from(v.is_nan());
+                up += u32::from(kv > hi);
+                *f = u8::from(kv.wrapping_sub(lo) <= width);
+            }
+            nan |= bad != 0;
+            above += up as usize;
+            if u128::from_ne_bytes(inside) != 0 {
+                for (&f, &v) in inside.iter().zip(c) {
+                    if f != 0 {
+                        cand.push(key(v));
+                    }
+                }
+            }
+        }
+        for &v in chunks.remainder() {
+            let kv = key(v);
+            nan |= v.is_nan();
+            above += usize::from(kv > hi);
+            if kv.wrapping_sub(lo) <= width {
+                cand.push(kv);
+            }
+        }
+        (above, cand, nan)
+    });
+    if parts.iter().any(|(_, _, nan)| *nan) {
+        return Sampled::Nan;
+    }
+    let above: usize = parts.iter().map(|(a, _, _)| a).sum();
+    let inside: usize = parts.iter().map(|(_, c, _)| c.len()).sum();
+    if above >= k || above + inside < k {
+        return Sampled::Missed;
+    }
+    let mut cand: Vec<u32> = Vec::with_capacity(inside);
+    for (_, c, _) in &parts {
+        cand.extend_from_slice(c);
+    }
+    let r = k - above - 1;
+    let (_, &mut t, _) = cand.select_nth_unstable_by(r, |a, b| b.cmp(a));
+    let greater = cand.iter().filter(|&&x| x > t).count();
+    Sampled::Found(t, above + greater)
+}
+
+/// The k-th largest key by a radix select: a histogram of the top bits of every key (per piece,
+/// in parallel, then summed) finds the bucket holding the k-th largest; the keys of that one
+/// bucket are gathered and the exact key is selected among them (`select_nth_unstable`, linear).
+/// Two linear passes over the values plus a selection over one bucket (all values in the worst
+/// case of massive ties, still linear).
+fn kth_largest_radix(
+    segments: &[(&str, &[f32])],
+    pieces: &[Piece],
+    k: usize,
+) -> Option<(u32, usize)> {
+    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     // Fewer buckets for fewer values: clearing and summing 64k counters would dominate 10^5.
     let bits = (n.ilog2().saturating_sub(5)).clamp(11, HIGH_BITS);
     let shift = 32 - bits;
@@ -400,7 +570,8 @@ mod tests {
         assert_eq!(top_k(&s, 2).unwrap(), vec![false, false, true, true]);
     }
 
-    /// Both paths (sorting below 4096 scores, radix above) against a brute-force reference:
+    /// Every path (sorting below 4096 scores, the radix select up to 2^15, sampling above)
+    /// against a brute-force reference:
     /// sort by (score descending, index ascending) and keep the first k.
     #[test]
     fn matches_brute_force_reference() {
@@ -476,6 +647,66 @@ mod tests {
             top_k_segments(&[("a", &a), ("b", &[]), ("c", &c)], 10),
             Err(MaskError::NanScore { ref param, index: 77_777 }) if param == "c"
         ));
+    }
+
+    /// The sampled selection finds the same threshold as the radix select whenever its bracket
+    /// holds it, and does hold it on ordinary scores (so the fast path is the one exercised).
+    #[test]
+    fn sampled_select_agrees_with_radix() {
+        let mut rng = crate::SparseRng::new(11);
+        let n = 200_000;
+        for levels in [0u64, 7, 50_000] {
+            let s: Vec<f32> = (0..n)
+                .map(|_| {
+                    if levels == 0 {
+                        rng.next_f32().powi(3) - 0.1
+                    } else {
+                        rng.below(levels) as f32
+                    }
+                })
+                .collect();
+            let segs = [("a", &s[..70_000]), ("b", &s[70_000..])];
+            let pieces = pieces(&segs);
+            for k in [1, 17, n / 50, n / 10, n / 2, n - 3, n - 1] {
+                let fast = kth_largest_sampled(&segs, &pieces, k);
+                let (t, greater) = kth_largest_radix(&segs, &pieces, k).unwrap();
+                assert_eq!(fast, Sampled::Found(t, greater), "k={k} levels={levels}");
+            }
+        }
+        let mut with_nan = vec![0.5f32; 50_000];
+        with_nan[49_999] = f32::NAN;
+        let segs = [("a", &with_nan[..])];
+        assert_eq!(kth_largest_sampled(&segs, &pieces(&segs), 10), Sampled::Nan);
+    }
+
+    /// Scores built so that every sampled position holds the one large value: the bracket
+    /// misses, the radix select takes over, and the mask is still the exact top-k.
+    #[test]
+    fn a_misleading_sample_falls_back_to_the_exact_select() {
+        let n = 65_536;
+        let mut s = vec![0.0f32; n];
+        for (i, p) in sample_positions(n).enumerate() {
+            s[p] = 1.0 + (i % 3) as f32;
+        }
+        let ones = sample_size(n);
+        for (i, v) in s.iter_mut().enumerate() {
+            if *v == 0.0 {
+                *v = (i % 1000) as f32 * 1e-4;
+            }
+        }
+        let segs = [("a", &s[..])];
+        let k = ones + 1000;
+        assert_eq!(
+            kth_largest_sampled(&segs, &pieces(&segs), k),
+            Sampled::Missed
+        );
+        let mut idx: Vec<usize> = (0..n).collect();
+        idx.sort_by(|&a, &b| s[b].total_cmp(&s[a]).then(a.cmp(&b)));
+        let mut want = vec![false; n];
+        for &i in &idx[..k] {
+            want[i] = true;
+        }
+        assert_eq!(top_k(&s, k).unwrap(), want);
     }
 
     #[test]

@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::{Int, Tensor};
-use burn_sparse_mask::{MaskSet, SparseRng, WriteWeights, flat_grads, read_grads, to_host};
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_sparse_mask::{
+    MaskError, MaskSet, SparseRng, WriteWeights, flat_grads, read_grads, to_host,
+};
 
 use crate::Saliency;
 use crate::error::{Result, SaliencyError};
@@ -94,11 +96,11 @@ impl<M: Module> Saliency<M> for RandomScore {
 
 /// The sum of every score in `f64`, with eight independent accumulators (a sequential `f64` sum
 /// is one long dependency chain: a third of a millisecond for LeNet-300-100's 266k scores).
-fn sum_f64(layers: &[Vec<f32>]) -> f64 {
+fn sum_f64<L: AsRef<[f32]>>(layers: &[L]) -> f64 {
     let mut acc = [0f64; 8];
     let mut rest = 0f64;
     for l in layers {
-        let mut c = l.chunks_exact(8);
+        let mut c = l.as_ref().chunks_exact(8);
         for x in &mut c {
             for (a, &v) in acc.iter_mut().zip(x) {
                 *a += v as f64;
@@ -193,19 +195,31 @@ impl<M: Module> Saliency<M> for Snip<M> {
                 Some(a) => a.into_iter().zip(s).map(|(a, s)| a + s).collect(),
             });
         }
-        let mut acc: Vec<Vec<f32>> = acc
+        // The scores are read where the backend left them (no copy into a vector first: on the
+        // CPU backend the tensor is handed over as is), summed, and written normalised into the
+        // vectors returned.
+        let data: Vec<TensorData> = acc
             .unwrap_or_default()
             .into_iter()
-            .map(to_host)
-            .collect::<std::result::Result<_, _>>()?;
-        let total = sum_f64(&acc);
-        if total > 0.0 {
-            let norm = (1.0 / total) as f32;
-            for a in acc.iter_mut().flatten() {
-                *a *= norm;
-            }
-        }
-        Ok(acc)
+            .map(|t| t.inner().into_data().convert::<f32>())
+            .collect();
+        let slices: Vec<&[f32]> = data
+            .iter()
+            .map(|d| {
+                d.as_slice::<f32>()
+                    .map_err(|e| MaskError::Data(format!("{e:?}")).into())
+            })
+            .collect::<Result<_>>()?;
+        let total = sum_f64(&slices);
+        let norm = if total > 0.0 {
+            (1.0 / total) as f32
+        } else {
+            1.0
+        };
+        Ok(slices
+            .iter()
+            .map(|s| s.iter().map(|&x| x * norm).collect())
+            .collect())
     }
 }
 

@@ -64,7 +64,7 @@ pub fn top_k_segments(segments: &[(&str, &[f32])], k: usize) -> Result<Vec<Vec<b
     let pieces = pieces(segments);
     // The selection's first pass also looks for NaN, so valid scores are read three times:
     // histogram, bucket gather, mask.
-    let Some((threshold, greater)) = kth_largest_key(segments, &pieces, k) else {
+    let Some((threshold, greater)) = kth_largest_key(segments, &pieces, n, k) else {
         return Err(nan_error());
     };
     // Every score at or above the threshold is kept by a plain comparison the compiler
@@ -243,9 +243,9 @@ fn histogram(values: &[f32], shift: u32) -> (Vec<u32>, bool) {
 fn kth_largest_key(
     segments: &[(&str, &[f32])],
     pieces: &[Piece],
+    n: usize,
     k: usize,
 ) -> Option<(u32, usize)> {
-    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     if n < SMALL {
         if segments.iter().any(|(_, s)| s.iter().any(|v| v.is_nan())) {
             return None;
@@ -260,13 +260,13 @@ fn kth_largest_key(
         return Some((t, keys.iter().take_while(|&&x| x > t).count()));
     }
     if n >= SAMPLED {
-        match kth_largest_sampled(segments, pieces, k) {
+        match kth_largest_sampled(segments, pieces, n, k) {
             Sampled::Found(t, greater) => return Some((t, greater)),
             Sampled::Nan => return None,
             Sampled::Missed => {}
         }
     }
-    kth_largest_radix(segments, pieces, k)
+    kth_largest_radix(segments, pieces, n, k)
 }
 
 /// From this many scores on, the threshold is first bracketed from a sample.
@@ -315,8 +315,12 @@ fn sample_positions(n: usize) -> impl Iterator<Item = usize> {
 /// inside it, and the exact key is selected among those. The sample only decides how fast this
 /// is, never the result: when the bracket misses (rare, and detected exactly), the caller falls
 /// back to the radix select.
-fn kth_largest_sampled(segments: &[(&str, &[f32])], pieces: &[Piece], k: usize) -> Sampled {
-    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
+fn kth_largest_sampled(
+    segments: &[(&str, &[f32])],
+    pieces: &[Piece],
+    n: usize,
+    k: usize,
+) -> Sampled {
     let m = sample_size(n);
     let (hi, lo) = {
         let mut sample = Vec::with_capacity(m);
@@ -409,9 +413,9 @@ fn kth_largest_sampled(segments: &[(&str, &[f32])], pieces: &[Piece], k: usize) 
 fn kth_largest_radix(
     segments: &[(&str, &[f32])],
     pieces: &[Piece],
+    n: usize,
     k: usize,
 ) -> Option<(u32, usize)> {
-    let n: usize = segments.iter().map(|(_, s)| s.len()).sum();
     // Fewer buckets for fewer values: clearing and summing 64k counters would dominate 10^5.
     let bits = (n.ilog2().saturating_sub(5)).clamp(11, HIGH_BITS);
     let shift = 32 - bits;
@@ -668,15 +672,18 @@ mod tests {
             let segs = [("a", &s[..70_000]), ("b", &s[70_000..])];
             let pieces = pieces(&segs);
             for k in [1, 17, n / 50, n / 10, n / 2, n - 3, n - 1] {
-                let fast = kth_largest_sampled(&segs, &pieces, k);
-                let (t, greater) = kth_largest_radix(&segs, &pieces, k).unwrap();
+                let fast = kth_largest_sampled(&segs, &pieces, n, k);
+                let (t, greater) = kth_largest_radix(&segs, &pieces, n, k).unwrap();
                 assert_eq!(fast, Sampled::Found(t, greater), "k={k} levels={levels}");
             }
         }
         let mut with_nan = vec![0.5f32; 50_000];
         with_nan[49_999] = f32::NAN;
         let segs = [("a", &with_nan[..])];
-        assert_eq!(kth_largest_sampled(&segs, &pieces(&segs), 10), Sampled::Nan);
+        assert_eq!(
+            kth_largest_sampled(&segs, &pieces(&segs), 50_000, 10),
+            Sampled::Nan
+        );
     }
 
     /// Scores built so that every sampled position holds the one large value: the bracket
@@ -697,7 +704,7 @@ mod tests {
         let segs = [("a", &s[..])];
         let k = ones + 1000;
         assert_eq!(
-            kth_largest_sampled(&segs, &pieces(&segs), k),
+            kth_largest_sampled(&segs, &pieces(&segs), n, k),
             Sampled::Missed
         );
         let mut idx: Vec<usize> = (0..n).collect();

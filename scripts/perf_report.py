@@ -132,6 +132,7 @@ def main():
       "(two cores here); below that, on the calling thread. The result does not depend on the sample or the "
       "number of threads.")
     w("")
+    sparse_layers_section(w)
     w("## How each figure is measured")
     w("")
     w("- Steps (`benches/benches/train_step.rs`): forward, cross-entropy, backward, `GradientsParams::from_grads`, "
@@ -153,6 +154,34 @@ def main():
         with open(notes) as f:
             out.append(f.read().rstrip("\n"))
     print("\n".join(out))
+
+
+def sparse_layers_section(w):
+    """Truly sparse layers (benches/benches/sparse_layers.rs), if that bench ran."""
+    groups = [
+        ("fc1 784x300 forward + dW", "fc1_fwd_dw_784x300_b128", ">= 2.5x | >= 4x | >= 7x"),
+        ("LeNet-300-100 training step", "lenet300_step_b128", "- | >= 2x (aim 3x) | -"),
+        ("784-4096-4096-10 training step", "mlp4096_step_b128", ">= 2.2x | >= 4.5x | >= 9x"),
+    ]
+    if all(median_ms(g, "dense", "100%") is None for _, g, _ in groups):
+        return
+    w("## Truly sparse layers: SparseLinear on the sparse kernels vs dense (flex, batch 128)")
+    w("")
+    w("`cargo bench -p burn-sparse-benches --bench sparse_layers`: one criterion run, dense and sparse side by "
+      "side. Speedup = dense median / sparse median (higher is better). Sparse layers use ERK densities for the "
+      "steps (LeNet's last layer stays dense and runs masked-dense), exact `round(d * n)` non-zeros, and burn's "
+      "SGD with momentum 0.9 on the values.")
+    w("")
+    w("| workload | dense ms | 90% sparse ms (speedup) | 95% | 98% | target 90 / 95 / 98 |")
+    w("|---|---|---|---|---|---|")
+    for label, g, target in groups:
+        d = median_ms(g, "dense", "100%")
+        cells = []
+        for s in ("90%", "95%", "98%"):
+            m = median_ms(g, "sparse", s)
+            cells.append("not run" if m is None or d is None else f"{fmt(m)} ({d / m:.2f}x)")
+        w(f"| {label} | {fmt(d)} | {' | '.join(cells)} | {target} |")
+    w("")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@
 //! | [`dynamic`] | `burn-sparse-dynamic`: SET, RigL, SNFS, static | `dynamic` (default) |
 //! | [`saliency`] | `burn-sparse-saliency`: magnitude, random, SNIP, GraSP, SynFlow | `saliency` (default) |
 //! | [`lottery`] | `burn-sparse-lottery`: IMP with rewinding, baselines, linear mode connectivity | `lottery` (default) |
+//! | [`layers`] | `burn-sparse-layers`: `SparseLinear`, whose CPU cost follows its non-zeros | always |
+//! | [`kernels`] | `burn-sparse-kernels`: the sparse CPU kernels, no burn dependency | always |
 //! | [`models`] | LeNet-300-100, LeNet-5, Conv-2/4/6 | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
@@ -44,6 +46,10 @@
 
 pub use burn_sparse_mask as mask;
 
+/// Truly sparse layers ([`layers::SparseLinear`]) and their CPU kernels.
+pub use burn_sparse_layers as layers;
+pub use burn_sparse_kernels as kernels;
+
 #[cfg(feature = "data")]
 pub use burn_sparse_data as data;
 
@@ -64,7 +70,9 @@ pub mod train;
 pub mod prelude {
     pub use crate::models::{
         Classifier, ConvNet, ConvNetConfig, LeNet5, LeNet5Config, LeNet300, LeNet300Config,
+        SparseMlp, SparseMlpConfig,
     };
+    pub use burn_sparse_layers::{Compute, SparseLinear, SparseLinearConfig};
     pub use crate::train::{TrainConfig, accuracy, train_epoch};
     #[cfg(feature = "data")]
     pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};

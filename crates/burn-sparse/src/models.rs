@@ -8,6 +8,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use burn_sparse_layers::{Compute, LayerError, SparseLinear, SparseLinearConfig};
+use burn_sparse_mask::MaskSet;
 
 /// A classifier of image batches `[B, C, H, W]` into logits `[B, classes]`.
 pub trait Classifier: Module {
@@ -277,5 +279,134 @@ mod tests {
         let y = m.logits(Tensor::zeros([1, 3, 32, 32], &device));
         assert_eq!(y.dims(), [1, 10]);
         assert_eq!(weights(&LeNet5Config::new().init(&device)), 430_500);
+    }
+}
+
+/// A fully connected ReLU classifier whose layers are [`SparseLinear`]: only the non-zeros are
+/// stored, and on the CPU (Flex) only they are computed (layers too dense to gain compute
+/// masked-dense, see [`Compute::Auto`]). `inputs -> dims[0] -> ... -> classes`.
+///
+/// Build it sparse from the start with [`SparseMlpConfig`] (LeNet-300-100, the SET paper's
+/// 3072-4000-1000-4000-10, 784-4096-4096-10), or from a masked dense [`LeNet300`] with
+/// [`SparseMlp::from_lenet300`] (masks from SNIP, GraSP, SynFlow, magnitude, random, an IMP
+/// level) and back with [`SparseMlp::to_lenet300`].
+#[derive(Module, Debug)]
+pub struct SparseMlp {
+    /// The layers, input first.
+    pub layers: Vec<SparseLinear>,
+}
+
+/// Configuration of a [`SparseMlp`].
+#[derive(Config, Debug)]
+pub struct SparseMlpConfig {
+    /// Widths: input, hidden..., classes (LeNet-300-100: `[784, 300, 100, 10]`).
+    pub widths: Vec<usize>,
+    /// Density of each layer (one per layer, `widths.len() - 1`), e.g. from
+    /// [`burn_sparse_mask::Distribution::layer_densities`].
+    pub densities: Vec<f64>,
+    /// Seed of the layers' random patterns (layer `i` uses `seed + i`).
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Which product the layers compute.
+    #[config(default = "Compute::Auto")]
+    pub compute: Compute,
+}
+
+impl SparseMlpConfig {
+    /// Initialise on `device` (values drawn as burn's `Linear` draws its weights).
+    ///
+    /// # Errors
+    /// [`LayerError::Shape`] if `densities` does not have one entry per layer, or as
+    /// [`SparseLinearConfig::init`].
+    pub fn init(&self, device: &Device) -> Result<SparseMlp, LayerError> {
+        let n = self.widths.len().saturating_sub(1);
+        if n == 0 || self.densities.len() != n {
+            return Err(LayerError::Shape {
+                what: "densities",
+                expected: vec![n],
+                got: vec![self.densities.len()],
+            });
+        }
+        let layers = (0..n)
+            .map(|i| {
+                SparseLinearConfig::new(self.widths[i], self.widths[i + 1])
+                    .with_density(self.densities[i])
+                    .with_seed(self.seed.wrapping_add(i as u64))
+                    .with_compute(self.compute)
+                    .init(device)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SparseMlp { layers })
+    }
+}
+
+impl SparseMlp {
+    /// The sparse twin of a masked [`LeNet300`]: each layer keeps the weights its mask in
+    /// `masks` keeps (a layer without a mask stays fully dense), biases are shared.
+    ///
+    /// # Errors
+    /// A mask that does not match its layer ([`LayerError::Shape`]) or weights that cannot be
+    /// read.
+    pub fn from_lenet300(
+        net: &LeNet300,
+        masks: &MaskSet,
+        compute: Compute,
+    ) -> Result<Self, LayerError> {
+        let layers = [("fc1", &net.fc1), ("fc2", &net.fc2), ("fc3", &net.fc3)]
+            .into_iter()
+            .map(|(name, lin)| {
+                let [k, n] = lin.weight.dims();
+                let bits = match masks.get(lin.weight.id) {
+                    Some(m) => m.bits().to_vec(),
+                    None => match masks.layer(&format!("{name}.weight")) {
+                        Ok(m) => m.bits().to_vec(),
+                        Err(_) => vec![true; k * n],
+                    },
+                };
+                SparseLinear::from_linear(lin, &bits, compute)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { layers })
+    }
+
+    /// The dense twin: a [`LeNet300`] with exact zeros at the inactive positions.
+    ///
+    /// # Errors
+    /// [`LayerError::Shape`] if this network does not have LeNet-300-100's three layers, or as
+    /// [`SparseLinear::to_linear`].
+    pub fn to_lenet300(&self) -> Result<LeNet300, LayerError> {
+        let [a, b, c] = self.layers.as_slice() else {
+            return Err(LayerError::Shape {
+                what: "layers",
+                expected: vec![3],
+                got: vec![self.layers.len()],
+            });
+        };
+        Ok(LeNet300 {
+            fc1: a.to_linear()?,
+            fc2: b.to_linear()?,
+            fc3: c.to_linear()?,
+        })
+    }
+
+    /// Non-zeros over all layers.
+    pub fn nnz(&self) -> usize {
+        self.layers.iter().map(SparseLinear::nnz).sum()
+    }
+
+    /// Logits of flat inputs `[B, widths[0]]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len().saturating_sub(1);
+        self.layers.iter().enumerate().fold(x, |h, (i, l)| {
+            let y = l.forward(h);
+            if i < last { relu(y) } else { y }
+        })
+    }
+}
+
+impl Classifier for SparseMlp {
+    fn logits(&self, images: Tensor<4>) -> Tensor<2> {
+        let [b, c, h, w] = images.dims();
+        self.forward(images.reshape([b, c * h * w]))
     }
 }

@@ -1,0 +1,160 @@
+//! Truly sparse layers (`SparseLinear` on the sparse kernels) against burn-sparse's own dense
+//! step on Flex, in one criterion run so the ratios are measured side by side
+//! (2 cores, batch 128, SGD momentum 0.9):
+//! - `fc1_fwd_dw`: LeNet-300-100's first layer 784x300, forward + backward (no dX: the
+//!   input needs no gradient), dense `Linear` vs `SparseLinear` at 90/95/98% sparsity;
+//! - `lenet300_step`: a whole training step (forward, cross-entropy, backward, burn's SGD
+//!   momentum step) of dense LeNet-300-100 vs `SparseMlp` with ERK densities;
+//! - `mlp4096_step`: the same for 784-4096-4096-10.
+//!
+//! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse::layers::{SparseLinear, SparseLinearConfig};
+use burn_sparse::mask::prelude::*;
+use burn_sparse::mask::{ParamInfo, SparseRng};
+use burn_sparse::models::{SparseMlp, SparseMlpConfig};
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+
+const BATCH: usize = 128;
+
+fn inputs(width: usize, device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let mut rng = SparseRng::new(1);
+    let x: Vec<f32> = (0..BATCH * width).map(|_| rng.next_f32()).collect();
+    let y: Vec<i64> = (0..BATCH).map(|_| rng.below(10) as i64).collect();
+    (
+        Tensor::<2>::from_data(TensorData::new(x, [BATCH, width]), device),
+        Tensor::<1, Int>::from_data(TensorData::new(y, [BATCH]), device),
+    )
+}
+
+fn sgd() -> burn::optim::SgdConfig {
+    SgdConfig::new().with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+}
+
+fn fc1(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    let (x, _) = inputs(784, &device);
+    let mut g = c.benchmark_group("fc1_fwd_dw_784x300_b128");
+    g.sample_size(40);
+    device.seed(0);
+    let dense: Linear = LinearConfig::new(784, 300).init(&device);
+    g.bench_function(BenchmarkId::new("dense", "100%"), |b| {
+        b.iter(|| {
+            let y = dense.forward(x.clone());
+            let grads = y.sum().backward();
+            dense.weight.grad(&grads).expect("grad")
+        })
+    });
+    for sparsity in [0.90, 0.95, 0.98] {
+        let layer: SparseLinear = SparseLinearConfig::new(784, 300)
+            .with_density(1.0 - sparsity)
+            .init(&device)
+            .expect("layer");
+        assert!(layer.uses_kernels());
+        g.bench_function(
+            BenchmarkId::new("sparse", format!("{:.0}%", sparsity * 100.0)),
+            |b| {
+                b.iter(|| {
+                    let y = layer.forward(x.clone());
+                    let grads = y.sum().backward();
+                    layer.values.grad(&grads).expect("grad")
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+/// Dense MLP with burn's Linear.
+#[derive(Module, Debug)]
+struct DenseMlp {
+    layers: Vec<Linear>,
+}
+
+impl DenseMlp {
+    fn new(widths: &[usize], device: &Device) -> Self {
+        Self {
+            layers: widths
+                .windows(2)
+                .map(|w| LinearConfig::new(w[0], w[1]).init(device))
+                .collect(),
+        }
+    }
+    fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let last = self.layers.len() - 1;
+        self.layers.iter().enumerate().fold(x, |h, (i, l)| {
+            let y = l.forward(h);
+            if i < last { relu(y) } else { y }
+        })
+    }
+}
+
+fn erk_densities(widths: &[usize], sparsity: f64) -> Vec<f64> {
+    let layers: Vec<ParamInfo> = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| ParamInfo {
+            path: format!("layers.{i}.weight"),
+            id: burn::module::ParamId::new(),
+            shape: vec![w[0], w[1]],
+            trainable: true,
+        })
+        .collect();
+    Distribution::Erk
+        .layer_densities(
+            &layers,
+            Sparsity::new(sparsity).expect("sparsity"),
+            &Default::default(),
+        )
+        .expect("densities")
+}
+
+fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64], samples: usize) {
+    let device = Device::flex().autodiff();
+    let (x, y) = inputs(widths[0], &device);
+    let ce = CrossEntropyLossConfig::new().init(&device);
+    let mut g = c.benchmark_group(name);
+    g.sample_size(samples);
+    device.seed(0);
+    let mut model = Some(DenseMlp::new(widths, &device));
+    let mut optim = sgd().init();
+    g.bench_function(BenchmarkId::new("dense", "100%"), |b| {
+        b.iter(|| {
+            let m = model.take().expect("model");
+            let loss = ce.forward(m.forward(x.clone()), y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            model = Some(optim.step(0.01, m, grads));
+        })
+    });
+    for &s in sparsities {
+        let densities = erk_densities(widths, s);
+        let m = SparseMlpConfig::new(widths.to_vec(), densities)
+            .init(&device)
+            .expect("model");
+        let mut model = Some(m);
+        let mut optim = sgd().init();
+        g.bench_function(BenchmarkId::new("sparse", format!("{:.0}%", s * 100.0)), |b| {
+            b.iter(|| {
+                let m = model.take().expect("model");
+                let loss = ce.forward(m.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optim.step(0.01, m, grads));
+            })
+        });
+    }
+    g.finish();
+}
+
+fn steps(c: &mut Criterion) {
+    step_group(c, "lenet300_step_b128", &[784, 300, 100, 10], &[0.90, 0.95, 0.98], 30);
+    step_group(c, "mlp4096_step_b128", &[784, 4096, 4096, 10], &[0.90, 0.95, 0.98], 10);
+}
+
+criterion_group!(benches, fc1, steps);
+criterion_main!(benches);

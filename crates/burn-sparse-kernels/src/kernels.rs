@@ -1,0 +1,561 @@
+//! The three products of a sparse linear layer `y = x W`, on feature-major activations.
+//!
+//! Activations are stored **feature-major** (`xᵀ: [features, batch]`, the batch contiguous),
+//! so every non-zero `W[k, n]` is one AXPY (forward, `dX`) or one dot product (`dW`) over a
+//! contiguous batch vector. With row-major activations the same products are 2-3x slower than
+//! dense (../shared/reference/sparse-kernels.md); with this layout they follow the non-zeros.
+//!
+//! - [`Kernels::forward`]: `yᵀ[n, :] = Σ_{k ∈ col n} W[k, n] · xᵀ[k, :]` (CSC);
+//! - [`Kernels::backward_input`]: `dxᵀ[k, :] = Σ_{n ∈ row k} W[k, n] · dyᵀ[n, :]` (CSR);
+//! - [`Kernels::backward_values`]: `dW[k, n] = <xᵀ[k, :], dyᵀ[n, :]>` at the active positions
+//!   only (a sampled dense-dense product, SDDMM), in slot order.
+//!
+//! Each output element is computed by one thread in a fixed order, so results do not depend
+//! on the number of threads or on the instruction set (see [`crate::simd`]).
+
+use rayon::prelude::*;
+
+use crate::error::{KernelError, Result};
+use crate::pattern::SparsePattern;
+use crate::simd::{Isa, multiversion};
+
+/// Below this many multiply-adds a kernel runs on the calling thread (rayon's hand-off costs
+/// a few microseconds, more than a small layer's whole product).
+const PARALLEL_MIN_WORK: usize = 1 << 16;
+
+/// Outputs of one column (or row): a weighted sum of gathered source rows, in blocks of `W`
+/// batch lanes held in registers across the whole column.
+#[inline(always)]
+fn block<const W: usize>(
+    idx: &[u32],
+    slot: &[u32],
+    values: &[f32],
+    src: &[f32],
+    b: usize,
+    c: usize,
+    out: &mut [f32],
+) {
+    let mut acc = [0.0f32; W];
+    for (&i, &s) in idx.iter().zip(slot) {
+        let w = values[s as usize];
+        let x: &[f32; W] = src[i as usize * b + c..][..W].try_into().unwrap();
+        for t in 0..W {
+            acc[t] += w * x[t];
+        }
+    }
+    out.copy_from_slice(&acc);
+}
+
+/// `out[r, :] = Σ_{j ∈ ptr[first + r]..ptr[first + r + 1]} values[slot[j]] · src[idx[j], :]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather_axpy(
+    ptr: &[usize],
+    idx: &[u32],
+    slot: &[u32],
+    values: &[f32],
+    src: &[f32],
+    b: usize,
+    first: usize,
+    out: &mut [f32],
+) {
+    for (r, o) in out.chunks_exact_mut(b).enumerate() {
+        let (j0, j1) = (ptr[first + r], ptr[first + r + 1]);
+        let (idx, slot) = (&idx[j0..j1], &slot[j0..j1]);
+        let mut c = 0;
+        while c + 64 <= b {
+            block::<64>(idx, slot, values, src, b, c, &mut o[c..c + 64]);
+            c += 64;
+        }
+        while c + 16 <= b {
+            block::<16>(idx, slot, values, src, b, c, &mut o[c..c + 16]);
+            c += 16;
+        }
+        while c < b {
+            block::<1>(idx, slot, values, src, b, c, &mut o[c..c + 1]);
+            c += 1;
+        }
+    }
+}
+
+/// The dot product every instruction set computes, bit for bit: 32 lanes, lane `l` summing
+/// the products at positions `i ≡ l (mod 32)` in order (the tail through one zero-padded
+/// step; adding `+0` is exact), then the fixed tree
+/// `s[t] = (a[t] + a[t+16]) + (a[t+8] + a[t+24])`, `s[t] + s[t+4]`, `+ [t+2]`, `+ [t+1]`.
+///
+/// The compiler vectorises this portable body well for AVX-512 but splits it into 2-lane
+/// pieces for AVX2, so x86-64 has explicit copies ([`x86dot`]) with the same lanes and tree.
+#[inline(always)]
+fn dot(x: &[f32], d: &[f32]) -> f32 {
+    const L: usize = 32;
+    let mut a = [[0.0f32; 8]; 4];
+    let mut step = |xa: &[f32], da: &[f32]| {
+        for g in 0..4 {
+            let xg: &[f32; 8] = xa[8 * g..8 * g + 8].try_into().unwrap();
+            let dg: &[f32; 8] = da[8 * g..8 * g + 8].try_into().unwrap();
+            for t in 0..8 {
+                a[g][t] += xg[t] * dg[t];
+            }
+        }
+    };
+    let mut xc = x.chunks_exact(L);
+    let mut dc = d.chunks_exact(L);
+    for (xa, da) in (&mut xc).zip(&mut dc) {
+        step(xa, da);
+    }
+    let (xr, dr) = (xc.remainder(), dc.remainder());
+    if !xr.is_empty() {
+        let mut xa = [0.0f32; L];
+        let mut da = [0.0f32; L];
+        xa[..xr.len()].copy_from_slice(xr);
+        da[..dr.len()].copy_from_slice(dr);
+        step(&xa, &da);
+    }
+    let s: [f32; 8] = std::array::from_fn(|t| (a[0][t] + a[2][t]) + (a[1][t] + a[3][t]));
+    let s4: [f32; 4] = std::array::from_fn(|t| s[t] + s[t + 4]);
+    let s2: [f32; 2] = std::array::from_fn(|t| s4[t] + s4[t + 2]);
+    s2[0] + s2[1]
+}
+
+/// [`dot`] with explicit AVX2 and AVX-512F instructions: the same lanes, the same tree.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86dot {
+    use std::arch::x86_64::*;
+
+    /// Zero-padded copies of the tail (< 32 elements) of `x` and `d`.
+    #[inline(always)]
+    fn padded_tail(x: &[f32], d: &[f32], from: usize) -> ([f32; 32], [f32; 32]) {
+        let mut xa = [0.0f32; 32];
+        let mut da = [0.0f32; 32];
+        xa[..x.len() - from].copy_from_slice(&x[from..]);
+        da[..d.len() - from].copy_from_slice(&d[from..]);
+        (xa, da)
+    }
+
+    /// Lanes 0..8 of the tree's first level, reduced as [`super::dot`] does.
+    #[target_feature(enable = "avx2")]
+    fn finish(s: __m256) -> f32 {
+        let q = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps::<1>(s));
+        let q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+        let q = _mm_add_ss(q, _mm_shuffle_ps::<1>(q, q));
+        _mm_cvtss_f32(q)
+    }
+
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot_avx2(x: &[f32], d: &[f32]) -> f32 {
+        assert_eq!(x.len(), d.len());
+        let n = x.len();
+        let mut a = [_mm256_setzero_ps(); 4];
+        let step = |a: &mut [__m256; 4], xp: *const f32, dp: *const f32| {
+            for (g, acc) in a.iter_mut().enumerate() {
+                // SAFETY: every caller passes pointers to at least 32 readable floats.
+                let (xv, dv) = unsafe {
+                    (
+                        _mm256_loadu_ps(xp.add(8 * g)),
+                        _mm256_loadu_ps(dp.add(8 * g)),
+                    )
+                };
+                *acc = _mm256_add_ps(*acc, _mm256_mul_ps(xv, dv));
+            }
+        };
+        let mut i = 0;
+        while i + 32 <= n {
+            // `i + 32 <= n = x.len() = d.len()`: 32 floats from `i` are in bounds.
+            step(&mut a, x[i..].as_ptr(), d[i..].as_ptr());
+            i += 32;
+        }
+        if i < n {
+            let (xa, da) = padded_tail(x, d, i);
+            step(&mut a, xa.as_ptr(), da.as_ptr());
+        }
+        let s = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        finish(s)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn dot_avx512(x: &[f32], d: &[f32]) -> f32 {
+        assert_eq!(x.len(), d.len());
+        let n = x.len();
+        // z[0] holds lanes 0..16, z[1] lanes 16..32.
+        let mut z = [_mm512_setzero_ps(); 2];
+        let step = |z: &mut [__m512; 2], xp: *const f32, dp: *const f32| {
+            for (g, acc) in z.iter_mut().enumerate() {
+                // SAFETY: every caller passes pointers to at least 32 readable floats.
+                let (xv, dv) = unsafe {
+                    (
+                        _mm512_loadu_ps(xp.add(16 * g)),
+                        _mm512_loadu_ps(dp.add(16 * g)),
+                    )
+                };
+                *acc = _mm512_add_ps(*acc, _mm512_mul_ps(xv, dv));
+            }
+        };
+        let mut i = 0;
+        while i + 32 <= n {
+            step(&mut z, x[i..].as_ptr(), d[i..].as_ptr());
+            i += 32;
+        }
+        if i < n {
+            let (xa, da) = padded_tail(x, d, i);
+            step(&mut z, xa.as_ptr(), da.as_ptr());
+        }
+        // u[t] = a[t] + a[t+16] for t < 16; then s[t] = u[t] + u[t+8].
+        let u = _mm512_add_ps(z[0], z[1]);
+        let lo = _mm512_castps512_ps256(u);
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(u)));
+        finish(_mm256_add_ps(lo, hi))
+    }
+}
+
+/// `out[j - ptr[c0]] = <xt[rows[j], :], dyt[c, :]>` for the columns `c0..c0 + ncols`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn sddmm_cols(
+    ptr: &[usize],
+    rows: &[u32],
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    c0: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let base = ptr[c0];
+    let mut c = c0;
+    let mut j = base;
+    let end = base + out.len();
+    while j < end {
+        let d = &dyt[c * b..(c + 1) * b];
+        for jj in j..ptr[c + 1] {
+            let r = rows[jj] as usize;
+            out[jj - base] = dot(&xt[r * b..(r + 1) * b], d);
+        }
+        j = ptr[c + 1];
+        c += 1;
+    }
+}
+
+/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..`, in 8 x 8 tiles held in
+/// registers (scalar at the edges).
+#[inline(always)]
+fn transpose_strip(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
+    const T: usize = 8;
+    let c1 = c0 + dst.len() / rows;
+    let mut r0 = 0;
+    while r0 < rows {
+        let r1 = (r0 + T).min(rows);
+        let mut cb = c0;
+        while cb < c1 {
+            let ce = (cb + T).min(c1);
+            if r1 - r0 == T && ce - cb == T {
+                let tile: [[f32; T]; T] =
+                    std::array::from_fn(|i| src[(r0 + i) * cols + cb..][..T].try_into().unwrap());
+                for j in 0..T {
+                    let col: [f32; T] = std::array::from_fn(|i| tile[i][j]);
+                    dst[(cb + j - c0) * rows + r0..][..T].copy_from_slice(&col);
+                }
+            } else {
+                for r in r0..r1 {
+                    for c in cb..ce {
+                        dst[(c - c0) * rows + r] = src[r * cols + c];
+                    }
+                }
+            }
+            cb = ce;
+        }
+        r0 = r1;
+    }
+}
+
+multiversion!(fn gather_axpy_mv => gather_axpy, (
+    ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
+    first: usize, out: &mut [f32],
+));
+#[allow(clippy::too_many_arguments)]
+fn sddmm_mv(
+    isa: Isa,
+    ptr: &[usize],
+    rows: &[u32],
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if Isa::Avx2.available() => {
+            #[target_feature(enable = "avx2")]
+            fn go(p: &[usize], r: &[u32], x: &[f32], d: &[f32], b: usize, c: usize, o: &mut [f32]) {
+                sddmm_cols(p, r, x, d, b, c, o, |x, d| x86dot::dot_avx2(x, d))
+            }
+            // SAFETY: the CPU has AVX2 (checked by the match guard).
+            #[allow(unsafe_code)]
+            unsafe {
+                go(ptr, rows, xt, dyt, b, c0, out)
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if Isa::Avx512.available() => {
+            #[target_feature(enable = "avx512f")]
+            fn go(p: &[usize], r: &[u32], x: &[f32], d: &[f32], b: usize, c: usize, o: &mut [f32]) {
+                sddmm_cols(p, r, x, d, b, c, o, |x, d| x86dot::dot_avx512(x, d))
+            }
+            // SAFETY: the CPU has AVX-512F (checked by the match guard).
+            #[allow(unsafe_code)]
+            unsafe {
+                go(ptr, rows, xt, dyt, b, c0, out)
+            }
+        }
+        _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot),
+    }
+}
+multiversion!(fn transpose_mv => transpose_strip, (
+    src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32],
+));
+
+/// The kernels, bound to an instruction set. [`Kernels::default`] uses [`Isa::detected`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kernels {
+    isa: Isa,
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Self {
+            isa: Isa::detected(),
+        }
+    }
+}
+
+/// Splits `n` outputs of `b` lanes into chunks of whole outputs for the rayon pool.
+fn outputs_per_chunk(n: usize) -> usize {
+    let pieces = 4 * rayon::current_num_threads().max(1);
+    n.div_ceil(pieces).max(1)
+}
+
+impl Kernels {
+    /// Kernels compiled for `isa`.
+    ///
+    /// # Errors
+    /// `None` if this CPU lacks `isa`.
+    pub fn with_isa(isa: Isa) -> Option<Self> {
+        isa.available().then_some(Self { isa })
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// `yᵀ = (x W)ᵀ`: `xt` is `[rows, batch]`, `yt` is `[cols, batch]` (overwritten).
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] if a buffer does not match the pattern and `batch`.
+    pub fn forward(
+        &self,
+        p: &SparsePattern,
+        values: &[f32],
+        xt: &[f32],
+        batch: usize,
+        yt: &mut [f32],
+    ) -> Result<()> {
+        p.check("values", values.len(), p.nnz())?;
+        p.check("xᵀ", xt.len(), p.rows() * batch)?;
+        p.check("yᵀ", yt.len(), p.cols() * batch)?;
+        self.spmm(p.col_ptr(), p.csc_rows(), p.csc_slots(), values, xt, batch, yt);
+        Ok(())
+    }
+
+    /// `dxᵀ = (dY Wᵀ)ᵀ`: `dyt` is `[cols, batch]`, `dxt` is `[rows, batch]` (overwritten).
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] if a buffer does not match the pattern and `batch`.
+    pub fn backward_input(
+        &self,
+        p: &SparsePattern,
+        values: &[f32],
+        dyt: &[f32],
+        batch: usize,
+        dxt: &mut [f32],
+    ) -> Result<()> {
+        p.check("values", values.len(), p.nnz())?;
+        p.check("dyᵀ", dyt.len(), p.cols() * batch)?;
+        p.check("dxᵀ", dxt.len(), p.rows() * batch)?;
+        self.spmm(p.row_ptr(), p.csr_cols(), p.csr_slots(), values, dyt, batch, dxt);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spmm(
+        &self,
+        ptr: &[usize],
+        idx: &[u32],
+        slot: &[u32],
+        values: &[f32],
+        src: &[f32],
+        b: usize,
+        out: &mut [f32],
+    ) {
+        if b == 0 || out.is_empty() {
+            return;
+        }
+        let n = out.len() / b;
+        let isa = self.isa;
+        if idx.len() * b < PARALLEL_MIN_WORK {
+            gather_axpy_mv(isa, ptr, idx, slot, values, src, b, 0, out);
+            return;
+        }
+        let per = outputs_per_chunk(n);
+        out.par_chunks_mut(per * b)
+            .enumerate()
+            .for_each(|(i, o)| gather_axpy_mv(isa, ptr, idx, slot, values, src, b, i * per, o));
+    }
+
+    /// `dv[s] = Σ_b xᵀ[row(s), b] · dyᵀ[col(s), b]` for every slot `s` (slot order):
+    /// the gradient of the values. `xt` is `[rows, batch]`, `dyt` is `[cols, batch]`.
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] if a buffer does not match the pattern and `batch`.
+    pub fn backward_values(
+        &self,
+        p: &SparsePattern,
+        xt: &[f32],
+        dyt: &[f32],
+        batch: usize,
+        dv: &mut [f32],
+    ) -> Result<()> {
+        p.check("xᵀ", xt.len(), p.rows() * batch)?;
+        p.check("dyᵀ", dyt.len(), p.cols() * batch)?;
+        p.check("dv", dv.len(), p.nnz())?;
+        let nnz = p.nnz();
+        if nnz == 0 {
+            return Ok(());
+        }
+        let (ptr, rows) = (p.col_ptr(), p.csc_rows());
+        let isa = self.isa;
+        let mut csc = vec![0.0f32; nnz];
+        if nnz * batch < PARALLEL_MIN_WORK {
+            sddmm_mv(isa, ptr, rows, xt, dyt, batch, 0, &mut csc);
+        } else {
+            let per = outputs_per_chunk(p.cols());
+            let mut parts: Vec<(usize, &mut [f32])> = Vec::new();
+            let mut rest: &mut [f32] = &mut csc;
+            let mut c0 = 0;
+            while c0 < p.cols() {
+                let c1 = (c0 + per).min(p.cols());
+                let (head, tail) = rest.split_at_mut(ptr[c1] - ptr[c0]);
+                if !head.is_empty() {
+                    parts.push((c0, head));
+                }
+                rest = tail;
+                c0 = c1;
+            }
+            parts
+                .into_par_iter()
+                .for_each(|(c0, o)| sddmm_mv(isa, ptr, rows, xt, dyt, batch, c0, o));
+        }
+        let slot_csc = p.slot_csc();
+        if nnz < PARALLEL_MIN_WORK {
+            dv.iter_mut()
+                .zip(slot_csc)
+                .for_each(|(d, &j)| *d = csc[j as usize]);
+        } else {
+            dv.par_iter_mut()
+                .zip(slot_csc.par_iter())
+                .for_each(|(d, &j)| *d = csc[j as usize]);
+        }
+        Ok(())
+    }
+
+    /// `dst = srcᵀ`: `src` is `[rows, cols]` row-major, `dst` is `[cols, rows]` row-major.
+    ///
+    /// # Errors
+    /// [`KernelError::Length`] if a buffer is not `rows * cols` long.
+    pub fn transpose(&self, src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) -> Result<()> {
+        let n = rows.checked_mul(cols).ok_or(KernelError::TooLarge {
+            what: "rows * cols",
+            value: rows as u128 * cols as u128,
+        })?;
+        for (what, len) in [("source", src.len()), ("destination", dst.len())] {
+            if len != n {
+                return Err(KernelError::Length {
+                    what,
+                    expected: n,
+                    got: len,
+                });
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let isa = self.isa;
+        const STRIP: usize = 32;
+        if n < PARALLEL_MIN_WORK {
+            transpose_mv(isa, src, rows, cols, 0, dst);
+        } else {
+            dst.par_chunks_mut(STRIP * rows)
+                .enumerate()
+                .for_each(|(i, d)| transpose_mv(isa, src, rows, cols, i * STRIP, d));
+        }
+        Ok(())
+    }
+}
+
+/// Plain, obviously correct versions of the three products, for tests and for checking the
+/// fast ones (same summation order as the kernels, so the comparison is exact).
+pub mod reference {
+    use crate::pattern::SparsePattern;
+
+    /// `yᵀ[n, b] = Σ_{k ascending, (k, n) active} W[k, n] · xᵀ[k, b]`.
+    pub fn forward(p: &SparsePattern, values: &[f32], xt: &[f32], batch: usize) -> Vec<f32> {
+        let w = p.to_dense(values).expect("values match the pattern");
+        let active = p.to_dense(&vec![1.0; p.nnz()]).unwrap();
+        let mut yt = vec![0.0f32; p.cols() * batch];
+        for n in 0..p.cols() {
+            for b in 0..batch {
+                let mut s = 0.0f32;
+                for k in 0..p.rows() {
+                    if active[k * p.cols() + n] != 0.0 {
+                        s += w[k * p.cols() + n] * xt[k * batch + b];
+                    }
+                }
+                yt[n * batch + b] = s;
+            }
+        }
+        yt
+    }
+
+    /// `dxᵀ[k, b] = Σ_{n ascending, (k, n) active} W[k, n] · dyᵀ[n, b]`.
+    pub fn backward_input(p: &SparsePattern, values: &[f32], dyt: &[f32], batch: usize) -> Vec<f32> {
+        let w = p.to_dense(values).expect("values match the pattern");
+        let active = p.to_dense(&vec![1.0; p.nnz()]).unwrap();
+        let mut dxt = vec![0.0f32; p.rows() * batch];
+        for k in 0..p.rows() {
+            for b in 0..batch {
+                let mut s = 0.0f32;
+                for n in 0..p.cols() {
+                    if active[k * p.cols() + n] != 0.0 {
+                        s += w[k * p.cols() + n] * dyt[n * batch + b];
+                    }
+                }
+                dxt[k * batch + b] = s;
+            }
+        }
+        dxt
+    }
+
+    /// `dv[s] = Σ_b xᵀ[row(s), b] · dyᵀ[col(s), b]`, summed in double precision (a tolerance
+    /// reference: the kernel's order is a 32-lane tree).
+    pub fn backward_values(p: &SparsePattern, xt: &[f32], dyt: &[f32], batch: usize) -> Vec<f64> {
+        (0..p.nnz())
+            .map(|s| {
+                let (r, c) = (p.slot_rows()[s] as usize, p.slot_cols()[s] as usize);
+                (0..batch)
+                    .map(|b| xt[r * batch + b] as f64 * dyt[c * batch + b] as f64)
+                    .sum()
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,306 @@
+//! The kernels against plain references: exact for the forward product and the input gradient
+//! (same summation order), within a stated tolerance for the values' gradient (a 32-lane tree
+//! against a double-precision sum); every instruction set bit-identical to the portable one.
+
+use burn_sparse_kernels::{Isa, KernelError, Kernels, SparsePattern, reference};
+use proptest::prelude::*;
+
+/// SplitMix64, so the tests need no RNG crate.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn uniform(state: &mut u64) -> f32 {
+    (splitmix(state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+}
+
+struct Case {
+    p: SparsePattern,
+    values: Vec<f32>,
+    xt: Vec<f32>,
+    dyt: Vec<f32>,
+    batch: usize,
+}
+
+fn case(rows: usize, cols: usize, density: f64, batch: usize, seed: u64) -> Case {
+    let mut s = seed;
+    let mask: Vec<bool> = (0..rows * cols)
+        .map(|_| (splitmix(&mut s) >> 11) as f64 / (1u64 << 53) as f64 <= density)
+        .collect();
+    let p = SparsePattern::from_mask(rows, cols, &mask).unwrap();
+    let values = (0..p.nnz()).map(|_| uniform(&mut s)).collect();
+    let xt = (0..rows * batch).map(|_| uniform(&mut s)).collect();
+    let dyt = (0..cols * batch).map(|_| uniform(&mut s)).collect();
+    Case {
+        p,
+        values,
+        xt,
+        dyt,
+        batch,
+    }
+}
+
+fn run(k: &Kernels, c: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut yt = vec![f32::NAN; c.p.cols() * c.batch];
+    let mut dxt = vec![f32::NAN; c.p.rows() * c.batch];
+    let mut dv = vec![f32::NAN; c.p.nnz()];
+    k.forward(&c.p, &c.values, &c.xt, c.batch, &mut yt).unwrap();
+    k.backward_input(&c.p, &c.values, &c.dyt, c.batch, &mut dxt)
+        .unwrap();
+    k.backward_values(&c.p, &c.xt, &c.dyt, c.batch, &mut dv)
+        .unwrap();
+    (yt, dxt, dv)
+}
+
+fn check(c: &Case) {
+    let portable = Kernels::with_isa(Isa::Portable).unwrap();
+    let (yt, dxt, dv) = run(&portable, c);
+    assert_eq!(yt, reference::forward(&c.p, &c.values, &c.xt, c.batch));
+    assert_eq!(
+        dxt,
+        reference::backward_input(&c.p, &c.values, &c.dyt, c.batch)
+    );
+    let exact = reference::backward_values(&c.p, &c.xt, &c.dyt, c.batch);
+    for (s, (&got, &want)) in dv.iter().zip(&exact).enumerate() {
+        // |error| of a float sum of `batch` products of values in [-1, 1].
+        let tol = 1e-6 * (c.batch as f64 + 1.0);
+        assert!(
+            (got as f64 - want).abs() <= tol,
+            "dv[{s}] = {got}, exact {want}"
+        );
+    }
+    for isa in Isa::all_available() {
+        let k = Kernels::with_isa(isa).unwrap();
+        let (y2, dx2, dv2) = run(&k, c);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y2), bits(&yt), "{isa:?} forward");
+        assert_eq!(bits(&dx2), bits(&dxt), "{isa:?} dX");
+        assert_eq!(bits(&dv2), bits(&dv), "{isa:?} dW");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn kernels_match_reference(
+        rows in 1usize..40, cols in 1usize..40, density in 0.0f64..1.0,
+        batch in 1usize..150, seed in any::<u64>(),
+    ) {
+        check(&case(rows, cols, density, batch, seed));
+    }
+}
+
+#[test]
+fn edge_shapes() {
+    // Fully dense, one weight, empty (all rows and columns empty), a single row or column,
+    // and batches that hit every block width (64, 16 and the scalar tail).
+    for (rows, cols, density) in [
+        (7, 5, 1.0),
+        (9, 6, -1.0),
+        (1, 13, 0.5),
+        (13, 1, 0.5),
+        (1, 1, 1.0),
+    ] {
+        for batch in [1, 15, 16, 17, 63, 64, 65, 80, 128, 131] {
+            check(&case(rows, cols, density, batch, 7));
+        }
+    }
+    let one = SparsePattern::new(5, 4, vec![3], vec![2]).unwrap();
+    let mut s = 3;
+    let c = Case {
+        values: vec![0.75],
+        xt: (0..5 * 33).map(|_| uniform(&mut s)).collect(),
+        dyt: (0..4 * 33).map(|_| uniform(&mut s)).collect(),
+        p: one,
+        batch: 33,
+    };
+    check(&c);
+    // The only non-zero output column is 2 and the only non-zero dX row is 3.
+    let (yt, dxt, _) = run(&Kernels::default(), &c);
+    for n in 0..4 {
+        let nonzero = yt[n * 33..(n + 1) * 33].iter().any(|&v| v != 0.0);
+        assert_eq!(nonzero, n == 2);
+    }
+    for k in 0..5 {
+        let nonzero = dxt[k * 33..(k + 1) * 33].iter().any(|&v| v != 0.0);
+        assert_eq!(nonzero, k == 3);
+    }
+}
+
+#[test]
+fn parallel_path_matches_reference() {
+    // Large enough that every kernel splits its work over the rayon pool.
+    check(&case(300, 200, 0.2, 128, 11));
+    check(&case(784, 300, 0.05, 100, 12));
+}
+
+#[test]
+fn hand_computed_layer() {
+    // W = [[1, 0, 2], [0, 3, 0]] (2 inputs, 3 outputs); x = [[1, 2], [3, 4]] (batch 2).
+    let p = SparsePattern::from_mask(2, 3, &[true, false, true, false, true, false]).unwrap();
+    let values = [1.0, 2.0, 3.0];
+    let xt = [1.0, 3.0, 2.0, 4.0]; // xᵀ[k, b]
+    let k = Kernels::default();
+    let mut yt = [0.0; 6];
+    k.forward(&p, &values, &xt, 2, &mut yt).unwrap();
+    // y = x W = [[1, 6, 2], [3, 12, 6]]; yᵀ:
+    assert_eq!(yt, [1.0, 3.0, 6.0, 12.0, 2.0, 6.0]);
+    // dY = [[1, 1, 1], [0, 1, 2]]: dX = dY Wᵀ = [[3, 3], [4, 3]]; dW at (0,0),(0,2),(1,1):
+    // xᵀ dY = [[1, 4, 7], [2, 6, 10]] -> (1, 7, 6).
+    let dyt = [1.0, 0.0, 1.0, 1.0, 1.0, 2.0];
+    let mut dxt = [0.0; 4];
+    k.backward_input(&p, &values, &dyt, 2, &mut dxt).unwrap();
+    assert_eq!(dxt, [3.0, 4.0, 3.0, 3.0]);
+    let mut dv = [0.0; 3];
+    k.backward_values(&p, &xt, &dyt, 2, &mut dv).unwrap();
+    assert_eq!(dv, [1.0, 7.0, 6.0]);
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let c = case(400, 300, 0.1, 128, 5);
+    let k = Kernels::default();
+    let many = run(&k, &c);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| run(&k, &c));
+    let three = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap()
+        .install(|| run(&k, &c));
+    assert_eq!(many, one);
+    assert_eq!(many, three);
+}
+
+#[test]
+fn transpose_is_exact() {
+    let k = Kernels::default();
+    for (r, c) in [(1, 1), (3, 17), (128, 784), (300, 33), (17, 5)] {
+        let mut s = 1;
+        let src: Vec<f32> = (0..r * c).map(|_| uniform(&mut s)).collect();
+        let mut dst = vec![0.0; r * c];
+        k.transpose(&src, r, c, &mut dst).unwrap();
+        for i in 0..r {
+            for j in 0..c {
+                assert_eq!(dst[j * r + i], src[i * c + j]);
+            }
+        }
+    }
+    let mut dst = vec![0.0; 5];
+    assert!(matches!(
+        k.transpose(&[0.0; 6], 2, 3, &mut dst),
+        Err(KernelError::Length { .. })
+    ));
+}
+
+#[test]
+fn pattern_orientations_agree() {
+    let c = case(37, 23, 0.3, 1, 9);
+    let p = &c.p;
+    // Every slot appears once in each orientation, at its coordinate, sorted within runs.
+    let mut seen = vec![0u8; p.nnz()];
+    for col in 0..p.cols() {
+        let r = p.col_ptr()[col]..p.col_ptr()[col + 1];
+        for j in r.clone() {
+            let s = p.csc_slots()[j] as usize;
+            seen[s] += 1;
+            assert_eq!(p.slot_cols()[s] as usize, col);
+            assert_eq!(p.slot_rows()[s], p.csc_rows()[j]);
+            assert_eq!(p.slot_csc()[s] as usize, j);
+            if j > r.start {
+                assert!(p.csc_rows()[j - 1] < p.csc_rows()[j]);
+            }
+        }
+    }
+    for row in 0..p.rows() {
+        let r = p.row_ptr()[row]..p.row_ptr()[row + 1];
+        for j in r.clone() {
+            let s = p.csr_slots()[j] as usize;
+            seen[s] += 1;
+            assert_eq!(p.slot_rows()[s] as usize, row);
+            assert_eq!(p.slot_cols()[s], p.csr_cols()[j]);
+            if j > r.start {
+                assert!(p.csr_cols()[j - 1] < p.csr_cols()[j]);
+            }
+        }
+    }
+    assert!(seen.iter().all(|&n| n == 2));
+    // Dense round trip.
+    let w = p.to_dense(&c.values).unwrap();
+    assert_eq!(p.gather(&w).unwrap(), c.values);
+    assert_eq!(w.iter().filter(|&&x| x != 0.0).count(), p.nnz());
+}
+
+#[test]
+fn reassign_moves_only_named_slots() {
+    let p = SparsePattern::new(4, 4, vec![0, 1, 2], vec![0, 1, 2]).unwrap();
+    let q = p.reassign(&[(1, 3, 0)]).unwrap();
+    assert_eq!(q.slot_rows(), &[0, 3, 2]);
+    assert_eq!(q.slot_cols(), &[0, 0, 2]);
+    // Column 0 now holds rows 0 and 3 (slots 0, 1), in row order.
+    assert_eq!(&q.col_ptr()[..2], &[0, 2]);
+    assert_eq!(&q.csc_rows()[..2], &[0, 3]);
+    assert_eq!(&q.csc_slots()[..2], &[0, 1]);
+    assert_eq!(
+        q,
+        SparsePattern::new(4, 4, vec![0, 3, 2], vec![0, 0, 2]).unwrap()
+    );
+    // Moving a slot onto an occupied coordinate is refused and names both slots.
+    assert_eq!(
+        p.reassign(&[(1, 2, 2)]).unwrap_err(),
+        KernelError::Duplicate {
+            first: 1,
+            second: 2,
+            row: 2,
+            col: 2
+        }
+    );
+    assert!(matches!(
+        p.reassign(&[(3, 0, 0)]),
+        Err(KernelError::OutOfRange { slot: 3, .. })
+    ));
+}
+
+#[test]
+fn bad_input_is_a_typed_error() {
+    assert!(matches!(
+        SparsePattern::new(2, 2, vec![0, 2], vec![0, 0]),
+        Err(KernelError::OutOfRange { slot: 1, row: 2, .. })
+    ));
+    assert!(matches!(
+        SparsePattern::new(2, 2, vec![0], vec![0, 1]),
+        Err(KernelError::CoordLength { rows: 1, cols: 2 })
+    ));
+    assert!(matches!(
+        SparsePattern::from_mask(2, 3, &[true; 5]),
+        Err(KernelError::Length { expected: 6, got: 5, .. })
+    ));
+    assert!(matches!(
+        SparsePattern::new(1 << 33, 1, vec![], vec![]),
+        Err(KernelError::TooLarge { what: "rows", .. })
+    ));
+    let p = SparsePattern::from_mask(2, 2, &[true, false, false, true]).unwrap();
+    let k = Kernels::default();
+    let mut out = [0.0; 4];
+    assert!(matches!(
+        k.forward(&p, &[1.0], &[0.0; 4], 2, &mut out),
+        Err(KernelError::Length { what: "values", expected: 2, got: 1 })
+    ));
+    assert!(matches!(
+        k.forward(&p, &[1.0, 1.0], &[0.0; 3], 2, &mut out),
+        Err(KernelError::Length { what: "xᵀ", .. })
+    ));
+    assert!(matches!(
+        k.backward_values(&p, &[0.0; 4], &[0.0; 4], 2, &mut [0.0; 3]),
+        Err(KernelError::Length { what: "dv", .. })
+    ));
+    // An empty batch is a no-op, not an error.
+    k.forward(&p, &[1.0, 1.0], &[], 0, &mut []).unwrap();
+}

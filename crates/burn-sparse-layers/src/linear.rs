@@ -1,0 +1,419 @@
+//! `SparseLinear`: a linear layer that stores and computes only its non-zeros.
+
+use std::sync::{Arc, Mutex};
+
+use burn::config::Config;
+use burn::module::{Initializer, Module, Param, ParamId};
+use burn::nn::{Linear, LinearConfig};
+use burn::backend::DispatchDevice;
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn_sparse_kernels::SparsePattern;
+use burn_sparse_mask::SparseRng;
+
+use crate::error::LayerError;
+
+type LResult<T> = std::result::Result<T, LayerError>;
+use crate::ops::SparseLinearBackend;
+
+/// Which product a [`SparseLinear`] computes.
+#[derive(Config, Debug, Copy, PartialEq, Eq)]
+pub enum Compute {
+    /// The sparse kernels where they run (Flex, f32) and the layer is sparse enough to gain
+    /// (density at most [`SPARSE_MAX_DENSITY`]); masked-dense otherwise.
+    Auto,
+    /// The sparse kernels where they run; masked-dense on every other backend or dtype.
+    Sparse,
+    /// Always masked-dense: the values are scattered into a dense zero weight and burn's own
+    /// matmul (and its autodiff) does the rest. Same parameters, same results within float
+    /// rounding.
+    Masked,
+}
+
+/// Above this density [`Compute::Auto`] computes masked-dense. The kernels' break-even against
+/// burn-flex's dense matmul is about 35% density on this kind of machine (they reach ~0.35x of
+/// dense GEMM's FLOP rate per non-zero, docs/PERFORMANCE.md); 30% keeps a margin, as
+/// SparseProp swaps in only layers that are sparse enough to gain.
+pub const SPARSE_MAX_DENSITY: f64 = 0.3;
+
+/// Configuration of a [`SparseLinear`], mirroring burn's [`LinearConfig`] plus the density of
+/// the random initial pattern.
+#[derive(Config, Debug)]
+pub struct SparseLinearConfig {
+    /// Input features (`d_in`, rows of the weight).
+    pub d_input: usize,
+    /// Output features (`d_out`, columns of the weight).
+    pub d_output: usize,
+    /// Density of the initial pattern: exactly `round(density * d_input * d_output)` non-zeros
+    /// at uniformly random positions, drawn from `seed`.
+    #[config(default = 0.1)]
+    pub density: f64,
+    /// Seed of the initial pattern.
+    #[config(default = 0)]
+    pub seed: u64,
+    /// Whether the layer has a bias.
+    #[config(default = true)]
+    pub bias: bool,
+    /// Initialiser of the values and the bias, with the dense layer's fan-in and fan-out
+    /// (burn's `Linear` default), so a sparse layer starts as the masked dense one would.
+    #[config(
+        default = "Initializer::KaimingUniform{gain:1.0/f64::sqrt(3.0), fan_out_only:false}"
+    )]
+    pub initializer: Initializer,
+    /// Which product to compute.
+    #[config(default = "Compute::Auto")]
+    pub compute: Compute,
+}
+
+/// The host pattern of a layer, rebuilt from `coords` when they change (a record load, a
+/// topology update) and shared by clones until then.
+#[derive(Clone, Debug, Default)]
+pub struct PatternCache(Arc<Mutex<Option<(Tensor<2, Int>, Arc<SparsePattern>)>>>);
+
+/// A linear layer `y = x W + b` whose weight `W: [d_input, d_output]` (burn's `Linear` layout)
+/// holds only its non-zeros.
+///
+/// - `values`: a float `Param` of `nnz` entries, in slot order: optimizers, `ParamId`s,
+///   records and gradient clipping work as for any parameter, and optimizer state is
+///   nnz-sized.
+/// - `coords`: an integer `Param` `[2, nnz]` (row 0: input index, row 1: output index),
+///   saved in records and never touched by optimizers (they only visit floats).
+/// - the host [`SparsePattern`] is a cache rebuilt from `coords`.
+///
+/// On Flex (burn-sparse's CPU default) the product runs on the sparse kernels of
+/// `burn-sparse-kernels`, with its own backward pass; elsewhere it falls back to masked-dense
+/// compute on the same parameters (see [`Compute`]).
+#[derive(Module, Debug)]
+pub struct SparseLinear {
+    /// The non-zero values, slot order.
+    pub values: Param<Tensor<1>>,
+    /// `[2, nnz]`: input (row) and output (column) index of every slot.
+    pub coords: Param<Tensor<2, Int>>,
+    /// Bias `[d_output]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    /// Input features.
+    pub d_input: usize,
+    /// Output features.
+    pub d_output: usize,
+    /// Which product to compute.
+    #[module(skip)]
+    pub compute: Compute,
+    #[module(skip)]
+    cache: PatternCache,
+}
+
+fn is_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().without_autodiff().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// `n` distinct positions of `0..numel`, uniformly at random (Floyd's algorithm: O(n)
+/// expected time and memory whatever `numel` is), ascending.
+fn sample_positions(numel: u64, n: u64, seed: u64) -> Vec<u64> {
+    let mut rng = SparseRng::new(seed);
+    let mut chosen = std::collections::HashSet::with_capacity(n as usize);
+    for j in numel - n..numel {
+        let t = rng.below(j + 1);
+        if !chosen.insert(t) {
+            chosen.insert(j);
+        }
+    }
+    let mut v: Vec<u64> = chosen.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+impl SparseLinearConfig {
+    /// A layer with a random pattern of the configured density.
+    ///
+    /// # Errors
+    /// [`LayerError::InvalidDensity`] for a density outside `(0, 1]` or NaN,
+    /// [`LayerError::Kernel`] for dimensions beyond 32-bit indices.
+    pub fn init(&self, device: &Device) -> LResult<SparseLinear> {
+        if !(self.density > 0.0 && self.density <= 1.0) {
+            return Err(LayerError::InvalidDensity(self.density));
+        }
+        let numel = self.d_input as u64 * self.d_output as u64;
+        let nnz = ((self.density * numel as f64).round() as u64).clamp(1.min(numel), numel);
+        let cols = self.d_output.max(1) as u64;
+        let positions = sample_positions(numel, nnz, self.seed);
+        let rows: Vec<u32> = positions.iter().map(|&p| (p / cols) as u32).collect();
+        let colv: Vec<u32> = positions.iter().map(|&p| (p % cols) as u32).collect();
+        let pattern = SparsePattern::new(self.d_input, self.d_output, rows, colv)?;
+        let values = self.initializer.init_with(
+            [pattern.nnz()],
+            Some(self.d_input),
+            Some(self.d_output),
+            device,
+        );
+        let bias = self.bias.then(|| {
+            self.initializer
+                .init_with([self.d_output], Some(self.d_input), Some(self.d_output), device)
+        });
+        SparseLinear::from_parts(pattern, values, bias, self.compute)
+    }
+}
+
+fn require_grad_like<const D: usize>(t: Tensor<D>, like_autodiff: bool) -> Tensor<D> {
+    if like_autodiff { t.require_grad() } else { t }
+}
+
+impl SparseLinear {
+    /// A layer from a pattern, its values (`[nnz]`, slot order) and an optional bias.
+    ///
+    /// # Errors
+    /// [`LayerError::Shape`] if the values or the bias do not match the pattern.
+    pub fn from_parts(
+        pattern: SparsePattern,
+        values: Param<Tensor<1>>,
+        bias: Option<Param<Tensor<1>>>,
+        compute: Compute,
+    ) -> LResult<Self> {
+        let [n] = values.dims();
+        if n != pattern.nnz() {
+            return Err(LayerError::Shape {
+                what: "values",
+                expected: vec![pattern.nnz()],
+                got: vec![n],
+            });
+        }
+        if let Some(b) = &bias {
+            let [n] = b.dims();
+            if n != pattern.cols() {
+                return Err(LayerError::Shape {
+                    what: "bias",
+                    expected: vec![pattern.cols()],
+                    got: vec![n],
+                });
+            }
+        }
+        let device = values.device();
+        let coords = coords_tensor(&pattern, &device);
+        let cache = PatternCache(Arc::new(Mutex::new(Some((
+            coords.clone(),
+            Arc::new(pattern.clone()),
+        )))));
+        Ok(Self {
+            values,
+            coords: Param::initialized(ParamId::new(), coords),
+            bias,
+            d_input: pattern.rows(),
+            d_output: pattern.cols(),
+            compute,
+            cache,
+        })
+    }
+
+    /// The sparse twin of a dense layer under a row-major mask `[d_input, d_output]`: the
+    /// kept weights become the values (row-major order), the bias is shared. The `weight`'s
+    /// masked entries are dropped whatever they hold.
+    ///
+    /// # Errors
+    /// [`LayerError::Shape`] if the mask does not match the weight; [`LayerError::Data`] if the
+    /// weight cannot be read.
+    pub fn from_linear(linear: &Linear, mask: &[bool], compute: Compute) -> LResult<Self> {
+        let [k, n] = linear.weight.dims();
+        if mask.len() != k * n {
+            return Err(LayerError::Shape {
+                what: "mask",
+                expected: vec![k, n],
+                got: vec![mask.len()],
+            });
+        }
+        let w = linear.weight.val();
+        let device = w.device();
+        let autodiff = w.is_require_grad();
+        let host = w
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+        let pattern = SparsePattern::from_mask(k, n, mask)?;
+        let vals = pattern.gather(&host)?;
+        let values = Tensor::<1>::from_data(TensorData::new(vals, [pattern.nnz()]), &device);
+        Self::from_parts(
+            pattern,
+            Param::from_tensor(require_grad_like(values, autodiff)),
+            linear.bias.clone(),
+            compute,
+        )
+    }
+
+    /// The dense twin: a [`Linear`] whose weight holds the values at their coordinates and
+    /// exact zeros elsewhere, with the same bias.
+    ///
+    /// # Errors
+    /// [`LayerError::Data`] or [`LayerError::Kernel`] if the parameters cannot be read or the
+    /// coordinates are invalid.
+    pub fn to_linear(&self) -> LResult<Linear> {
+        let p = self.pattern()?;
+        let v = self.values.val();
+        let device = v.device();
+        let autodiff = v.is_require_grad();
+        let host = v
+            .into_data()
+            .try_into_vec::<f32>()
+            .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+        let dense = p.to_dense(&host)?;
+        let mut lin = LinearConfig::new(self.d_input, self.d_output)
+            .with_bias(self.bias.is_some())
+            .init(&device);
+        let w = Tensor::<2>::from_data(TensorData::new(dense, [self.d_input, self.d_output]), &device);
+        lin.weight = Param::from_tensor(require_grad_like(w, autodiff));
+        lin.bias = self.bias.clone();
+        Ok(lin)
+    }
+
+    /// Number of non-zeros.
+    pub fn nnz(&self) -> usize {
+        self.values.dims()[0]
+    }
+
+    /// `nnz / (d_input * d_output)`.
+    pub fn density(&self) -> f64 {
+        self.nnz() as f64 / (self.d_input as f64 * self.d_output as f64).max(1.0)
+    }
+
+    /// The host pattern, rebuilt from `coords` if they changed since it was last built.
+    ///
+    /// # Errors
+    /// [`LayerError::Kernel`] for coordinates out of range or duplicated (a corrupt record),
+    /// [`LayerError::Shape`] if they disagree with the values.
+    pub fn pattern(&self) -> LResult<Arc<SparsePattern>> {
+        let coords = self.coords.val();
+        let mut guard = self.cache.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((c, p)) = guard.as_ref()
+            && same_storage(c, &coords)
+        {
+            return Ok(p.clone());
+        }
+        let [two, nnz] = coords.dims();
+        if two != 2 || nnz != self.nnz() {
+            return Err(LayerError::Shape {
+                what: "coords",
+                expected: vec![2, self.nnz()],
+                got: vec![two, nnz],
+            });
+        }
+        let host = coords
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+        let to_u32 = |x: i64, what: &'static str| -> LResult<u32> {
+            u32::try_from(x).map_err(|_| LayerError::Data(format!("coords: {what} index {x}")))
+        };
+        let rows = host[..nnz]
+            .iter()
+            .map(|&x| to_u32(x, "row"))
+            .collect::<LResult<Vec<_>>>()?;
+        let cols = host[nnz..]
+            .iter()
+            .map(|&x| to_u32(x, "column"))
+            .collect::<LResult<Vec<_>>>()?;
+        let p = Arc::new(SparsePattern::new(self.d_input, self.d_output, rows, cols)?);
+        *guard = Some((coords, p.clone()));
+        Ok(p)
+    }
+
+    /// Whether the sparse kernels compute this layer on `device` (else masked-dense).
+    pub fn uses_kernels(&self) -> bool {
+        let v = self.values.val();
+        let kernels_run = is_flex(&v.device()) && v.dtype() == DType::F32;
+        match self.compute {
+            Compute::Masked => false,
+            Compute::Sparse => kernels_run,
+            Compute::Auto => kernels_run && self.density() <= SPARSE_MAX_DENSITY,
+        }
+    }
+
+    /// `y = x W + b` for `x: [..., d_input]`.
+    ///
+    /// # Panics
+    /// If the coordinates are invalid (a corrupt record that [`SparseLinear::pattern`] would
+    /// have reported) or the input's last dimension is not `d_input`; [`SparseLinear::try_forward`]
+    /// returns these as errors.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.try_forward(x).unwrap_or_else(|e| panic!("SparseLinear: {e}"))
+    }
+
+    /// [`SparseLinear::forward`], with bad coordinates or input shapes as errors.
+    ///
+    /// # Errors
+    /// As [`SparseLinear::pattern`]; [`LayerError::Shape`] for an input whose last dimension
+    /// is not `d_input`.
+    pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> LResult<Tensor<D>> {
+        let dims = x.dims();
+        if dims[D - 1] != self.d_input {
+            return Err(LayerError::Shape {
+                what: "input",
+                expected: vec![self.d_input],
+                got: dims.to_vec(),
+            });
+        }
+        let batch: usize = dims[..D - 1].iter().product();
+        let x2 = x.reshape([batch, self.d_input]);
+        let y = if self.uses_kernels() {
+            let p = self.pattern()?;
+            Tensor::<2>::from_dispatch(<burn::backend::Dispatch as SparseLinearBackend>::sparse_matmul(
+                x2.into_dispatch(),
+                self.values.val().into_dispatch(),
+                p,
+            ))
+        } else {
+            x2.matmul(self.dense_weight())
+        };
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<2>(),
+            None => y,
+        };
+        let mut out = dims;
+        out[D - 1] = self.d_output;
+        Ok(y.reshape(out))
+    }
+
+    /// The masked-dense weight `[d_input, d_output]`: the values scattered into zeros,
+    /// differentiable in the values.
+    pub fn dense_weight(&self) -> Tensor<2> {
+        let coords = self.coords.val();
+        let device = coords.device();
+        let nnz = self.nnz();
+        let rows = coords.clone().slice([0..1, 0..nnz]).reshape([nnz]);
+        let cols = coords.slice([1..2, 0..nnz]).reshape([nnz]);
+        let flat = rows * (self.d_output as i64) + cols;
+        Tensor::<1>::zeros([self.d_input * self.d_output], &device)
+            .scatter(
+                0,
+                flat,
+                self.values.val(),
+                burn::tensor::IndexingUpdateOp::Add,
+            )
+            .reshape([self.d_input, self.d_output])
+    }
+}
+
+fn coords_tensor(p: &SparsePattern, device: &Device) -> Tensor<2, Int> {
+    let mut data: Vec<i64> = Vec::with_capacity(2 * p.nnz());
+    data.extend(p.slot_rows().iter().map(|&r| r as i64));
+    data.extend(p.slot_cols().iter().map(|&c| c as i64));
+    Tensor::<2, Int>::from_data(TensorData::new(data, [2, p.nnz()]), device)
+}
+
+/// Whether two int tensors are the same storage (a clone), without reading them. Other
+/// backends than Flex never use the host pattern, so they answer `false` (rebuild).
+fn same_storage(a: &Tensor<2, Int>, b: &Tensor<2, Int>) -> bool {
+    fn flex(t: &Tensor<2, Int>) -> Option<burn::backend::flex::FlexTensor> {
+        use burn::backend::{Autodiff, Flex};
+        t.clone()
+            .try_into_primitive::<Flex>()
+            .ok()
+            .or_else(|| t.clone().try_into_primitive::<Autodiff<Flex>>().ok())
+    }
+    match (flex(a), flex(b)) {
+        (Some(x), Some(y)) => {
+            Arc::ptr_eq(&x.data_arc(), &y.data_arc()) && x.layout() == y.layout()
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,202 @@
+//! The sparse product `y = x W` as a burn operation with its own backward pass, on the
+//! Flex CPU backend (burn's `extension` feature).
+//!
+//! Activations cross the op **feature-major**: the output `y: [B, N]` is a transposed view of
+//! `yᵀ: [N, B]` storage (strides `[1, B]`), and an input that already has that layout (the
+//! output of a previous sparse layer, through bias and ReLU, which Flex computes in the same
+//! layout) is read without a copy. Only the network's first input and anything a dense layer
+//! produced are transposed, once, by the op.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Flex, backend_extension};
+use burn::tensor::TensorData;
+use burn_sparse_kernels::{Kernels, SparsePattern};
+
+/// The sparse linear product, routed to the backends that implement it (Flex, with or without
+/// autodiff). Call it through [`crate::SparseLinear`], which checks the backend first and falls
+/// back to a masked-dense product everywhere else.
+#[backend_extension(Flex, Autodiff)]
+pub trait SparseLinearBackend: burn::backend::Backend {
+    /// `y[B, N] = x[B, K] · W`, with `W` the `[K, N]` weight that holds `values` (slot order)
+    /// at `pattern`'s coordinates and zeros elsewhere.
+    fn sparse_matmul(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self>;
+}
+
+/// A `[rows, cols]` f32 tensor as feature-major `[cols, rows]` data: borrowed when its layout
+/// already is (a transposed view of contiguous storage), else transposed into a new buffer.
+fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
+    let dims = t.layout().shape().to_vec();
+    let (rows, cols) = (dims[0], dims[1]);
+    let strides = t.layout().strides();
+    let off = t.layout().start_offset();
+    let n = rows * cols;
+    let feature_major = (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
+    let storage: &[f32] = t.storage();
+    if feature_major && off + n <= storage.len() {
+        return Cow::Borrowed(&storage[off..off + n]);
+    }
+    let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
+    let mut out = vec![0.0f32; n];
+    if row_major && off + n <= storage.len() {
+        Kernels::default()
+            .transpose(&storage[off..off + n], rows, cols, &mut out)
+            .expect("lengths match the layout");
+    } else {
+        let c = t.to_contiguous();
+        let s: &[f32] = c.storage();
+        Kernels::default()
+            .transpose(&s[c.layout().start_offset()..][..n], rows, cols, &mut out)
+            .expect("lengths match the layout");
+    }
+    Cow::Owned(out)
+}
+
+/// Feature-major data `[cols, rows]` as a `[rows, cols]` tensor (a transposed view, no copy).
+fn from_feature_major(data: Vec<f32>, rows: usize, cols: usize) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(data, [cols, rows])).transpose(0, 1)
+}
+
+fn dims2(t: &FlexTensor) -> (usize, usize) {
+    let d = t.layout().shape();
+    (d[0], d[1])
+}
+
+/// `xᵀ` as the backward pass keeps it: the input itself when it is feature-major (no copy),
+/// else the transposed copy the forward pass made.
+#[derive(Debug, Clone)]
+enum SavedXt {
+    View(FlexTensor),
+    Owned(Arc<Vec<f32>>),
+}
+
+impl SavedXt {
+    fn new(x: &FlexTensor) -> Self {
+        match as_feature_major(x) {
+            Cow::Borrowed(_) => SavedXt::View(x.clone()),
+            Cow::Owned(v) => SavedXt::Owned(Arc::new(v)),
+        }
+    }
+    fn data(&self) -> Cow<'_, [f32]> {
+        match self {
+            SavedXt::View(x) => as_feature_major(x),
+            SavedXt::Owned(v) => Cow::Borrowed(v.as_slice()),
+        }
+    }
+}
+
+fn forward(x: &FlexTensor, values: &FlexTensor, p: &SparsePattern) -> (SavedXt, FlexTensor) {
+    let (b, _) = dims2(x);
+    let xt = SavedXt::new(x);
+    let v = contiguous_values(values);
+    let mut yt = vec![0.0f32; p.cols() * b];
+    Kernels::default()
+        .forward(p, &v, &xt.data(), b, &mut yt)
+        .expect("shapes checked by SparseLinear");
+    (xt, from_feature_major(yt, b, p.cols()))
+}
+
+fn contiguous_values(values: &FlexTensor) -> Cow<'_, [f32]> {
+    match values.as_slice::<f32>() {
+        Some(s) => Cow::Borrowed(s),
+        None => {
+            let c = values.to_contiguous();
+            Cow::Owned(c.as_slice::<f32>().expect("contiguous").to_vec())
+        }
+    }
+}
+
+impl SparseLinearBackend for Flex {
+    fn sparse_matmul(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        forward(&x, &values, &pattern).1
+    }
+}
+
+/// The backward pass: `dv = SDDMM(xᵀ, dyᵀ)` at the active positions, `dx = (W · dyᵀ)ᵀ` (only
+/// when `x` needs a gradient: never for the first layer).
+#[derive(Debug)]
+struct SparseMatmulBackward;
+
+/// What the backward pass keeps: `xᵀ` (already feature-major), the values, the pattern.
+#[derive(Debug, Clone)]
+struct SavedForward {
+    xt: SavedXt,
+    batch: usize,
+    values: FlexTensor,
+    pattern: Arc<SparsePattern>,
+}
+
+impl Backward<Flex, 2> for SparseMatmulBackward {
+    type State = SavedForward;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_v] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let s = ops.state;
+        let (p, b) = (&*s.pattern, s.batch);
+        let dyt = as_feature_major(&dy);
+        let k = Kernels::default();
+        if let Some(node) = node_v {
+            let mut dv = vec![0.0f32; p.nnz()];
+            k.backward_values(p, &s.xt.data(), &dyt, b, &mut dv)
+                .expect("shapes fixed at forward");
+            grads.register::<Flex>(
+                node.id,
+                FlexTensor::from_data(TensorData::new(dv, [p.nnz()])),
+            );
+        }
+        if let Some(node) = node_x {
+            let v = contiguous_values(&s.values);
+            let mut dxt = vec![0.0f32; p.rows() * b];
+            k.backward_input(p, &v, &dyt, b, &mut dxt)
+                .expect("shapes fixed at forward");
+            grads.register::<Flex>(node.id, from_feature_major(dxt, b, p.rows()));
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
+    fn sparse_matmul(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        match SparseMatmulBackward
+            .prepare::<C>([x.node(), values.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                let vp = values.primitive().clone();
+                let (xt, y) = forward(&xp, &vp, &pattern);
+                let state = SavedForward {
+                    xt,
+                    batch: dims2(&xp).0,
+                    values: vp,
+                    pattern,
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let y = forward(x.primitive(), values.primitive(), &pattern).1;
+                prep.finish(y)
+            }
+        }
+    }
+}

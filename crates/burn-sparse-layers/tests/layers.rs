@@ -1,0 +1,267 @@
+//! SparseLinear: the kernel path against the masked-dense path (forward and every gradient),
+//! conversions with burn's Linear, records, and bad input.
+
+use burn::module::{Module, Param};
+use burn::nn::LinearConfig;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse_kernels::SparsePattern;
+use burn_sparse_layers::{Compute, LayerError, SparseLinear, SparseLinearConfig};
+use burn_sparse_mask::SparseRng;
+use proptest::prelude::*;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+fn tensor2(v: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
+    Tensor::<2>::from_data(TensorData::new(v, shape), device)
+}
+
+/// A layer with a random pattern and values from `seed` (burn's global RNG is not used).
+fn layer(k: usize, n: usize, density: f64, bias: bool, seed: u64, compute: Compute) -> SparseLinear {
+    let device = device();
+    let mut rng = SparseRng::new(seed);
+    let mask: Vec<bool> = (0..k * n).map(|_| rng.next_f64() < density).collect();
+    let p = SparsePattern::from_mask(k, n, &mask).unwrap();
+    let vals: Vec<f32> = (0..p.nnz()).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+    let values = Tensor::<1>::from_data(TensorData::new(vals, [p.nnz()]), &device).require_grad();
+    let b = bias.then(|| {
+        let bv: Vec<f32> = (0..n).map(|_| rng.next_f32() - 0.5).collect();
+        Param::from_tensor(Tensor::<1>::from_data(TensorData::new(bv, [n]), &device).require_grad())
+    });
+    SparseLinear::from_parts(p, Param::from_tensor(values), b, compute).unwrap()
+}
+
+fn with_compute(l: &SparseLinear, compute: Compute) -> SparseLinear {
+    let mut c = l.clone();
+    c.compute = compute;
+    c
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * (1.0 + y.abs()),
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+/// Forward and all gradients of `loss = sum(y * g)` with a random `g`, for one layer.
+fn one_layer(l: &SparseLinear, x: &[f32], b: usize, g: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let device = device();
+    let x = tensor2(x.to_vec(), [b, l.d_input], &device).require_grad();
+    let y = l.forward(x.clone());
+    let loss = (y.clone() * tensor2(g.to_vec(), [b, l.d_output], &device)).sum();
+    let grads = loss.backward();
+    (
+        host(y),
+        host(l.values.grad(&grads).unwrap()),
+        host(x.grad(&grads).unwrap()),
+        l.bias.as_ref().map(|bb| host(bb.grad(&grads).unwrap())),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn kernel_path_equals_masked_path(
+        k in 1usize..40, n in 1usize..40, density in 0.0f64..1.0, batch in 1usize..80,
+        bias in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let sparse = layer(k, n, density, bias, seed, Compute::Sparse);
+        prop_assume!(sparse.nnz() > 0);
+        let masked = with_compute(&sparse, Compute::Masked);
+        assert!(sparse.uses_kernels());
+        assert!(!masked.uses_kernels());
+        let mut rng = SparseRng::new(seed ^ 1);
+        let x: Vec<f32> = (0..batch * k).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let g: Vec<f32> = (0..batch * n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let a = one_layer(&sparse, &x, batch, &g);
+        let b = one_layer(&masked, &x, batch, &g);
+        // f32 sums of at most 80 products of numbers in [-1, 1], in different orders.
+        close(&a.0, &b.0, 1e-5, "y");
+        close(&a.1, &b.1, 1e-5, "d values");
+        close(&a.2, &b.2, 1e-5, "dx");
+        if let (Some(x), Some(y)) = (&a.3, &b.3) { close(x, y, 1e-5, "d bias"); }
+    }
+}
+
+#[test]
+fn edge_layers() {
+    // A fully dense layer, a one-weight layer, and empty rows and columns.
+    for (k, n, density) in [(6, 5, 1.01), (7, 3, 0.05), (1, 1, 1.01), (30, 2, 0.1)] {
+        let sparse = layer(k, n, density, true, 3, Compute::Sparse);
+        if sparse.nnz() == 0 {
+            continue;
+        }
+        let masked = with_compute(&sparse, Compute::Masked);
+        for batch in [1, 16, 65] {
+            let x: Vec<f32> = (0..batch * k).map(|i| (i % 7) as f32 - 3.0).collect();
+            let g: Vec<f32> = (0..batch * n).map(|i| (i % 5) as f32 - 2.0).collect();
+            let a = one_layer(&sparse, &x, batch, &g);
+            let b = one_layer(&masked, &x, batch, &g);
+            close(&a.0, &b.0, 1e-5, "y");
+            close(&a.1, &b.1, 1e-5, "dv");
+            close(&a.2, &b.2, 1e-5, "dx");
+        }
+    }
+    let one = SparsePattern::new(4, 3, vec![2], vec![1]).unwrap();
+    let d = device();
+    let l = SparseLinear::from_parts(
+        one,
+        Param::from_tensor(Tensor::<1>::from_floats([2.0], &d).require_grad()),
+        None,
+        Compute::Sparse,
+    )
+    .unwrap();
+    let x = tensor2(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [2, 4], &d);
+    // y[:, 1] = 2 * x[:, 2]; other columns 0.
+    assert_eq!(host(l.forward(x)), vec![0.0, 6.0, 0.0, 0.0, 14.0, 0.0]);
+}
+
+/// Two sparse layers with bias and ReLU between them: the hidden activation stays
+/// feature-major from one op to the next, and every gradient still matches masked-dense.
+#[test]
+fn stacked_layers_match_masked_path() {
+    let l1 = layer(50, 40, 0.2, true, 1, Compute::Sparse);
+    let l2 = layer(40, 30, 0.2, true, 2, Compute::Sparse);
+    let l3 = LinearConfig::new(30, 10).init(&device());
+    let run = |c: Compute| {
+        let (a, b) = (with_compute(&l1, c), with_compute(&l2, c));
+        let device = device();
+        let mut rng = SparseRng::new(9);
+        let x: Vec<f32> = (0..70 * 50).map(|_| rng.next_f32()).collect();
+        let x = tensor2(x, [70, 50], &device).require_grad();
+        let y = l3.forward(relu(b.forward(relu(a.forward(x.clone())))));
+        let loss = (y.clone() * y.clone()).sum();
+        let grads = loss.backward();
+        (
+            host(y),
+            host(a.values.grad(&grads).unwrap()),
+            host(b.values.grad(&grads).unwrap()),
+            host(a.bias.as_ref().unwrap().grad(&grads).unwrap()),
+            host(x.grad(&grads).unwrap()),
+            host(l3.weight.grad(&grads).unwrap()),
+        )
+    };
+    let s = run(Compute::Sparse);
+    let m = run(Compute::Masked);
+    close(&s.0, &m.0, 1e-4, "y");
+    close(&s.1, &m.1, 1e-4, "dv1");
+    close(&s.2, &m.2, 1e-4, "dv2");
+    close(&s.3, &m.3, 1e-4, "db1");
+    close(&s.4, &m.4, 1e-4, "dx");
+    close(&s.5, &m.5, 1e-4, "dW3");
+}
+
+#[test]
+fn linear_round_trip_is_exact() {
+    let d = device();
+    let lin = LinearConfig::new(20, 12).init(&d);
+    let mut rng = SparseRng::new(4);
+    let mask: Vec<bool> = (0..240).map(|_| rng.next_f64() < 0.25).collect();
+    let sparse = SparseLinear::from_linear(&lin, &mask, Compute::Auto).unwrap();
+    assert_eq!(sparse.nnz(), mask.iter().filter(|&&m| m).count());
+    let back = sparse.to_linear().unwrap();
+    let w = host(lin.weight.val());
+    let w2 = host(back.weight.val());
+    for i in 0..240 {
+        assert_eq!(w2[i], if mask[i] { w[i] } else { 0.0 }, "weight {i}");
+    }
+    assert_eq!(host(back.bias.unwrap().val()), host(lin.bias.clone().unwrap().val()));
+    // And the sparse layer computes what the masked dense one does.
+    let x = Tensor::<2>::ones([3, 20], &d);
+    close(
+        &host(sparse.forward(x.clone())),
+        &host(sparse.to_linear().unwrap().forward(x)),
+        1e-5,
+        "y",
+    );
+    let bad = SparseLinear::from_linear(&lin, &mask[..10], Compute::Auto);
+    assert!(matches!(bad, Err(LayerError::Shape { what: "mask", .. })));
+}
+
+#[test]
+fn record_round_trip_rebuilds_the_pattern() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("layer.bpk");
+    let d = device();
+    let cfg = SparseLinearConfig::new(30, 20).with_density(0.2);
+    let a = cfg.clone().with_seed(5).init(&d).unwrap();
+    burn_sparse_mask::checkpoint::save_module_atomic(a.clone(), &path).unwrap();
+    // A fresh layer with another pattern of the same size takes the saved one (as a dense
+    // record loads into a layer of the same shape).
+    let fresh = cfg.clone().with_seed(6).init(&d).unwrap();
+    let fresh_pattern = fresh.pattern().unwrap();
+    let loaded = burn_sparse_mask::checkpoint::load_module(fresh, &path).unwrap();
+    assert_eq!(loaded.nnz(), a.nnz());
+    assert_eq!(*loaded.pattern().unwrap(), *a.pattern().unwrap());
+    assert_ne!(*loaded.pattern().unwrap(), *fresh_pattern);
+    let x = Tensor::<2>::ones([4, 30], &device());
+    assert_eq!(host(loaded.forward(x.clone())), host(a.forward(x)));
+    // A record of another size is a typed error, not a silent resize.
+    let other = cfg.with_density(0.5).init(&d).unwrap();
+    assert!(burn_sparse_mask::checkpoint::load_module(other, &path).is_err());
+}
+
+#[test]
+fn corrupt_coordinates_are_an_error() {
+    let d = device();
+    let mut l = layer(6, 5, 0.5, false, 7, Compute::Sparse);
+    let nnz = l.nnz();
+    let mut c = vec![0i64; 2 * nnz];
+    c[0] = 99; // row 99 of a 6-row weight
+    l.coords = Param::initialized(
+        burn::module::ParamId::new(),
+        Tensor::<2, Int>::from_data(TensorData::new(c, [2, nnz]), &d),
+    );
+    let err = l.try_forward(Tensor::<2>::ones([2, 6], &d)).unwrap_err();
+    assert!(matches!(err, LayerError::Kernel(_)), "{err}");
+    assert!(matches!(
+        l.try_forward(Tensor::<2>::ones([2, 7], &d)),
+        Err(LayerError::Shape { what: "input", .. })
+    ));
+    assert!(matches!(
+        SparseLinearConfig::new(4, 4).with_density(0.0).init(&d),
+        Err(LayerError::InvalidDensity(_))
+    ));
+    assert!(matches!(
+        SparseLinearConfig::new(4, 4).with_density(f64::NAN).init(&d),
+        Err(LayerError::InvalidDensity(_))
+    ));
+}
+
+#[test]
+fn config_draws_exact_counts_and_is_deterministic() {
+    let d = device();
+    let a = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(3).init(&d).unwrap();
+    let b = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(3).init(&d).unwrap();
+    let c = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(4).init(&d).unwrap();
+    assert_eq!(a.nnz(), 11_760); // round(0.05 * 235200)
+    assert_eq!(*a.pattern().unwrap(), *b.pattern().unwrap());
+    assert_ne!(*a.pattern().unwrap(), *c.pattern().unwrap());
+    assert!(a.uses_kernels());
+    // Auto keeps a dense-ish layer masked-dense.
+    let dense = SparseLinearConfig::new(100, 10).with_density(0.9).init(&d).unwrap();
+    assert!(!dense.uses_kernels());
+    // Higher-rank inputs: [2, 3, 784] -> [2, 3, 300].
+    let y = a.forward(Tensor::<3>::ones([2, 3, 784], &d));
+    assert_eq!(y.dims(), [2, 3, 300]);
+}
+
+#[test]
+fn inference_without_autodiff() {
+    let l = layer(16, 8, 0.3, true, 8, Compute::Sparse);
+    let v = l.valid();
+    assert!(v.uses_kernels());
+    let x = Tensor::<2>::ones([5, 16], &Device::flex());
+    let masked = with_compute(&v, Compute::Masked);
+    close(&host(v.forward(x.clone())), &host(masked.forward(x)), 1e-5, "y");
+}

@@ -1,0 +1,129 @@
+//! Training through SparseLinear: a LeNet-300-100 with a 95% magnitude mask trains on the
+//! sparse kernels with the losses of the masked-dense path, keeps its pattern exactly, and
+//! converts back to a dense LeNet-300-100 with exact zeros.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse::layers::Compute;
+use burn_sparse::mask::prelude::*;
+use burn_sparse::models::{Classifier, LeNet300, SparseMlp};
+use burn_sparse_test_support::Mlp;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn lenet(seed: u64) -> LeNet300 {
+    let m = Mlp::seeded([784, 300, 100, 10], seed, &device());
+    LeNet300 {
+        fc1: m.l1,
+        fc2: m.l2,
+        fc3: m.l3,
+    }
+}
+
+fn data(n: usize, seed: u64) -> (Tensor<4>, Tensor<1, Int>) {
+    let mut rng = SparseRng::new(seed);
+    // Images whose class is readable from the mean of a class-specific band of pixels.
+    let mut x = vec![0.0f32; n * 784];
+    let mut y = vec![0i64; n];
+    for i in 0..n {
+        let c = rng.below(10) as usize;
+        y[i] = c as i64;
+        for p in 0..784 {
+            let band = (p / 78).min(9) == c;
+            x[i * 784 + p] = rng.next_f32() * 0.5 + if band { 0.5 } else { 0.0 };
+        }
+    }
+    let d = device();
+    (
+        Tensor::<4>::from_data(TensorData::new(x, [n, 1, 28, 28]), &d),
+        Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &d),
+    )
+}
+
+fn train(mut net: SparseMlp, steps: usize) -> (SparseMlp, Vec<f32>) {
+    let d = device();
+    let ce = CrossEntropyLossConfig::new().init(&d);
+    let mut optim = SgdConfig::new()
+        .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+        .init();
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let (x, y) = data(64, step as u64 % 10);
+        let loss = ce.forward(net.logits(x), y);
+        losses.push(finite_loss(&loss).unwrap());
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(0.05, net, grads);
+    }
+    (net, losses)
+}
+
+fn masked_lenet(seed: u64) -> (LeNet300, MaskSet) {
+    let net = lenet(seed);
+    let masks = magnitude_masks(
+        &net,
+        &ParamFilter::new(),
+        Sparsity::new(0.95).unwrap(),
+        &Scope::Layerwise(Distribution::Erk),
+    )
+    .unwrap();
+    (masks.apply(net), masks)
+}
+
+#[test]
+fn sparse_kernels_train_like_masked_dense() {
+    let (net, masks) = masked_lenet(1);
+    let sparse = SparseMlp::from_lenet300(&net, &masks, Compute::Auto).unwrap();
+    let masked = SparseMlp::from_lenet300(&net, &masks, Compute::Masked).unwrap();
+    assert_eq!(sparse.nnz(), masks.nnz());
+    // ERK at 95% leaves fc1 and fc2 sparse enough for the kernels and fc3 dense.
+    let on_kernels: Vec<bool> = sparse.layers.iter().map(|l| l.uses_kernels()).collect();
+    assert_eq!(on_kernels, vec![true, true, false]);
+    let patterns: Vec<_> = sparse.layers.iter().map(|l| l.pattern().unwrap()).collect();
+    let (sparse, ls) = train(sparse, 200);
+    let (masked, lm) = train(masked, 200);
+    // Same parameters, same data: the two paths differ only by float summation order.
+    for (i, (a, b)) in ls.iter().zip(&lm).enumerate() {
+        assert!((a - b).abs() <= 2e-3 * b.abs().max(1.0), "step {i}: {a} vs {b}");
+    }
+    assert!(ls[199] < 0.5 * ls[0], "loss {} -> {}", ls[0], ls[199]);
+    // A fixed-mask run keeps exactly the same pattern and nnz in every layer.
+    for (l, p) in sparse.layers.iter().zip(&patterns) {
+        assert_eq!(*l.pattern().unwrap(), **p);
+        assert_eq!(l.nnz(), p.nnz());
+    }
+    // Back to dense: exact zeros where the mask is off, the trained values where it is on.
+    let dense = sparse.to_lenet300().unwrap();
+    let rebound = masks.rebind(&dense).unwrap();
+    assert!(rebound.violations(&dense).unwrap().iter().all(|(_, n)| *n == 0));
+    let d2 = masked.to_lenet300().unwrap();
+    let w1 = dense.fc1.weight.val().into_data().try_into_vec::<f32>().unwrap();
+    let w2 = d2.fc1.weight.val().into_data().try_into_vec::<f32>().unwrap();
+    let max = w1.iter().zip(&w2).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(max < 1e-3, "fc1 weights differ by {max}");
+}
+
+#[test]
+fn sparse_mlp_checkpoint_loads_into_a_fresh_model() {
+    let (net, masks) = masked_lenet(2);
+    let sparse = SparseMlp::from_lenet300(&net, &masks, Compute::Auto).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sparse.bpk");
+    burn_sparse::mask::checkpoint::save_module_atomic(sparse.clone(), &path).unwrap();
+    // A fresh model with different patterns takes the saved ones.
+    let (other, other_masks) = masked_lenet(3);
+    let fresh = SparseMlp::from_lenet300(&other, &other_masks, Compute::Auto).unwrap();
+    let loaded = burn_sparse::mask::checkpoint::load_module(fresh, &path).unwrap();
+    let (x, _) = data(8, 0);
+    let a = sparse.logits(x.clone()).into_data().try_into_vec::<f32>().unwrap();
+    let b = loaded.logits(x).into_data().try_into_vec::<f32>().unwrap();
+    assert_eq!(a, b);
+    // ... and its dense twin is the masked LeNet-300-100 it came from.
+    let dense = loaded.to_lenet300().unwrap();
+    assert_eq!(
+        dense.fc2.weight.val().into_data().try_into_vec::<f32>().unwrap(),
+        net.fc2.weight.val().into_data().try_into_vec::<f32>().unwrap()
+    );
+}

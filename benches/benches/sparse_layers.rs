@@ -18,7 +18,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse::layers::{SparseLinear, SparseLinearConfig};
 use burn_sparse::mask::prelude::*;
 use burn_sparse::mask::{ParamInfo, SparseRng};
-use burn_sparse::models::{SparseMlp, SparseMlpConfig};
+use burn_sparse::models::SparseMlpConfig;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const BATCH: usize = 128;
@@ -139,21 +139,36 @@ fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64
             .expect("model");
         let mut model = Some(m);
         let mut optim = sgd().init();
-        g.bench_function(BenchmarkId::new("sparse", format!("{:.0}%", s * 100.0)), |b| {
-            b.iter(|| {
-                let m = model.take().expect("model");
-                let loss = ce.forward(m.forward(x.clone()), y.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &m);
-                model = Some(optim.step(0.01, m, grads));
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new("sparse", format!("{:.0}%", s * 100.0)),
+            |b| {
+                b.iter(|| {
+                    let m = model.take().expect("model");
+                    let loss = ce.forward(m.forward(x.clone()), y.clone());
+                    let grads = GradientsParams::from_grads(loss.backward(), &m);
+                    model = Some(optim.step(0.01, m, grads));
+                })
+            },
+        );
     }
     g.finish();
 }
 
 fn steps(c: &mut Criterion) {
-    step_group(c, "lenet300_step_b128", &[784, 300, 100, 10], &[0.90, 0.95, 0.98], 30);
-    step_group(c, "mlp4096_step_b128", &[784, 4096, 4096, 10], &[0.90, 0.95, 0.98], 10);
+    step_group(
+        c,
+        "lenet300_step_b128",
+        &[784, 300, 100, 10],
+        &[0.90, 0.95, 0.98],
+        30,
+    );
+    step_group(
+        c,
+        "mlp4096_step_b128",
+        &[784, 4096, 4096, 10],
+        &[0.90, 0.95, 0.98],
+        10,
+    );
 }
 
 criterion_group!(benches, fc1, steps);

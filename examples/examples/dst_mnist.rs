@@ -3,8 +3,13 @@
 //! ```text
 //! cargo run --release --example dst_mnist -- --method rigl|set|snfs|static|dense
 //!     --sparsity 0.9 --distribution erk|er|uniform --epochs N --seed S --data-dir DIR
-//!     [--model lenet300|lenet5] [--fashion] [--backend flex]
+//!     [--model lenet300|lenet5] [--fashion] [--backend flex] [--compute masked|sparse]
 //! ```
+//!
+//! `--compute sparse` (LeNet-300-100; rigl, set, static) trains the same run on truly sparse
+//! layers (`SparseMlp`: only the non-zeros are stored and, on the CPU, computed), with the same
+//! initial mask, the same updater and the same recipe; `masked` (the default) keeps masks on
+//! dense weights.
 //!
 //! One recipe for every method and the dense baseline: SGD with momentum 0.9 (dampening 0),
 //! weight decay 5e-4, batch 100, learning rate 0.1 decayed by a cosine to 0 over the run,
@@ -17,14 +22,110 @@
 use burn::tensor::Device;
 use burn_sparse::data::Splits;
 use burn_sparse::device::device_from_name;
-use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
+use burn_sparse::layers::Compute;
+use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
 use burn_sparse::prelude::*;
-use burn_sparse::train::{TrainConfig, accuracy};
+use burn_sparse::sparse_dst::SparseDst;
+use burn_sparse::train::{TrainConfig, accuracy, train_epoch_sparse};
 use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
 
 const USAGE: &str = "dst_mnist --method rigl|set|snfs|static|dense [--sparsity 0.9] \
 [--distribution erk|er|uniform] [--epochs 30] [--seed 0] [--data-dir data] [--model lenet300|lenet5] \
-[--fashion] [--backend flex] [--lr 0.1] [--batch 100] [--weight-decay 5e-4] [--delta-t 100] [--alpha A]";
+[--fashion] [--backend flex] [--lr 0.1] [--batch 100] [--weight-decay 5e-4] [--delta-t 100] [--alpha A] \
+[--compute masked|sparse]";
+
+/// The DST plan the flags describe.
+fn plan_from_args(
+    m: DstMethod,
+    args: &Args,
+    total: u64,
+    steps_per_epoch: u64,
+    seed: u64,
+) -> DstPlan {
+    let s = Sparsity::new(args.get("sparsity", 0.9)).unwrap_or_else(|e| fail(e));
+    let mut plan = DstPlan::new(m, s, total, steps_per_epoch, seed);
+    plan.delta_t = args.get("delta-t", 100);
+    plan.alpha = args
+        .get::<f64>("alpha", f64::NAN)
+        .is_finite()
+        .then(|| args.get("alpha", 0.3));
+    plan.distribution = match args.str("distribution", "").as_str() {
+        "" => plan.distribution,
+        "erk" => Distribution::Erk,
+        "er" => Distribution::Er,
+        "uniform" => Distribution::Uniform,
+        other => fail(format!("unknown distribution `{other}` (erk, er, uniform)")),
+    };
+    println!(
+        "method {m:?}, {s}, distribution {:?}, {total} steps ({steps_per_epoch} per epoch)",
+        plan.distribution
+    );
+    plan
+}
+
+/// `--compute sparse`: the same run on `SparseMlp` (LeNet-300-100 only).
+fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) -> f64 {
+    let method = args.str("method", "rigl");
+    let epochs: u64 = args.get("epochs", 30);
+    let seed: u64 = args.get("seed", 0);
+    let batch: usize = args.get("batch", 100);
+    let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
+    let total = epochs * steps_per_epoch;
+    let rule = SgdConfig::default().with_weight_decay(args.get("weight-decay", 5e-4));
+    if method == "dense" {
+        fail("--compute sparse needs a sparse method (rigl, set, static)");
+    }
+    let m: DstMethod = method.parse().unwrap_or_else(|e| fail(e));
+    let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
+    let (model, masked) = plan
+        .build(model, &ParamFilter::new(), rule)
+        .unwrap_or_else(|e| fail(e));
+    println!("{}", masked.masks());
+    let mut net =
+        SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto).unwrap_or_else(|e| fail(e));
+    drop(model);
+    let kernels: Vec<bool> = net.layers.iter().map(|l| l.uses_kernels()).collect();
+    println!(
+        "sparse layers: {} non-zeros, on the sparse kernels: {kernels:?}",
+        net.nnz()
+    );
+    let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
+    let mut dst = plan
+        .updater()
+        .unwrap_or_else(|e| fail(e))
+        .map(|u| SparseDst::new(u).unwrap_or_else(|e| fail(e)));
+    let cfg = TrainConfig {
+        batch_size: batch,
+        lr: args.get("lr", 0.1),
+        cosine_total_steps: Some(total),
+    };
+    let t0 = std::time::Instant::now();
+    for epoch in 0..epochs {
+        let epoch_seed = seed.wrapping_mul(7919) + epoch;
+        let src =
+            burn_sparse::train::Augmented::for_epoch(&data.train, Default::default(), epoch_seed);
+        let (n, report) =
+            train_epoch_sparse(net, &mut optim, dst.as_mut(), &src, cfg, epoch_seed, device)
+                .unwrap_or_else(|e| fail(e));
+        net = n;
+        let acc = accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e));
+        let changed: usize = report
+            .updates
+            .iter()
+            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
+            .sum();
+        println!(
+            "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s  updates {} ({changed} connections changed)",
+            epoch + 1,
+            report.loss,
+            t0.elapsed().as_secs_f64(),
+            report.updates.len(),
+        );
+    }
+    let nnz: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
+    println!("non-zeros per layer at the end: {nnz:?}");
+    accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e))
+}
 
 fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -> f64 {
     let method = args.str("method", "rigl");
@@ -43,24 +144,7 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
         )
     } else {
         let m: DstMethod = method.parse().unwrap_or_else(|e| fail(e));
-        let s = Sparsity::new(args.get("sparsity", 0.9)).unwrap_or_else(|e| fail(e));
-        let mut plan = DstPlan::new(m, s, total, steps_per_epoch, seed);
-        plan.delta_t = args.get("delta-t", 100);
-        plan.alpha = args
-            .get::<f64>("alpha", f64::NAN)
-            .is_finite()
-            .then(|| args.get("alpha", 0.3));
-        plan.distribution = match args.str("distribution", "").as_str() {
-            "" => plan.distribution,
-            "erk" => Distribution::Erk,
-            "er" => Distribution::Er,
-            "uniform" => Distribution::Uniform,
-            other => fail(format!("unknown distribution `{other}` (erk, er, uniform)")),
-        };
-        println!(
-            "method {m:?}, {s}, distribution {:?}, {total} steps ({steps_per_epoch} per epoch)",
-            plan.distribution
-        );
+        let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
         plan.build(model, &filter, rule).unwrap_or_else(|e| fail(e))
     };
     println!("{}", optim.masks());
@@ -110,7 +194,18 @@ fn main() {
     let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
     let data = load_data(&args);
     device.seed(args.get("seed", 0));
+    let sparse = match args.str("compute", "masked").as_str() {
+        "masked" => false,
+        "sparse" => true,
+        other => fail(format!("unknown --compute `{other}` (masked, sparse)")),
+    };
     let acc = match args.str("model", "lenet300").as_str() {
+        "lenet300" if sparse => {
+            train_sparse(LeNet300Config::new().init(&device), &args, &data, &device)
+        }
+        "lenet5" if sparse => fail(
+            "--compute sparse supports LeNet-300-100 only (sparse conv layers are future work)",
+        ),
         "lenet300" => train(LeNet300Config::new().init(&device), &args, &data, &device),
         "lenet5" => train(LeNet5Config::new().init(&device), &args, &data, &device),
         other => fail(format!("unknown model `{other}` (lenet300, lenet5)")),

@@ -364,7 +364,15 @@ impl Kernels {
         p.check("values", values.len(), p.nnz())?;
         p.check("xᵀ", xt.len(), p.rows() * batch)?;
         p.check("yᵀ", yt.len(), p.cols() * batch)?;
-        self.spmm(p.col_ptr(), p.csc_rows(), p.csc_slots(), values, xt, batch, yt);
+        self.spmm(
+            p.col_ptr(),
+            p.csc_rows(),
+            p.csc_slots(),
+            values,
+            xt,
+            batch,
+            yt,
+        );
         Ok(())
     }
 
@@ -383,7 +391,15 @@ impl Kernels {
         p.check("values", values.len(), p.nnz())?;
         p.check("dyᵀ", dyt.len(), p.cols() * batch)?;
         p.check("dxᵀ", dxt.len(), p.rows() * batch)?;
-        self.spmm(p.row_ptr(), p.csr_cols(), p.csr_slots(), values, dyt, batch, dxt);
+        self.spmm(
+            p.row_ptr(),
+            p.csr_cols(),
+            p.csr_slots(),
+            values,
+            dyt,
+            batch,
+            dxt,
+        );
         Ok(())
     }
 
@@ -528,7 +544,12 @@ pub mod reference {
     }
 
     /// `dxᵀ[k, b] = Σ_{n ascending, (k, n) active} W[k, n] · dyᵀ[n, b]`.
-    pub fn backward_input(p: &SparsePattern, values: &[f32], dyt: &[f32], batch: usize) -> Vec<f32> {
+    pub fn backward_input(
+        p: &SparsePattern,
+        values: &[f32],
+        dyt: &[f32],
+        batch: usize,
+    ) -> Vec<f32> {
         let w = p.to_dense(values).expect("values match the pattern");
         let active = p.to_dense(&vec![1.0; p.nnz()]).unwrap();
         let mut dxt = vec![0.0f32; p.rows() * batch];

@@ -272,7 +272,11 @@ fn reassign_moves_only_named_slots() {
 fn bad_input_is_a_typed_error() {
     assert!(matches!(
         SparsePattern::new(2, 2, vec![0, 2], vec![0, 0]),
-        Err(KernelError::OutOfRange { slot: 1, row: 2, .. })
+        Err(KernelError::OutOfRange {
+            slot: 1,
+            row: 2,
+            ..
+        })
     ));
     assert!(matches!(
         SparsePattern::new(2, 2, vec![0], vec![0, 1]),
@@ -280,7 +284,11 @@ fn bad_input_is_a_typed_error() {
     ));
     assert!(matches!(
         SparsePattern::from_mask(2, 3, &[true; 5]),
-        Err(KernelError::Length { expected: 6, got: 5, .. })
+        Err(KernelError::Length {
+            expected: 6,
+            got: 5,
+            ..
+        })
     ));
     assert!(matches!(
         SparsePattern::new(1 << 33, 1, vec![], vec![]),
@@ -291,7 +299,11 @@ fn bad_input_is_a_typed_error() {
     let mut out = [0.0; 4];
     assert!(matches!(
         k.forward(&p, &[1.0], &[0.0; 4], 2, &mut out),
-        Err(KernelError::Length { what: "values", expected: 2, got: 1 })
+        Err(KernelError::Length {
+            what: "values",
+            expected: 2,
+            got: 1
+        })
     ));
     assert!(matches!(
         k.forward(&p, &[1.0, 1.0], &[0.0; 3], 2, &mut out),

@@ -2,10 +2,10 @@
 
 use std::sync::{Arc, Mutex};
 
+use burn::backend::DispatchDevice;
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
-use burn::backend::DispatchDevice;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use burn_sparse_kernels::SparsePattern;
 use burn_sparse_mask::SparseRng;
@@ -55,9 +55,7 @@ pub struct SparseLinearConfig {
     pub bias: bool,
     /// Initialiser of the values and the bias, with the dense layer's fan-in and fan-out
     /// (burn's `Linear` default), so a sparse layer starts as the masked dense one would.
-    #[config(
-        default = "Initializer::KaimingUniform{gain:1.0/f64::sqrt(3.0), fan_out_only:false}"
-    )]
+    #[config(default = "Initializer::KaimingUniform{gain:1.0/f64::sqrt(3.0), fan_out_only:false}")]
     pub initializer: Initializer,
     /// Which product to compute.
     #[config(default = "Compute::Auto")]
@@ -148,8 +146,12 @@ impl SparseLinearConfig {
             device,
         );
         let bias = self.bias.then(|| {
-            self.initializer
-                .init_with([self.d_output], Some(self.d_input), Some(self.d_output), device)
+            self.initializer.init_with(
+                [self.d_output],
+                Some(self.d_input),
+                Some(self.d_output),
+                device,
+            )
         });
         SparseLinear::from_parts(pattern, values, bias, self.compute)
     }
@@ -258,7 +260,10 @@ impl SparseLinear {
         let mut lin = LinearConfig::new(self.d_input, self.d_output)
             .with_bias(self.bias.is_some())
             .init(&device);
-        let w = Tensor::<2>::from_data(TensorData::new(dense, [self.d_input, self.d_output]), &device);
+        let w = Tensor::<2>::from_data(
+            TensorData::new(dense, [self.d_input, self.d_output]),
+            &device,
+        );
         lin.weight = Param::from_tensor(require_grad_like(w, autodiff));
         lin.bias = self.bias.clone();
         Ok(lin)
@@ -317,6 +322,114 @@ impl SparseLinear {
         Ok(p)
     }
 
+    /// The row-major `[d_input, d_output]` mask of the active positions (host memory of the
+    /// dense size: for topology updates, not the training hot path).
+    ///
+    /// # Errors
+    /// As [`SparseLinear::pattern`].
+    pub fn active_mask(&self) -> LResult<Vec<bool>> {
+        let p = self.pattern()?;
+        let mut bits = vec![false; self.d_input * self.d_output];
+        for s in 0..p.nnz() {
+            bits[p.flat_index(s)] = true;
+        }
+        Ok(bits)
+    }
+
+    /// The values on the host, in slot order.
+    ///
+    /// # Errors
+    /// [`LayerError::Data`] if the tensor cannot be read.
+    pub fn host_values(&self) -> LResult<Vec<f32>> {
+        self.values
+            .val()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| LayerError::Data(format!("{e:?}")))
+    }
+
+    /// The same layer with the active set `bits` (row-major, the same number of non-zeros):
+    /// slots whose position stays active keep their value (and, for the caller's optimizer,
+    /// their state); the slots of dropped positions move, in ascending slot order, to the
+    /// newly active positions in ascending order, and start at 0 unless `grown` (flat index,
+    /// value) says otherwise. The pattern is rebuilt once, in O(nnz + d_input + d_output); the
+    /// `ParamId`s of `values` and `coords` are kept.
+    ///
+    /// Returns the layer and, per slot, whether it kept its position (`false`: reset its
+    /// optimizer state).
+    ///
+    /// # Errors
+    /// [`LayerError::Shape`] if `bits` has the wrong length or another number of non-zeros.
+    pub fn with_active(&self, bits: &[bool], grown: &[(usize, f32)]) -> LResult<(Self, Vec<bool>)> {
+        let numel = self.d_input * self.d_output;
+        let p = self.pattern()?;
+        let count = bits.iter().filter(|&&b| b).count();
+        if bits.len() != numel || count != p.nnz() {
+            return Err(LayerError::Shape {
+                what: "active mask (length, non-zeros)",
+                expected: vec![numel, p.nnz()],
+                got: vec![bits.len(), count],
+            });
+        }
+        let mut was_active = vec![false; numel];
+        let mut freed = Vec::new();
+        for s in 0..p.nnz() {
+            let f = p.flat_index(s);
+            was_active[f] = true;
+            if !bits[f] {
+                freed.push(s);
+            }
+        }
+        let fresh: Vec<usize> = (0..numel).filter(|&f| bits[f] && !was_active[f]).collect();
+        debug_assert_eq!(fresh.len(), freed.len());
+        let cols = self.d_output;
+        let moves: Vec<(u32, u32, u32)> = freed
+            .iter()
+            .zip(&fresh)
+            .map(|(&s, &f)| (s as u32, (f / cols) as u32, (f % cols) as u32))
+            .collect();
+        let pattern = p.reassign(&moves)?;
+        let mut values = self.host_values()?;
+        let mut keep = vec![true; p.nnz()];
+        let grown: std::collections::HashMap<usize, f32> = grown.iter().copied().collect();
+        for (&s, &f) in freed.iter().zip(&fresh) {
+            values[s] = grown.get(&f).copied().unwrap_or(0.0);
+            keep[s] = false;
+        }
+        let device = self.values.device();
+        let nnz = pattern.nnz();
+        let new_values = self.values.clone().map(|t| {
+            let v = Tensor::<1>::from_data(TensorData::new(values, [nnz]), &device);
+            require_grad_like(v, t.is_require_grad())
+        });
+        let coords = coords_tensor(&pattern, &device);
+        let cache = PatternCache(Arc::new(Mutex::new(Some((
+            coords.clone(),
+            Arc::new(pattern),
+        )))));
+        Ok((
+            Self {
+                values: new_values,
+                coords: Param::initialized(self.coords.id, coords),
+                bias: self.bias.clone(),
+                d_input: self.d_input,
+                d_output: self.d_output,
+                compute: self.compute,
+                cache,
+            },
+            keep,
+        ))
+    }
+
+    /// `y = x W + b + x · probe`: the forward pass with a zero dense `probe: [d_input,
+    /// d_output]` added, whose gradient is the dense `dL/dW = xᵀ dY` that RigL grows by (and
+    /// that a grown weight receives on its first step). Use it on topology-update steps only:
+    /// it costs one dense product forward and one backward.
+    pub fn forward_probe(&self, x: Tensor<2>, probe: Tensor<2>) -> Tensor<2> {
+        self.forward(x.clone()) + x.matmul(probe)
+    }
+
     /// Whether the sparse kernels compute this layer on `device` (else masked-dense).
     pub fn uses_kernels(&self) -> bool {
         let v = self.values.val();
@@ -335,7 +448,8 @@ impl SparseLinear {
     /// have reported) or the input's last dimension is not `d_input`; [`SparseLinear::try_forward`]
     /// returns these as errors.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.try_forward(x).unwrap_or_else(|e| panic!("SparseLinear: {e}"))
+        self.try_forward(x)
+            .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
     }
 
     /// [`SparseLinear::forward`], with bad coordinates or input shapes as errors.
@@ -356,11 +470,13 @@ impl SparseLinear {
         let x2 = x.reshape([batch, self.d_input]);
         let y = if self.uses_kernels() {
             let p = self.pattern()?;
-            Tensor::<2>::from_dispatch(<burn::backend::Dispatch as SparseLinearBackend>::sparse_matmul(
-                x2.into_dispatch(),
-                self.values.val().into_dispatch(),
-                p,
-            ))
+            Tensor::<2>::from_dispatch(
+                <burn::backend::Dispatch as SparseLinearBackend>::sparse_matmul(
+                    x2.into_dispatch(),
+                    self.values.val().into_dispatch(),
+                    p,
+                ),
+            )
         } else {
             x2.matmul(self.dense_weight())
         };
@@ -411,9 +527,7 @@ fn same_storage(a: &Tensor<2, Int>, b: &Tensor<2, Int>) -> bool {
             .or_else(|| t.clone().try_into_primitive::<Autodiff<Flex>>().ok())
     }
     match (flex(a), flex(b)) {
-        (Some(x), Some(y)) => {
-            Arc::ptr_eq(&x.data_arc(), &y.data_arc()) && x.layout() == y.layout()
-        }
+        (Some(x), Some(y)) => Arc::ptr_eq(&x.data_arc(), &y.data_arc()) && x.layout() == y.layout(),
         _ => false,
     }
 }

@@ -42,7 +42,8 @@ fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
     let strides = t.layout().strides();
     let off = t.layout().start_offset();
     let n = rows * cols;
-    let feature_major = (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
+    let feature_major =
+        (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
     let storage: &[f32] = t.storage();
     if feature_major && off + n <= storage.len() {
         return Cow::Borrowed(&storage[off..off + n]);

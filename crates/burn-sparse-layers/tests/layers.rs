@@ -15,7 +15,10 @@ fn device() -> Device {
 }
 
 fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 fn tensor2(v: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
@@ -23,7 +26,14 @@ fn tensor2(v: Vec<f32>, shape: [usize; 2], device: &Device) -> Tensor<2> {
 }
 
 /// A layer with a random pattern and values from `seed` (burn's global RNG is not used).
-fn layer(k: usize, n: usize, density: f64, bias: bool, seed: u64, compute: Compute) -> SparseLinear {
+fn layer(
+    k: usize,
+    n: usize,
+    density: f64,
+    bias: bool,
+    seed: u64,
+    compute: Compute,
+) -> SparseLinear {
     let device = device();
     let mut rng = SparseRng::new(seed);
     let mask: Vec<bool> = (0..k * n).map(|_| rng.next_f64() < density).collect();
@@ -54,7 +64,12 @@ fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
 }
 
 /// Forward and all gradients of `loss = sum(y * g)` with a random `g`, for one layer.
-fn one_layer(l: &SparseLinear, x: &[f32], b: usize, g: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+fn one_layer(
+    l: &SparseLinear,
+    x: &[f32],
+    b: usize,
+    g: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let device = device();
     let x = tensor2(x.to_vec(), [b, l.d_input], &device).require_grad();
     let y = l.forward(x.clone());
@@ -175,7 +190,10 @@ fn linear_round_trip_is_exact() {
     for i in 0..240 {
         assert_eq!(w2[i], if mask[i] { w[i] } else { 0.0 }, "weight {i}");
     }
-    assert_eq!(host(back.bias.unwrap().val()), host(lin.bias.clone().unwrap().val()));
+    assert_eq!(
+        host(back.bias.unwrap().val()),
+        host(lin.bias.clone().unwrap().val())
+    );
     // And the sparse layer computes what the masked dense one does.
     let x = Tensor::<2>::ones([3, 20], &d);
     close(
@@ -233,7 +251,9 @@ fn corrupt_coordinates_are_an_error() {
         Err(LayerError::InvalidDensity(_))
     ));
     assert!(matches!(
-        SparseLinearConfig::new(4, 4).with_density(f64::NAN).init(&d),
+        SparseLinearConfig::new(4, 4)
+            .with_density(f64::NAN)
+            .init(&d),
         Err(LayerError::InvalidDensity(_))
     ));
 }
@@ -241,15 +261,30 @@ fn corrupt_coordinates_are_an_error() {
 #[test]
 fn config_draws_exact_counts_and_is_deterministic() {
     let d = device();
-    let a = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(3).init(&d).unwrap();
-    let b = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(3).init(&d).unwrap();
-    let c = SparseLinearConfig::new(784, 300).with_density(0.05).with_seed(4).init(&d).unwrap();
+    let a = SparseLinearConfig::new(784, 300)
+        .with_density(0.05)
+        .with_seed(3)
+        .init(&d)
+        .unwrap();
+    let b = SparseLinearConfig::new(784, 300)
+        .with_density(0.05)
+        .with_seed(3)
+        .init(&d)
+        .unwrap();
+    let c = SparseLinearConfig::new(784, 300)
+        .with_density(0.05)
+        .with_seed(4)
+        .init(&d)
+        .unwrap();
     assert_eq!(a.nnz(), 11_760); // round(0.05 * 235200)
     assert_eq!(*a.pattern().unwrap(), *b.pattern().unwrap());
     assert_ne!(*a.pattern().unwrap(), *c.pattern().unwrap());
     assert!(a.uses_kernels());
     // Auto keeps a dense-ish layer masked-dense.
-    let dense = SparseLinearConfig::new(100, 10).with_density(0.9).init(&d).unwrap();
+    let dense = SparseLinearConfig::new(100, 10)
+        .with_density(0.9)
+        .init(&d)
+        .unwrap();
     assert!(!dense.uses_kernels());
     // Higher-rank inputs: [2, 3, 784] -> [2, 3, 300].
     let y = a.forward(Tensor::<3>::ones([2, 3, 784], &d));
@@ -263,5 +298,43 @@ fn inference_without_autodiff() {
     assert!(v.uses_kernels());
     let x = Tensor::<2>::ones([5, 16], &Device::flex());
     let masked = with_compute(&v, Compute::Masked);
-    close(&host(v.forward(x.clone())), &host(masked.forward(x)), 1e-5, "y");
+    close(
+        &host(v.forward(x.clone())),
+        &host(masked.forward(x)),
+        1e-5,
+        "y",
+    );
+}
+
+#[test]
+fn pattern_cache_is_reused_until_coords_change() {
+    let l = layer(12, 9, 0.3, true, 10, Compute::Sparse);
+    let a = l.pattern().unwrap();
+    // Clones and steps keep the coords tensor: the host pattern is not rebuilt.
+    assert!(std::sync::Arc::ptr_eq(&a, &l.pattern().unwrap()));
+    assert!(std::sync::Arc::ptr_eq(&a, &l.clone().pattern().unwrap()));
+    // New coords (a topology change) give a new pattern, equal to one built from scratch.
+    let mut bits = l.active_mask().unwrap();
+    let on = bits.iter().position(|&b| b).unwrap();
+    let off = bits.iter().position(|&b| !b).unwrap();
+    bits.swap(on, off);
+    let (m, keep) = l.with_active(&bits, &[]).unwrap();
+    let b = m.pattern().unwrap();
+    assert!(!std::sync::Arc::ptr_eq(&a, &b));
+    assert_eq!(m.active_mask().unwrap(), bits);
+    assert_eq!(keep.iter().filter(|&&k| !k).count(), 1);
+    // The moved slot starts at 0; every other slot keeps its value; ids are kept.
+    let (va, vb) = (l.host_values().unwrap(), m.host_values().unwrap());
+    for s in 0..l.nnz() {
+        assert_eq!(vb[s], if keep[s] { va[s] } else { 0.0 });
+    }
+    assert_eq!(m.values.id, l.values.id);
+    assert_eq!(m.coords.id, l.coords.id);
+    // A mask with another number of non-zeros is refused.
+    let mut more = bits.clone();
+    more[bits.iter().position(|&b| !b).unwrap()] = true;
+    assert!(matches!(
+        l.with_active(&more, &[]),
+        Err(LayerError::Shape { .. })
+    ));
 }

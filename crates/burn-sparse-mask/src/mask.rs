@@ -99,6 +99,16 @@ fn device_mask(bits: &[bool], device: &Device) -> (Tensor<1>, usize) {
 }
 
 impl MaskSet {
+    /// A set with no masked parameter: a [`SparseOptimizer`](crate::SparseOptimizer) over it
+    /// steps every parameter densely, which is what a model of truly sparse layers needs (their
+    /// values are a dense vector of non-zeros; the pattern lives in the layer).
+    pub fn empty() -> Self {
+        Self {
+            layers: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
     /// An all-ones mask over the parameters of `model` that `filter` selects.
     ///
     /// # Errors

@@ -14,6 +14,7 @@
 //! | [`layers`] | `burn-sparse-layers`: `SparseLinear`, whose CPU cost follows its non-zeros | always |
 //! | [`kernels`] | `burn-sparse-kernels`: the sparse CPU kernels, no burn dependency | always |
 //! | [`models`] | LeNet-300-100, LeNet-5, Conv-2/4/6 | always |
+//! | [`sparse_dst`] | SET, RigL, static on truly sparse layers (`SparseMlp`) | always |
 //! | [`train`] | a hand-written training loop with exact masked steps | always |
 //!
 //! Backends: the CPU backend `flex` always; `wgpu`, `cuda` and `ndarray` behind features of
@@ -46,9 +47,9 @@
 
 pub use burn_sparse_mask as mask;
 
+pub use burn_sparse_kernels as kernels;
 /// Truly sparse layers ([`layers::SparseLinear`]) and their CPU kernels.
 pub use burn_sparse_layers as layers;
-pub use burn_sparse_kernels as kernels;
 
 #[cfg(feature = "data")]
 pub use burn_sparse_data as data;
@@ -64,6 +65,7 @@ pub use burn_sparse_lottery as lottery;
 
 pub mod device;
 pub mod models;
+pub mod sparse_dst;
 pub mod train;
 
 /// The common imports.
@@ -72,12 +74,12 @@ pub mod prelude {
         Classifier, ConvNet, ConvNetConfig, LeNet5, LeNet5Config, LeNet300, LeNet300Config,
         SparseMlp, SparseMlpConfig,
     };
-    pub use burn_sparse_layers::{Compute, SparseLinear, SparseLinearConfig};
     pub use crate::train::{TrainConfig, accuracy, train_epoch};
     #[cfg(feature = "data")]
     pub use burn_sparse_data::{Cifar10, FashionMnist, Mnist, VisionDataset};
     #[cfg(feature = "dynamic")]
     pub use burn_sparse_dynamic::{DstMethod, DstPlan, RiglUpdater, SetUpdater, Snfs};
+    pub use burn_sparse_layers::{Compute, SparseLinear, SparseLinearConfig};
     #[cfg(feature = "lottery")]
     pub use burn_sparse_lottery::{Imp, ImpConfig, PruneRate, Rewind, Variant};
     pub use burn_sparse_mask::prelude::*;

@@ -394,6 +394,34 @@ impl SparseMlp {
         self.layers.iter().map(SparseLinear::nnz).sum()
     }
 
+    /// One zero probe `[d_input, d_output]` per layer, tracked by autodiff: pass them to
+    /// [`SparseMlp::forward_probed`] and read their gradients, the dense `dL/dW` of each layer
+    /// (RigL's grow score, and a grown weight's first gradient).
+    pub fn probes(&self) -> Vec<Tensor<2>> {
+        self.layers
+            .iter()
+            .map(|l| Tensor::<2>::zeros([l.d_input, l.d_output], &l.values.device()).require_grad())
+            .collect()
+    }
+
+    /// [`SparseMlp::forward`] with a zero probe added to each layer (see
+    /// [`SparseLinear::forward_probe`]); for topology-update steps only.
+    ///
+    /// # Panics
+    /// If `probes` does not have one `[d_input, d_output]` tensor per layer.
+    pub fn forward_probed(&self, x: Tensor<2>, probes: &[Tensor<2>]) -> Tensor<2> {
+        assert_eq!(probes.len(), self.layers.len(), "one probe per layer");
+        let last = self.layers.len().saturating_sub(1);
+        self.layers
+            .iter()
+            .zip(probes)
+            .enumerate()
+            .fold(x, |h, (i, (l, p))| {
+                let y = l.forward_probe(h, p.clone());
+                if i < last { relu(y) } else { y }
+            })
+    }
+
     /// Logits of flat inputs `[B, widths[0]]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len().saturating_sub(1);

@@ -48,6 +48,8 @@ pub enum TrainError {
     Mask(MaskError),
     /// From the data.
     Data(String),
+    /// From a topology update of truly sparse layers.
+    Sparse(crate::sparse_dst::SparseDstError),
 }
 
 impl std::fmt::Display for TrainError {
@@ -55,6 +57,7 @@ impl std::fmt::Display for TrainError {
         match self {
             TrainError::Mask(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::Sparse(e) => write!(f, "{e}"),
         }
     }
 }
@@ -64,6 +67,12 @@ impl std::error::Error for TrainError {}
 impl From<MaskError> for TrainError {
     fn from(e: MaskError) -> Self {
         TrainError::Mask(e)
+    }
+}
+
+impl From<crate::sparse_dst::SparseDstError> for TrainError {
+    fn from(e: crate::sparse_dst::SparseDstError) -> Self {
+        TrainError::Sparse(e)
     }
 }
 
@@ -338,5 +347,73 @@ fn into_mask_error(e: TrainError) -> MaskError {
     match e {
         TrainError::Mask(m) => m,
         TrainError::Data(d) => MaskError::Data(d),
+        TrainError::Sparse(s) => MaskError::Data(s.to_string()),
     }
+}
+
+/// [`train_epoch`] for a network of truly sparse layers: `optim` steps the values (build it
+/// over [`MaskSet::empty`](burn_sparse_mask::MaskSet::empty)), and `dst`, if any, updates the
+/// topology at its update steps, where (only) the forward pass carries the dense probes.
+///
+/// # Errors
+/// A non-finite loss, an optimizer, topology or data error.
+pub fn train_epoch_sparse<D: BatchSource + ?Sized>(
+    mut net: crate::models::SparseMlp,
+    optim: &mut SparseOptimizer,
+    mut dst: Option<&mut crate::sparse_dst::SparseDst>,
+    data: &D,
+    cfg: TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(crate::models::SparseMlp, EpochReport), TrainError> {
+    let order = permutation(data.len(), seed);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let mut total = 0.0;
+    let mut batches = 0usize;
+    let mut updates = Vec::new();
+    for idx in order.chunks(cfg.batch_size.max(1)) {
+        let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
+        let [b, c, h, w] = x.dims();
+        let x = x.reshape([b, c * h * w]);
+        let t = optim.steps() + 1;
+        let lr = cfg.lr_at(optim.steps());
+        let update = dst.as_ref().is_some_and(|d| d.is_update_step(t));
+        if let (true, Some(d)) = (update, dst.as_deref_mut()) {
+            let probes = net.probes();
+            let loss = loss_fn.forward(net.forward_probed(x, &probes), y);
+            total += finite_loss(&loss)? as f64;
+            let raw = loss.backward();
+            let dense = probes
+                .iter()
+                .map(|p| match p.grad(&raw) {
+                    Some(g) => burn_sparse_mask::to_host(g).map_err(TrainError::Mask),
+                    None => Err(TrainError::Data("a probe has no gradient".into())),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut grads = GradientsParams::from_grads(raw, &net);
+            let (n, changed) = d.update(t, net, &dense, optim, &mut grads)?;
+            net = optim.step(lr, n, grads)?;
+            updates.push(burn_sparse_mask::StepReport {
+                step: t,
+                changed: changed
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("layers.{i}.weight"), c))
+                    .collect(),
+            });
+        } else {
+            let loss = loss_fn.forward(net.forward(x), y);
+            total += finite_loss(&loss)? as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads)?;
+        }
+        batches += 1;
+    }
+    Ok((
+        net,
+        EpochReport {
+            loss: total / batches.max(1) as f64,
+            updates,
+        },
+    ))
 }

@@ -86,7 +86,10 @@ fn sparse_kernels_train_like_masked_dense() {
     let (masked, lm) = train(masked, 200);
     // Same parameters, same data: the two paths differ only by float summation order.
     for (i, (a, b)) in ls.iter().zip(&lm).enumerate() {
-        assert!((a - b).abs() <= 2e-3 * b.abs().max(1.0), "step {i}: {a} vs {b}");
+        assert!(
+            (a - b).abs() <= 2e-3 * b.abs().max(1.0),
+            "step {i}: {a} vs {b}"
+        );
     }
     assert!(ls[199] < 0.5 * ls[0], "loss {} -> {}", ls[0], ls[199]);
     // A fixed-mask run keeps exactly the same pattern and nnz in every layer.
@@ -97,11 +100,33 @@ fn sparse_kernels_train_like_masked_dense() {
     // Back to dense: exact zeros where the mask is off, the trained values where it is on.
     let dense = sparse.to_lenet300().unwrap();
     let rebound = masks.rebind(&dense).unwrap();
-    assert!(rebound.violations(&dense).unwrap().iter().all(|(_, n)| *n == 0));
+    assert!(
+        rebound
+            .violations(&dense)
+            .unwrap()
+            .iter()
+            .all(|(_, n)| *n == 0)
+    );
     let d2 = masked.to_lenet300().unwrap();
-    let w1 = dense.fc1.weight.val().into_data().try_into_vec::<f32>().unwrap();
-    let w2 = d2.fc1.weight.val().into_data().try_into_vec::<f32>().unwrap();
-    let max = w1.iter().zip(&w2).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let w1 = dense
+        .fc1
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let w2 = d2
+        .fc1
+        .weight
+        .val()
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
+    let max = w1
+        .iter()
+        .zip(&w2)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     assert!(max < 1e-3, "fc1 weights differ by {max}");
 }
 
@@ -117,13 +142,28 @@ fn sparse_mlp_checkpoint_loads_into_a_fresh_model() {
     let fresh = SparseMlp::from_lenet300(&other, &other_masks, Compute::Auto).unwrap();
     let loaded = burn_sparse::mask::checkpoint::load_module(fresh, &path).unwrap();
     let (x, _) = data(8, 0);
-    let a = sparse.logits(x.clone()).into_data().try_into_vec::<f32>().unwrap();
+    let a = sparse
+        .logits(x.clone())
+        .into_data()
+        .try_into_vec::<f32>()
+        .unwrap();
     let b = loaded.logits(x).into_data().try_into_vec::<f32>().unwrap();
     assert_eq!(a, b);
     // ... and its dense twin is the masked LeNet-300-100 it came from.
     let dense = loaded.to_lenet300().unwrap();
     assert_eq!(
-        dense.fc2.weight.val().into_data().try_into_vec::<f32>().unwrap(),
-        net.fc2.weight.val().into_data().try_into_vec::<f32>().unwrap()
+        dense
+            .fc2
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap(),
+        net.fc2
+            .weight
+            .val()
+            .into_data()
+            .try_into_vec::<f32>()
+            .unwrap()
     );
 }

@@ -1,0 +1,184 @@
+//! Dynamic sparse training on truly sparse layers: SET, RigL and static through the same
+//! [`TopologyUpdater`]s as the masked path, with the topology stored as [`SparseLinear`]
+//! patterns instead of dense masks.
+//!
+//! At an update step the updater sees exactly what it sees on the masked path (the active
+//! mask, the weights with exact zeros, the dense gradient `dL/dW`) and returns new masks; each
+//! layer then moves only the slots of its dropped positions to the grown ones
+//! ([`SparseLinear::with_active`]), resets those slots' optimizer state, and gives them the
+//! dense gradient of their new position for this step's update, as a grown weight receives on
+//! the masked path. So given the same weights and gradients both paths choose the same
+//! topology (tested).
+//!
+//! The dense gradient comes from a zero probe added to each layer on update steps only
+//! ([`SparseMlp::forward_probed`]): one dense product per layer per update, none on other steps.
+//!
+//! SNFS grows by the momentum of *inactive* weights, which a sparse layer does not store (its
+//! optimizer state is nnz-sized). It is refused here with a typed error; train SNFS on the
+//! masked path (`Compute::Masked` or a dense model with `SparseOptimizer`).
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Tensor, TensorData};
+use burn_sparse_layers::{LayerError, SparseLinear};
+use burn_sparse_mask::{
+    LayerView, MaskError, ParamInfo, SparseOptimizer, TopologyChange, TopologyUpdater,
+};
+
+use crate::models::SparseMlp;
+
+/// What can go wrong in a sparse topology update.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SparseDstError {
+    /// From the updater or the optimizer.
+    #[error(transparent)]
+    Mask(#[from] MaskError),
+    /// From a layer (bad mask, unreadable tensor).
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// An updater this storage cannot serve.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Drives a [`TopologyUpdater`] (SET, RigL, static ...) over a [`SparseMlp`].
+pub struct SparseDst {
+    updater: Box<dyn TopologyUpdater>,
+}
+
+impl std::fmt::Debug for SparseDst {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseDst")
+            .field("updater", &self.updater.name())
+            .finish()
+    }
+}
+
+impl SparseDst {
+    /// Drive `updater`.
+    ///
+    /// # Errors
+    /// [`SparseDstError::Unsupported`] for an updater that reads the momentum of inactive
+    /// weights (SNFS).
+    pub fn new(updater: Box<dyn TopologyUpdater>) -> Result<Self, SparseDstError> {
+        if updater.needs_momentum() || updater.observes_every_step() {
+            return Err(SparseDstError::Unsupported(format!(
+                "`{}` grows by the momentum of inactive weights, which sparse layers do not \
+                 store; train it on the masked path (Compute::Masked, or a dense model with \
+                 SparseOptimizer)",
+                updater.name()
+            )));
+        }
+        Ok(Self { updater })
+    }
+
+    /// The updater.
+    pub fn updater(&self) -> &dyn TopologyUpdater {
+        self.updater.as_ref()
+    }
+
+    /// Whether optimizer step `t` (1-based) updates the topology: run the forward pass with
+    /// [`SparseMlp::forward_probed`] on such steps.
+    pub fn is_update_step(&self, t: u64) -> bool {
+        self.updater.is_update_step(t)
+    }
+
+    /// One topology update at step `t`, before the optimizer step: `dense_grads[i]` is layer
+    /// `i`'s dense gradient (row-major `[d_input, d_output]`, from the probes). Moves the
+    /// slots, resets their state in `optim`, and rewrites their gradient in `grads` to the
+    /// dense gradient at their new position. Returns the new network and the connections
+    /// changed per layer.
+    ///
+    /// # Errors
+    /// An updater error, a change of any layer's number of non-zeros, or wrong gradient sizes;
+    /// the network is returned unchanged only through the error-free path, so clone it first
+    /// (a cheap handle copy) to continue after an error.
+    pub fn update(
+        &mut self,
+        t: u64,
+        net: SparseMlp,
+        dense_grads: &[Vec<f32>],
+        optim: &mut SparseOptimizer,
+        grads: &mut GradientsParams,
+    ) -> Result<(SparseMlp, Vec<usize>), SparseDstError> {
+        let n = net.layers.len();
+        if dense_grads.len() != n {
+            return Err(SparseDstError::Unsupported(format!(
+                "{} dense gradients for {n} layers",
+                dense_grads.len()
+            )));
+        }
+        let mut infos = Vec::with_capacity(n);
+        let mut masks = Vec::with_capacity(n);
+        let mut weights = Vec::with_capacity(n);
+        for (i, l) in net.layers.iter().enumerate() {
+            infos.push(ParamInfo {
+                path: format!("layers.{i}.weight"),
+                id: l.values.id,
+                shape: vec![l.d_input, l.d_output],
+                trainable: true,
+            });
+            let p = l.pattern()?;
+            masks.push(l.active_mask()?);
+            weights.push(p.to_dense(&l.host_values()?).map_err(LayerError::from)?);
+            if dense_grads[i].len() != l.d_input * l.d_output {
+                return Err(SparseDstError::Layer(LayerError::Shape {
+                    what: "dense gradient",
+                    expected: vec![l.d_input, l.d_output],
+                    got: vec![dense_grads[i].len()],
+                }));
+            }
+        }
+        let views: Vec<LayerView<'_>> = (0..n)
+            .map(|i| LayerView {
+                param: &infos[i],
+                mask: &masks[i],
+                weights: &weights[i],
+                grads: Some(dense_grads[i].as_slice()),
+                momentum: None,
+            })
+            .collect();
+        let Some(change) = self.updater.update(t, &views)? else {
+            return Ok((net, vec![0; n]));
+        };
+        drop(views);
+        let TopologyChange {
+            masks: new_masks,
+            grown_values,
+            changed,
+        } = change;
+        if new_masks.len() != n {
+            return Err(SparseDstError::Unsupported(format!(
+                "the updater returned {} masks for {n} layers",
+                new_masks.len()
+            )));
+        }
+        let mut layers = Vec::with_capacity(n);
+        for (i, l) in net.layers.into_iter().enumerate() {
+            let grown = grown_values.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            let (nl, keep): (SparseLinear, Vec<bool>) = l.with_active(&new_masks[i], grown)?;
+            optim.reset_state_where(nl.values.id, &keep)?;
+            if let Some(g) = grads.remove::<1>(nl.values.id) {
+                let p = nl.pattern()?;
+                let mut host = g
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+                for (s, &k) in keep.iter().enumerate() {
+                    if !k {
+                        host[s] = dense_grads[i][p.flat_index(s)];
+                    }
+                }
+                let len = host.len();
+                grads.register::<1>(
+                    nl.values.id,
+                    Tensor::<1>::from_data(TensorData::new(host, [len]), &g.device()),
+                );
+            }
+            layers.push(nl);
+        }
+        Ok((SparseMlp { layers }, changed))
+    }
+}

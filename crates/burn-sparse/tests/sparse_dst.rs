@@ -1,0 +1,237 @@
+//! SET and RigL on truly sparse layers: the same topology as the masked path from the same
+//! start, exact nnz after every update, grown slots at 0 with 0 state, SNFS refused.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse::dynamic::{DropGrowConfig, RiglUpdater, SetUpdater, Snfs, SnfsConfig};
+use burn_sparse::layers::Compute;
+use burn_sparse::mask::UpdateSchedule;
+use burn_sparse::mask::prelude::*;
+use burn_sparse::models::{Classifier, LeNet300, SparseMlp};
+use burn_sparse::sparse_dst::{SparseDst, SparseDstError};
+use burn_sparse_test_support::Mlp;
+
+fn device() -> Device {
+    Device::flex().autodiff()
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn data(n: usize, width: usize, classes: usize, seed: u64) -> (Tensor<2>, Tensor<1, Int>) {
+    let mut rng = SparseRng::new(seed);
+    let mut x = vec![0.0f32; n * width];
+    let mut y = vec![0i64; n];
+    let band = width / classes;
+    for i in 0..n {
+        let c = rng.below(classes as u64) as usize;
+        y[i] = c as i64;
+        for p in 0..width {
+            x[i * width + p] = rng.next_f32() * 0.5 + if p / band == c { 0.5 } else { 0.0 };
+        }
+    }
+    let d = device();
+    (
+        Tensor::<2>::from_data(TensorData::new(x, [n, width]), &d),
+        Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &d),
+    )
+}
+
+fn cfg(rigl: bool, delta_t: u64, end: u64) -> DropGrowConfig {
+    let mut c = DropGrowConfig::rigl(end, 7).unwrap();
+    c.schedule = UpdateSchedule::new(0, end, delta_t).unwrap();
+    if !rigl {
+        c.drop_fraction = DropFraction::Constant { alpha: 0.3 };
+    }
+    c
+}
+
+fn updater(rigl: bool, c: DropGrowConfig) -> Box<dyn TopologyUpdater> {
+    if rigl {
+        Box::new(RiglUpdater::rigl(c).unwrap())
+    } else {
+        Box::new(SetUpdater::set(c).unwrap())
+    }
+}
+
+/// One training step of the sparse network: probes on update steps only.
+fn sparse_step(
+    t: u64,
+    net: SparseMlp,
+    dst: &mut SparseDst,
+    optim: &mut SparseOptimizer,
+    x: Tensor<2>,
+    y: Tensor<1, Int>,
+) -> (SparseMlp, f32, Option<Vec<usize>>) {
+    let ce = CrossEntropyLossConfig::new().init(&device());
+    if dst.is_update_step(t) {
+        let probes = net.probes();
+        let loss = ce.forward(net.forward_probed(x, &probes), y);
+        let l = finite_loss(&loss).unwrap();
+        let raw = loss.backward();
+        let dense: Vec<Vec<f32>> = probes.iter().map(|p| host(p.grad(&raw).unwrap())).collect();
+        let mut grads = GradientsParams::from_grads(raw, &net);
+        let (net, changed) = dst.update(t, net, &dense, optim, &mut grads).unwrap();
+        (optim.step(0.05, net, grads).unwrap(), l, Some(changed))
+    } else {
+        let loss = ce.forward(net.forward(x), y);
+        let l = finite_loss(&loss).unwrap();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        (optim.step(0.05, net, grads).unwrap(), l, None)
+    }
+}
+
+fn same_topology_as_masked_path(rigl: bool) {
+    let m = Mlp::seeded([784, 300, 100, 10], 11, &device());
+    let net = LeNet300 {
+        fc1: m.l1,
+        fc2: m.l2,
+        fc3: m.l3,
+    };
+    let masks = magnitude_masks(
+        &net,
+        &ParamFilter::new(),
+        Sparsity::new(0.95).unwrap(),
+        &Scope::Layerwise(Distribution::Erk),
+    )
+    .unwrap();
+    let net = masks.apply(net);
+    let c = cfg(rigl, 10, 40);
+    // Masked path: dense LeNet-300-100 with the updater inside SparseOptimizer.
+    let mut om = SparseOptimizer::new(SgdConfig::default(), masks.clone())
+        .unwrap()
+        .with_updater(updater(rigl, c))
+        .unwrap();
+    // Sparse path: SparseMlp on the kernels, the same updater through SparseDst.
+    let mut snet = SparseMlp::from_lenet300(&net, &masks, Compute::Auto).unwrap();
+    let mut os = SparseOptimizer::new(SgdConfig::default(), MaskSet::empty()).unwrap();
+    let mut dst = SparseDst::new(updater(rigl, c)).unwrap();
+    let ce = CrossEntropyLossConfig::new().init(&device());
+    let mut mnet = net;
+    let mut updates = 0;
+    for step in 0..30u64 {
+        let t = step + 1;
+        let (x, y) = data(64, 784, 10, step);
+        let lm = {
+            let loss = ce.forward(mnet.logits(x.clone().reshape([64, 1, 28, 28])), y.clone());
+            let l = finite_loss(&loss).unwrap();
+            let grads = GradientsParams::from_grads(loss.backward(), &mnet);
+            mnet = om.step(0.05, mnet, grads).unwrap();
+            l
+        };
+        let (n, ls, changed) = sparse_step(t, snet, &mut dst, &mut os, x, y);
+        snet = n;
+        assert!(
+            (ls - lm).abs() <= 1e-3 * lm.abs().max(1.0),
+            "step {t}: {ls} vs {lm}"
+        );
+        if let Some(changed) = changed {
+            updates += 1;
+            assert!(changed.iter().sum::<usize>() > 0, "step {t}: nothing moved");
+            let report = om.last_report().unwrap();
+            let masked_changed: Vec<usize> = report.changed.iter().map(|(_, c)| *c).collect();
+            assert_eq!(changed, masked_changed, "step {t}: connections changed");
+            for (i, name) in ["fc1.weight", "fc2.weight", "fc3.weight"]
+                .iter()
+                .enumerate()
+            {
+                let bits = om.masks().layer(name).unwrap().bits().to_vec();
+                assert_eq!(
+                    snet.layers[i].active_mask().unwrap(),
+                    bits,
+                    "step {t}: {name}"
+                );
+                assert_eq!(snet.layers[i].nnz(), masks.layer(name).unwrap().nnz());
+            }
+        }
+    }
+    assert_eq!(updates, 3);
+    // The trained weights agree too (float rounding of two summation orders).
+    let dense = snet.to_lenet300().unwrap();
+    let (a, b) = (host(dense.fc1.weight.val()), host(mnet.fc1.weight.val()));
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(max < 1e-4, "fc1 differs by {max}");
+}
+
+#[test]
+fn rigl_on_sparse_layers_chooses_the_masked_topology() {
+    same_topology_as_masked_path(true);
+}
+
+#[test]
+fn set_on_sparse_layers_chooses_the_masked_topology() {
+    same_topology_as_masked_path(false);
+}
+
+#[test]
+fn nnz_exact_and_grown_slots_clean_over_1000_updates() {
+    use burn_sparse::models::SparseMlpConfig;
+    let d = device();
+    let mut net = SparseMlpConfig::new(vec![24, 20, 16, 4], vec![0.2, 0.25, 0.5])
+        .with_compute(Compute::Sparse)
+        .init(&d)
+        .unwrap();
+    let nnz: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
+    let mut optim = SparseOptimizer::new(SgdConfig::default(), MaskSet::empty()).unwrap();
+    let mut dst = SparseDst::new(updater(false, cfg(false, 1, 1000))).unwrap();
+    let ce = CrossEntropyLossConfig::new().init(&d);
+    let mut moved_total = 0usize;
+    for step in 0..1000u64 {
+        let t = step + 1;
+        let (x, y) = data(16, 24, 4, step % 7);
+        let probes = net.probes();
+        let loss = ce.forward(net.forward_probed(x, &probes), y);
+        let raw = loss.backward();
+        let dense: Vec<Vec<f32>> = probes.iter().map(|p| host(p.grad(&raw).unwrap())).collect();
+        let mut grads = GradientsParams::from_grads(raw, &net);
+        let before: Vec<Vec<u32>> = net
+            .layers
+            .iter()
+            .map(|l| {
+                let p = l.pattern().unwrap();
+                (0..p.nnz()).map(|s| p.flat_index(s) as u32).collect()
+            })
+            .collect();
+        let (n, _) = dst.update(t, net, &dense, &mut optim, &mut grads).unwrap();
+        for (i, l) in n.layers.iter().enumerate() {
+            assert_eq!(l.nnz(), nnz[i], "step {t} layer {i}");
+            assert_eq!(
+                l.active_mask().unwrap().iter().filter(|&&b| b).count(),
+                nnz[i]
+            );
+            let p = l.pattern().unwrap();
+            let values = l.host_values().unwrap();
+            let state = optim.state(l.values.id).map(|s| host(s.slots[0].clone()));
+            for s in 0..p.nnz() {
+                if p.flat_index(s) as u32 != before[i][s] {
+                    moved_total += 1;
+                    assert_eq!(values[s], 0.0, "grown slot {s} of layer {i} at step {t}");
+                    if let Some(st) = &state {
+                        assert_eq!(st[s], 0.0, "state of grown slot {s} of layer {i}");
+                    }
+                }
+            }
+        }
+        net = optim.step(0.05, n, grads).unwrap();
+    }
+    assert!(moved_total > 1000, "only {moved_total} slots moved");
+}
+
+#[test]
+fn snfs_is_refused_with_a_reason() {
+    let snfs = Snfs::new(SnfsConfig::reference(100, 10, 0).unwrap()).unwrap();
+    let err = SparseDst::new(Box::new(snfs)).unwrap_err();
+    assert!(
+        matches!(err, SparseDstError::Unsupported(ref m) if m.contains("momentum")),
+        "{err}"
+    );
+}

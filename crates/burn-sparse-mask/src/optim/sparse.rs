@@ -460,7 +460,12 @@ impl SparseOptimizer {
             bits.push(b.iter().map(|&x| x != 0).collect());
             params.push(p.clone());
         }
-        let masks = MaskSet::from_bits(model, params, bits)?;
+        // An optimizer over truly sparse layers masks nothing (`MaskSet::empty`).
+        let masks = if params.is_empty() {
+            MaskSet::empty()
+        } else {
+            MaskSet::from_bits(model, params, bits)?
+        };
         let devices = param_devices(model);
         let mut state = HashMap::new();
         for s in &meta.states {

@@ -6,7 +6,7 @@ use burn::backend::DispatchDevice;
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 use burn_sparse_kernels::SparsePattern;
 use burn_sparse_mask::SparseRng;
 
@@ -497,7 +497,8 @@ impl SparseLinear {
         let nnz = self.nnz();
         let rows = coords.clone().slice([0..1, 0..nnz]).reshape([nnz]);
         let cols = coords.slice([1..2, 0..nnz]).reshape([nnz]);
-        let flat = rows * (self.d_output as i64) + cols;
+        // Flat indices in 64 bits: `d_input * d_output` may exceed i32 (the coordinates do not).
+        let flat = rows.cast(IntDType::I64) * (self.d_output as i64) + cols.cast(IntDType::I64);
         Tensor::<1>::zeros([self.d_input * self.d_output], &device)
             .scatter(
                 0,
@@ -509,11 +510,13 @@ impl SparseLinear {
     }
 }
 
+/// The coordinates as a `[2, nnz]` int tensor of dtype `I32` (8 bytes per non-zero; every
+/// dimension fits, since patterns use 32-bit indices). Records keep the dtype.
 fn coords_tensor(p: &SparsePattern, device: &Device) -> Tensor<2, Int> {
-    let mut data: Vec<i64> = Vec::with_capacity(2 * p.nnz());
-    data.extend(p.slot_rows().iter().map(|&r| r as i64));
-    data.extend(p.slot_cols().iter().map(|&c| c as i64));
-    Tensor::<2, Int>::from_data(TensorData::new(data, [2, p.nnz()]), device)
+    let mut data: Vec<i32> = Vec::with_capacity(2 * p.nnz());
+    data.extend(p.slot_rows().iter().map(|&r| r as i32));
+    data.extend(p.slot_cols().iter().map(|&c| c as i32));
+    Tensor::<2, Int>::from_data(TensorData::new(data, [2, p.nnz()]), (device, DType::I32))
 }
 
 /// Whether two int tensors are the same storage (a clone), without reading them. Other

@@ -313,6 +313,49 @@ pub struct SparseMlpConfig {
 }
 
 impl SparseMlpConfig {
+    /// A network of `widths` whose layer densities split a global `sparsity` by `distribution`
+    /// (ERK as in RigL, ER as in SET, uniform), as the masked path's distributions do; each
+    /// layer then keeps `round(density * numel)`, within one weight of the masked path's exact
+    /// largest-remainder split.
+    ///
+    /// # Errors
+    /// As [`burn_sparse_mask::Distribution::layer_densities`].
+    pub fn distributed(
+        widths: Vec<usize>,
+        sparsity: burn_sparse_mask::Sparsity,
+        distribution: &burn_sparse_mask::Distribution,
+    ) -> Result<Self, burn_sparse_mask::MaskError> {
+        let layers: Vec<burn_sparse_mask::ParamInfo> = widths
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| burn_sparse_mask::ParamInfo {
+                path: format!("layers.{i}.weight"),
+                id: burn::module::ParamId::new(),
+                shape: vec![w[0], w[1]],
+                trainable: true,
+            })
+            .collect();
+        let densities = distribution.layer_densities(&layers, sparsity, &Default::default())?;
+        Ok(Self::new(widths, densities))
+    }
+
+    /// LeNet-300-100: 784-300-100-classes.
+    pub fn lenet300_widths(classes: usize) -> Vec<usize> {
+        vec![784, 300, 100, classes]
+    }
+
+    /// The SET paper's CIFAR-10 MLP (Mocanu et al. 2018): 3072-4000-1000-4000-10.
+    pub fn set_cifar_widths() -> Vec<usize> {
+        vec![3072, 4000, 1000, 4000, 10]
+    }
+
+    /// A wide MNIST MLP: 784-4096-4096-10.
+    pub fn wide4096_widths() -> Vec<usize> {
+        vec![784, 4096, 4096, 10]
+    }
+}
+
+impl SparseMlpConfig {
     /// Initialise on `device` (values drawn as burn's `Linear` draws its weights).
     ///
     /// # Errors

@@ -235,3 +235,45 @@ fn sparse_params_and_state_are_8x_smaller_at_95_percent() {
     assert_eq!(sp, 13_720 * 8 + 13_310 * 8);
     assert!(dense >= 8 * sp);
 }
+
+#[test]
+fn zoo_configs_have_exact_budgets() {
+    use burn_sparse::models::SparseMlpConfig;
+    let s = Sparsity::new(0.95).unwrap();
+    // ERK over LeNet-300-100 matches the masked path's ERK counts layer by layer.
+    let (_, masks) = masked_lenet(5);
+    let cfg =
+        SparseMlpConfig::distributed(SparseMlpConfig::lenet300_widths(10), s, &Distribution::Erk)
+            .unwrap();
+    let sparse = cfg.init(&device()).unwrap();
+    let counts: Vec<usize> = sparse.layers.iter().map(|l| l.nnz()).collect();
+    let want: Vec<usize> = ["fc1.weight", "fc2.weight", "fc3.weight"]
+        .iter()
+        .map(|n| masks.layer(n).unwrap().nnz())
+        .collect();
+    let total: usize = counts.iter().sum();
+    assert!((total as i64 - 13_310).abs() <= 3, "total {total}");
+    for (c, w) in counts.iter().zip(&want) {
+        assert!((*c as i64 - *w as i64).abs() <= 1, "{counts:?} vs {want:?}");
+    }
+    // The SET paper's MLP at 95% (ER): 20.3M dense weights, about 1.0M non-zeros, built sparse.
+    let set =
+        SparseMlpConfig::distributed(SparseMlpConfig::set_cifar_widths(), s, &Distribution::Er)
+            .unwrap()
+            .init(&device())
+            .unwrap();
+    let dense: usize = [3072 * 4000, 4000 * 1000, 1000 * 4000, 4000 * 10]
+        .iter()
+        .sum();
+    let nnz = set.nnz();
+    assert!(
+        (nnz as f64 - 0.05 * dense as f64).abs() < 0.001 * dense as f64,
+        "{nnz} of {dense}"
+    );
+    let y = set.forward(Tensor::<2>::ones([2, 3072], &device()));
+    assert_eq!(y.dims(), [2, 10]);
+    assert_eq!(
+        SparseMlpConfig::wide4096_widths(),
+        vec![784, 4096, 4096, 10]
+    );
+}

@@ -16,8 +16,8 @@ use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse::layers::{SparseLinear, SparseLinearConfig};
+use burn_sparse::mask::SparseRng;
 use burn_sparse::mask::prelude::*;
-use burn_sparse::mask::{ParamInfo, SparseRng};
 use burn_sparse::models::SparseMlpConfig;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -95,26 +95,6 @@ impl DenseMlp {
     }
 }
 
-fn erk_densities(widths: &[usize], sparsity: f64) -> Vec<f64> {
-    let layers: Vec<ParamInfo> = widths
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| ParamInfo {
-            path: format!("layers.{i}.weight"),
-            id: burn::module::ParamId::new(),
-            shape: vec![w[0], w[1]],
-            trainable: true,
-        })
-        .collect();
-    Distribution::Erk
-        .layer_densities(
-            &layers,
-            Sparsity::new(sparsity).expect("sparsity"),
-            &Default::default(),
-        )
-        .expect("densities")
-}
-
 fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64], samples: usize) {
     let device = Device::flex().autodiff();
     let (x, y) = inputs(widths[0], &device);
@@ -133,10 +113,14 @@ fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64
         })
     });
     for &s in sparsities {
-        let densities = erk_densities(widths, s);
-        let m = SparseMlpConfig::new(widths.to_vec(), densities)
-            .init(&device)
-            .expect("model");
+        let m = SparseMlpConfig::distributed(
+            widths.to_vec(),
+            Sparsity::new(s).expect("sparsity"),
+            &Distribution::Erk,
+        )
+        .expect("densities")
+        .init(&device)
+        .expect("model");
         let mut model = Some(m);
         let mut optim = sgd().init();
         g.bench_function(

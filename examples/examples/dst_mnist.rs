@@ -34,6 +34,34 @@ const USAGE: &str = "dst_mnist --method rigl|set|snfs|static|dense [--sparsity 0
 [--fashion] [--backend flex] [--lr 0.1] [--batch 100] [--weight-decay 5e-4] [--delta-t 100] [--alpha A] \
 [--compute masked|sparse]";
 
+/// The run settings both compute paths share.
+struct Run {
+    method: String,
+    epochs: u64,
+    seed: u64,
+    batch: usize,
+    steps_per_epoch: u64,
+    total: u64,
+    rule: SgdConfig,
+}
+
+impl Run {
+    fn new(args: &Args, data: &Splits) -> Self {
+        let epochs: u64 = args.get("epochs", 30);
+        let batch: usize = args.get("batch", 100);
+        let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
+        Self {
+            method: args.str("method", "rigl"),
+            epochs,
+            seed: args.get("seed", 0),
+            batch,
+            steps_per_epoch,
+            total: epochs * steps_per_epoch,
+            rule: SgdConfig::default().with_weight_decay(args.get("weight-decay", 5e-4)),
+        }
+    }
+}
+
 /// The DST plan the flags describe.
 fn plan_from_args(
     m: DstMethod,
@@ -65,13 +93,15 @@ fn plan_from_args(
 
 /// `--compute sparse`: the same run on `SparseMlp` (LeNet-300-100 only).
 fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) -> f64 {
-    let method = args.str("method", "rigl");
-    let epochs: u64 = args.get("epochs", 30);
-    let seed: u64 = args.get("seed", 0);
-    let batch: usize = args.get("batch", 100);
-    let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
-    let total = epochs * steps_per_epoch;
-    let rule = SgdConfig::default().with_weight_decay(args.get("weight-decay", 5e-4));
+    let Run {
+        method,
+        epochs,
+        seed,
+        batch,
+        steps_per_epoch,
+        total,
+        rule,
+    } = Run::new(args, data);
     if method == "dense" {
         fail("--compute sparse needs a sparse method (rigl, set, static)");
     }
@@ -128,13 +158,15 @@ fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) ->
 }
 
 fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -> f64 {
-    let method = args.str("method", "rigl");
-    let epochs: u64 = args.get("epochs", 30);
-    let seed: u64 = args.get("seed", 0);
-    let batch: usize = args.get("batch", 100);
-    let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
-    let total = epochs * steps_per_epoch;
-    let rule = SgdConfig::default().with_weight_decay(args.get("weight-decay", 5e-4));
+    let Run {
+        method,
+        epochs,
+        seed,
+        batch,
+        steps_per_epoch,
+        total,
+        rule,
+    } = Run::new(args, data);
     let filter = ParamFilter::new();
     let (mut model, mut optim) = if method == "dense" {
         let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));

@@ -157,6 +157,11 @@ impl SparseLinearConfig {
     }
 }
 
+/// A float tensor on the host, through the mask crate's one reader.
+fn read_host<const D: usize>(t: Tensor<D>) -> LResult<Vec<f32>> {
+    burn_sparse_mask::to_host(t).map_err(|e| LayerError::Data(e.to_string()))
+}
+
 fn require_grad_like<const D: usize>(t: Tensor<D>, like_autodiff: bool) -> Tensor<D> {
     if like_autodiff { t.require_grad() } else { t }
 }
@@ -226,10 +231,7 @@ impl SparseLinear {
         let w = linear.weight.val();
         let device = w.device();
         let autodiff = w.is_require_grad();
-        let host = w
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+        let host = read_host(w)?;
         let pattern = SparsePattern::from_mask(k, n, mask)?;
         let vals = pattern.gather(&host)?;
         let values = Tensor::<1>::from_data(TensorData::new(vals, [pattern.nnz()]), &device);
@@ -252,10 +254,7 @@ impl SparseLinear {
         let v = self.values.val();
         let device = v.device();
         let autodiff = v.is_require_grad();
-        let host = v
-            .into_data()
-            .try_into_vec::<f32>()
-            .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+        let host = read_host(v)?;
         let dense = p.to_dense(&host)?;
         let mut lin = LinearConfig::new(self.d_input, self.d_output)
             .with_bias(self.bias.is_some())
@@ -341,12 +340,7 @@ impl SparseLinear {
     /// # Errors
     /// [`LayerError::Data`] if the tensor cannot be read.
     pub fn host_values(&self) -> LResult<Vec<f32>> {
-        self.values
-            .val()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| LayerError::Data(format!("{e:?}")))
+        read_host(self.values.val())
     }
 
     /// The same layer with the active set `bits` (row-major, the same number of non-zeros):

@@ -160,12 +160,7 @@ impl SparseDst {
             optim.reset_state_where(nl.values.id, &keep)?;
             if let Some(g) = grads.remove::<1>(nl.values.id) {
                 let p = nl.pattern()?;
-                let mut host = g
-                    .clone()
-                    .into_data()
-                    .convert::<f32>()
-                    .try_into_vec::<f32>()
-                    .map_err(|e| LayerError::Data(format!("{e:?}")))?;
+                let mut host = burn_sparse_mask::to_host(g.clone())?;
                 for (s, &k) in keep.iter().enumerate() {
                     if !k {
                         host[s] = dense_grads[i][p.flat_index(s)];

@@ -443,15 +443,29 @@ fn compare_writes_the_table_and_plots() {
     let csv = std::fs::read_to_string(out_dir.join("results.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
-    for row in &rows[1..] {
-        let cols: Vec<&str> = row.split(',').collect();
-        assert_eq!(cols.len(), 8, "{row}");
-        let acc: f64 = cols[3].parse().unwrap();
-        assert!((0.0..=100.0).contains(&acc));
-    }
     let results: Vec<RunResult> =
         serde_json::from_slice(&std::fs::read(out_dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(results.len(), 2);
+    // Every number of the CSV and the table is the one its run directory recorded.
+    for row in &rows[1..] {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols.len(), 8, "{row}");
+        let run: RunResult =
+            serde_json::from_slice(&std::fs::read(runs.join(cols[7]).join("result.json")).unwrap())
+                .unwrap();
+        assert_eq!(cols[0], run.method.to_string(), "{row}");
+        assert_eq!(cols[3].parse::<f64>().unwrap(), run.test_accuracy, "{row}");
+        assert_eq!(cols[4].parse::<f64>().unwrap(), run.density, "{row}");
+        assert_eq!(cols[5].parse::<usize>().unwrap(), run.nnz, "{row}");
+        assert!(
+            results
+                .iter()
+                .any(|r| r.name == run.name && r.test_accuracy == run.test_accuracy)
+        );
+        // One seed: the cell is the run's accuracy with a zero spread.
+        let cell = format!("| {} | {:.2} ± 0.00 |", run.method, run.test_accuracy);
+        assert!(table.contains(&cell), "{cell} not in\n{table}");
+    }
     for stem in [
         "accuracy_vs_sparsity",
         "accuracy_over_training",

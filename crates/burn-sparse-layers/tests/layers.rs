@@ -84,7 +84,7 @@ fn one_layer(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(burn_sparse_test_support::proptest_config(24))]
     #[test]
     fn kernel_path_equals_masked_path(
         k in 1usize..40, n in 1usize..40, density in 0.0f64..1.0, batch in 1usize..80,

@@ -1,55 +1,83 @@
 //! Linear mode connectivity and instability (Frankle et al. 2020, arXiv:1912.05671).
 
-use std::collections::HashMap;
-
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 use burn_sparse_mask::Result;
 
+/// Every float parameter, flattened, in visit order (the module's field order).
 struct Collect {
-    out: HashMap<ParamId, Tensor<1>>,
+    out: Vec<Tensor<1>>,
 }
 
 impl ModuleVisitor for Collect {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val().inner();
         let n = t.shape().num_elements();
-        self.out.insert(param.id, t.reshape([n]));
+        self.out.push(t.reshape([n]));
     }
 }
 
 struct Lerp {
-    other: HashMap<ParamId, Tensor<1>>,
+    other: std::vec::IntoIter<Tensor<1>>,
     alpha: f64,
+    mismatch: Option<String>,
 }
 
 impl ModuleMapper for Lerp {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(b) = self.other.get(&param.id).cloned() else {
+        let Some(b) = self.other.next() else {
+            self.mismatch
+                .get_or_insert_with(|| "the second model has fewer parameters".into());
             return param;
         };
         let (id, a, mapper) = param.consume();
-        let ad = a.is_autodiff();
         let dims: [usize; D] = a.dims();
+        let n: usize = dims.iter().product();
+        if b.dims()[0] != n {
+            self.mismatch.get_or_insert_with(|| {
+                format!(
+                    "a parameter of shape {dims:?} meets one of {} values",
+                    b.dims()[0]
+                )
+            });
+            return Param::from_mapped_value(id, a, mapper);
+        }
+        let ad = a.is_autodiff();
         let mixed = a.inner() * (1.0 - self.alpha) + b.reshape(dims) * self.alpha;
         let mixed = if ad { Tensor::from_inner(mixed) } else { mixed };
         Param::from_mapped_value(id, mixed, mapper)
     }
 }
 
-/// `(1 - alpha) * a + alpha * b` for every float parameter. `a` and `b` must be copies of one
-/// model (same parameter ids), as two trainings from the same rewind point are.
-pub fn interpolate<M: Module>(a: &M, b: &M, alpha: f64) -> M {
-    let mut c = Collect {
-        out: HashMap::new(),
-    };
+/// `(1 - alpha) * a + alpha * b` for every float parameter, matched by position (the module's
+/// field order), so two copies of one architecture interpolate whatever their parameter ids:
+/// two trainings from one rewind point, or checkpoints loaded into fresh models. The result
+/// keeps `a`'s ids.
+///
+/// # Errors
+/// [`burn_sparse_mask::MaskError::ModelMismatch`] when the two models do not have the same
+/// parameters (count and sizes).
+pub fn interpolate<M: Module>(a: &M, b: &M, alpha: f64) -> Result<M> {
+    let mut c = Collect { out: Vec::new() };
     b.visit(&mut c);
-    a.clone().map(&mut Lerp {
-        other: c.out,
+    let mut lerp = Lerp {
+        other: c.out.into_iter(),
         alpha,
-    })
+        mismatch: None,
+    };
+    let mixed = a.clone().map(&mut lerp);
+    if lerp.other.next().is_some() {
+        lerp.mismatch
+            .get_or_insert_with(|| "the second model has more parameters".into());
+    }
+    match lerp.mismatch {
+        Some(m) => Err(burn_sparse_mask::MaskError::ModelMismatch(format!(
+            "cannot interpolate: {m}"
+        ))),
+        None => Ok(mixed),
+    }
 }
 
 /// The error along the linear path between two trained networks.
@@ -85,7 +113,7 @@ pub fn linear_mode_connectivity<M: Module>(
         } else if al == 1.0 {
             b.clone()
         } else {
-            interpolate(a, b, al)
+            interpolate(a, b, al)?
         };
         errors.push(error(&m)?);
     }

@@ -162,12 +162,36 @@ fn exact_counts_rewind_and_baselines() {
                 "w0 is the initialisation"
             );
         } else {
-            let w0 = to_host(init(7).l1.weight.val()).unwrap();
-            assert_ne!(
-                to_host(rw.l1.weight.val()).unwrap(),
-                w0,
-                "w_k differs from w0"
-            );
+            // w_k is what 6 steps of dense training from init(7) on level 0's data order
+            // (data seed = the config's seed) give, bit for bit.
+            let mut six = Synthetic::new(6, device());
+            let dense = MaskSet::dense(&init(7), &ParamFilter::new()).unwrap();
+            let mut o = SparseOptimizer::new(SgdConfig::default(), dense).unwrap();
+            let wk = six.train(init(7), &mut o, 0, 7, &mut |_, _| {}).unwrap();
+            let host = |m: &Mlp| -> Vec<Vec<f32>> {
+                [&m.l1, &m.l2, &m.l3]
+                    .iter()
+                    .flat_map(|l| {
+                        [
+                            to_host(l.weight.val()).unwrap(),
+                            to_host(l.bias.as_ref().unwrap().val()).unwrap(),
+                        ]
+                    })
+                    .collect()
+            };
+            assert_eq!(host(&rw), host(&wk), "w_k is 6 steps from init");
+            assert_ne!(host(&rw), host(&init(7)), "w_k differs from w0");
+        }
+        // Masks nest: every level's survivors are a subset of the previous level's.
+        for level in 2..=3 {
+            let prev = imp.level_masks(level - 1).unwrap();
+            let next = imp.level_masks(level).unwrap();
+            for (p, n) in prev.layers().iter().zip(next.layers()) {
+                assert!(
+                    p.bits().iter().zip(n.bits()).all(|(p, n)| *p || !*n),
+                    "level {level} revived a pruned weight"
+                );
+            }
         }
         let masks = imp.level_masks(1).unwrap().rebind(&rw).unwrap();
         let start = &t.starts[1];
@@ -255,14 +279,31 @@ fn interpolation_endpoints_reproduce_errors() {
     }
     assert_eq!(r.errors[0], errs[0]);
     assert_eq!(r.errors[4], errs[1]);
-    assert!(r.instability >= 0.0 - 1e-12);
+    // The midpoint is the evaluation of (w_A + w_B) / 2, and the barrier is the maximum error
+    // minus the mean of the ends.
+    let mid = interpolate(&ends[0], &ends[1], 0.5).unwrap();
+    let (wa, wb) = (
+        to_host(ends[0].l1.weight.val()).unwrap(),
+        to_host(ends[1].l1.weight.val()).unwrap(),
+    );
+    for ((m, a), b) in to_host(mid.l1.weight.val())
+        .unwrap()
+        .iter()
+        .zip(&wa)
+        .zip(&wb)
+    {
+        assert!((m - (0.5 * a + 0.5 * b)).abs() <= 1e-6, "{m} vs {a}, {b}");
+    }
+    assert_eq!(r.errors[2], 100.0 - t.accuracy(&mid).unwrap());
+    let max = r.errors.iter().copied().fold(f64::MIN, f64::max);
+    assert_eq!(r.instability, max - (errs[0] + errs[1]) / 2.0);
     // interpolate(a, b, 0) == a and (.., 1) == b exactly.
-    let a0 = interpolate(&ends[0], &ends[1], 0.0);
+    let a0 = interpolate(&ends[0], &ends[1], 0.0).unwrap();
     assert_eq!(
         to_host(a0.l2.weight.val()).unwrap(),
         to_host(ends[0].l2.weight.val()).unwrap()
     );
-    let a1 = interpolate(&ends[0], &ends[1], 1.0);
+    let a1 = interpolate(&ends[0], &ends[1], 1.0).unwrap();
     assert_eq!(
         to_host(a1.l2.weight.val()).unwrap(),
         to_host(ends[1].l2.weight.val()).unwrap()
@@ -367,4 +408,89 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn lmc_barrier_of_a_hand_built_path() {
+    // error(w) = 1 - 4 (alpha - 1/2)^2 along the path, alpha read back from one weight:
+    // at alpha = 0, .25, .5, .75, 1 the errors are 0, .75, 1, .75, 0 and the barrier is 1.
+    let (a, b) = (init(1), init(2));
+    let a0 = f64::from(to_host(a.l1.weight.val()).unwrap()[0]);
+    let b0 = f64::from(to_host(b.l1.weight.val()).unwrap()[0]);
+    let r = linear_mode_connectivity(&a, &b, 5, |m: &Mlp| {
+        let w = f64::from(to_host(m.l1.weight.val()).unwrap()[0]);
+        let alpha = (w - a0) / (b0 - a0);
+        Ok(1.0 - 4.0 * (alpha - 0.5).powi(2))
+    })
+    .unwrap();
+    for (got, want) in r.errors.iter().zip([0.0, 0.75, 1.0, 0.75, 0.0]) {
+        assert!((got - want).abs() < 1e-5, "{:?}", r.errors);
+    }
+    assert!((r.instability - 1.0).abs() < 1e-5, "{}", r.instability);
+    // Different architectures are an error, not a silent copy of one end.
+    let other = Mlp::seeded([12, 16, 11, 3], 1, &device());
+    assert!(matches!(
+        interpolate(&a, &other, 0.5),
+        Err(MaskError::ModelMismatch(_))
+    ));
+}
+
+proptest::proptest! {
+    #![proptest_config(burn_sparse_test_support::proptest_config(24))]
+
+    /// IMP's selection against brute force: per layer (or globally), the pruned weights are
+    /// the round(p * n) smallest |w| among the n survivors, ties pruning the higher flat index
+    /// first (globally: the index in the layers' concatenation); pruned weights stay pruned.
+    #[test]
+    fn prune_level_is_the_brute_force_selection(
+        seed in proptest::prelude::any::<u64>(),
+        p in 0.0f64..0.95,
+        global in proptest::prelude::any::<bool>(),
+    ) {
+        let m = init(seed);
+        let mut r = SparseRng::new(seed);
+        let params = ParamFilter::new().select(&m).unwrap();
+        // Survivors at random, weights from a few values so that ties happen.
+        let bits: Vec<Vec<bool>> = params
+            .iter()
+            .map(|p| (0..p.numel()).map(|_| r.next_f32() < 0.7).collect())
+            .collect();
+        let masks = MaskSet::from_bits(&m, params, bits.clone()).unwrap();
+        let w: Vec<Vec<f32>> = bits
+            .iter()
+            .map(|b| b.iter().map(|_| ((r.below(7) as f32) - 3.0) * 0.25).collect())
+            .collect();
+        let rate = if global {
+            PruneRate::Global(p)
+        } else {
+            PruneRate::PerLayer { default: p, overrides: Default::default() }
+        };
+        let got = prune_level(&masks, &w, &rate).unwrap();
+        // Brute force: survivors as (layer, index), ordered by |w| ascending, then the higher
+        // flat index first; the first round(p * n) of each group are pruned.
+        let groups: Vec<Vec<usize>> = if global { vec![(0..3).collect()] } else { (0..3).map(|l| vec![l]).collect() };
+        let mut want = bits.clone();
+        for g in groups {
+            let mut surv: Vec<(usize, usize, usize)> = Vec::new(); // (layer, index, concat index)
+            let mut off = 0;
+            for l in 0..3 {
+                if g.contains(&l) {
+                    for (i, b) in bits[l].iter().enumerate() {
+                        if *b {
+                            surv.push((l, i, off + i));
+                        }
+                    }
+                    off += bits[l].len();
+                }
+            }
+            surv.sort_by(|x, y| {
+                w[x.0][x.1].abs().total_cmp(&w[y.0][y.1].abs()).then(y.2.cmp(&x.2))
+            });
+            let k = (p * surv.len() as f64).round() as usize;
+            for &(l, i, _) in &surv[..k] {
+                want[l][i] = false;
+            }
+        }
+        proptest::prop_assert_eq!(got, want);
+    }
 }

@@ -29,9 +29,80 @@ fn one() -> (One, MaskSet) {
 
 /// L = sum(w * C), so dL/dw = C exactly, also at the masked position.
 fn linear_grads(m: &One) -> GradientsParams {
-    let c = Tensor::<2>::from_data(C, &m.w.device());
+    grads_of(m, C)
+}
+
+/// L = sum(w * K): dL/dw = K.
+fn grads_of(m: &One, k: [[f32; 2]; 2]) -> GradientsParams {
+    let c = Tensor::<2>::from_data(k, &m.w.device());
     let loss = (m.w.val() * c).sum();
     GradientsParams::from_grads(loss.backward(), m)
+}
+
+/// A second gradient, different from C, for two-step hand computations.
+const D: [[f32; 2]; 2] = [[1.0, 0.5], [0.5, -1.0]];
+
+/// Adam by its definition (Kingma & Ba; Loshchilov & Hutter for the decoupled decay), in f64,
+/// on the 2x2 case of `one()`: w0 = [1, 2, 3, 4] with position 1 masked.
+fn adam_by_hand(grads: &[[[f32; 2]; 2]], lr: f64, wd: f64, decoupled: bool) -> [f64; 4] {
+    let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+    let keep = [true, false, true, true];
+    let mut w = [1.0f64, 0.0, 3.0, 4.0];
+    let (mut m, mut v) = ([0.0f64; 4], [0.0f64; 4]);
+    for (t, g) in grads.iter().enumerate() {
+        let t = (t + 1) as i32;
+        for i in 0..4 {
+            if !keep[i] {
+                continue;
+            }
+            let mut gi = f64::from(g[i / 2][i % 2]);
+            if decoupled {
+                w[i] *= 1.0 - lr * wd;
+            } else {
+                gi += wd * w[i];
+            }
+            m[i] = b1 * m[i] + (1.0 - b1) * gi;
+            v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+            let mh = m[i] / (1.0 - b1.powi(t));
+            let vh = v[i] / (1.0 - b2.powi(t));
+            w[i] -= lr * mh / (vh.sqrt() + eps);
+        }
+    }
+    w
+}
+
+#[test]
+fn adam_two_steps_by_hand() {
+    // Two different gradients, so the second step's bias correction and moments matter:
+    // Adam, Adam with L2 weight decay (added to the gradient) and AdamW (decoupled).
+    for (cfg, wd, decoupled) in [
+        (AdamConfig::default(), 0.0, false),
+        (
+            AdamConfig {
+                weight_decay: 0.5,
+                ..AdamConfig::default()
+            },
+            0.5,
+            false,
+        ),
+        (AdamConfig::adamw(0.5), 0.5, true),
+    ] {
+        let (m, masks) = one();
+        let mut opt = SparseOptimizer::new(cfg, masks).unwrap();
+        let g = grads_of(&m, C);
+        let m = opt.step(0.1, m, g).unwrap();
+        let g = grads_of(&m, D);
+        let m = opt.step(0.1, m, g).unwrap();
+        let want = adam_by_hand(&[C, D], 0.1, wd, decoupled);
+        let want: Vec<f32> = want.iter().map(|&x| x as f32).collect();
+        close(&values(&m), &want, 2e-6);
+        assert_eq!(values(&m)[1], 0.0);
+        assert_eq!(opt.state(m.w.id).unwrap().time, 2);
+    }
+    // L2 and decoupled decay give different weights: the test tells them apart.
+    let l2 = adam_by_hand(&[C, D], 0.1, 0.5, false);
+    let dec = adam_by_hand(&[C, D], 0.1, 0.5, true);
+    assert!((l2[0] - dec[0]).abs() > 1e-3);
 }
 
 fn values(m: &One) -> Vec<f32> {
@@ -127,6 +198,11 @@ fn invalid_hyperparameters_are_typed_errors() {
 
 #[test]
 fn burn_optimizer_wrapper_keeps_fixed_mask() {
+    // Against burn's own optimizer stepped on hand-masked gradients and re-masked, bit for bit:
+    // SGD with momentum, weight decay and per-tensor gradient-norm clipping. The clipping makes
+    // the gradient masking visible in the kept weights (an unmasked gradient has a larger norm,
+    // so its kept entries would be scaled down more), and the kept weights must all move (a
+    // no-op inner step leaves them in place).
     let d = device();
     let m = Mlp::new([12, 10, 8, 4], &d);
     let masks = magnitude_masks(
@@ -137,27 +213,61 @@ fn burn_optimizer_wrapper_keeps_fixed_mask() {
     )
     .unwrap();
     let m = masks.apply(m);
-    let inner = burn::optim::SgdConfig::new()
-        .with_momentum(Some(burn::optim::momentum::MomentumConfig::new()))
-        .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(1e-3)))
-        .init();
-    let mut opt = MaskedOptimizer::new(inner, masks);
-    let mut m = m;
+    let sgd = || {
+        burn::optim::SgdConfig::new()
+            .with_momentum(Some(burn::optim::momentum::MomentumConfig::new()))
+            .with_weight_decay(Some(burn::optim::decay::WeightDecayConfig::new(1e-3)))
+            .with_gradient_clipping(Some(burn::grad_clipping::GradientClippingConfig::Norm(
+                0.01,
+            )))
+            .init()
+    };
+    let mut opt = MaskedOptimizer::new(sgd(), masks.clone());
+    let mut reference: burn::optim::ModuleOptimizer = sgd().into();
+    let start = masks.read_weights(&m).unwrap();
+    let (mut a, mut b) = (m.clone(), m);
     for s in 0..20 {
-        let (_, g) = mlp_grads(&m, 8, s, &d);
-        m = opt.step(0.05, m, g);
+        let (_, g) = mlp_grads(&a, 8, s, &d);
+        a = opt.step(0.05, a, g);
+        let (_, mut g) = mlp_grads(&b, 8, s, &d);
+        for l in masks.layers() {
+            let grad = g.remove::<2>(l.param().id).unwrap();
+            let keep: Vec<f32> = l.bits().iter().map(|&k| f32::from(u8::from(k))).collect();
+            let keep = Tensor::<2>::from_data(TensorData::new(keep, grad.dims()), &d);
+            g.register::<2>(l.param().id, grad * keep);
+        }
+        b = masks.apply(reference.step(0.05, b, g));
     }
-    assert!(
-        opt.masks()
-            .violations(&m)
-            .unwrap()
+    let host = |m: &Mlp| -> Vec<Vec<f32>> {
+        [&m.l1, &m.l2, &m.l3]
             .iter()
-            .all(|(_, v)| *v == 0)
+            .flat_map(|l| {
+                [
+                    to_host(l.weight.val()).unwrap(),
+                    to_host(l.bias.as_ref().unwrap().val()).unwrap(),
+                ]
+            })
+            .collect()
+    };
+    assert_eq!(
+        host(&a),
+        host(&b),
+        "the wrapper is burn's step on masked gradients"
     );
+    let end = opt.masks().read_weights(&a).unwrap();
+    for ((l, w0), w1) in opt.masks().layers().iter().zip(&start).zip(&end) {
+        for ((k, x0), x1) in l.bits().iter().zip(w0).zip(w1) {
+            if *k {
+                assert_ne!(x0, x1, "{}: a kept weight did not move", l.param().path);
+            } else {
+                assert_eq!(*x1, 0.0);
+            }
+        }
+    }
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(6))]
+    #![proptest_config(burn_sparse_test_support::proptest_config(6))]
 
     /// 100 SGD-with-momentum steps (and weight decay): every masked weight stays exactly 0,
     /// the nnz is unchanged, and the momentum at masked positions is exactly 0.
@@ -193,6 +303,15 @@ proptest! {
 
 #[test]
 fn save_load_resumes_bit_identically() {
+    resumes_bit_identically(SgdConfig::default().into());
+}
+
+#[test]
+fn adam_save_load_resumes_bit_identically() {
+    resumes_bit_identically(AdamConfig::adamw(1e-2).into());
+}
+
+fn resumes_bit_identically(rule: Rule) {
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let m = Mlp::seeded([10, 9, 8, 3], 3, &d);
@@ -204,7 +323,7 @@ fn save_load_resumes_bit_identically() {
     )
     .unwrap();
     let mut m = masks.apply(m);
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks).unwrap();
+    let mut opt = SparseOptimizer::new(rule, masks).unwrap();
     for s in 0..5 {
         let (_, g) = mlp_grads(&m, 4, s, &d);
         m = opt.step(0.1, m, g).unwrap();
@@ -233,6 +352,10 @@ fn save_load_resumes_bit_identically() {
         (a.l1.weight.val(), b.l1.weight.val()),
         (a.l2.weight.val(), b.l2.weight.val()),
         (a.l3.weight.val(), b.l3.weight.val()),
+        (
+            a.l1.bias.clone().unwrap().val().unsqueeze(),
+            b.l1.bias.clone().unwrap().val().unsqueeze(),
+        ),
     ] {
         let (wa, wb) = (to_host(wa).unwrap(), to_host(wb).unwrap());
         assert!(wa.iter().zip(&wb).all(|(x, y)| x.to_bits() == y.to_bits()));
@@ -287,6 +410,71 @@ impl TopologyUpdater for Swap {
             masks,
         }))
     }
+}
+
+#[test]
+fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
+    // Both of Adam's moments restart at 0 at grown (and dropped) positions; the others keep
+    // theirs.
+    let d = device();
+    let m = Mlp::seeded([6, 5, 4, 3], 2, &d);
+    let masks = magnitude_masks(
+        &m,
+        &ParamFilter::new(),
+        Sparsity::new(0.5).unwrap(),
+        &Scope::Global,
+    )
+    .unwrap();
+    let before: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
+    let mut m = masks.apply(m);
+    let mut opt = SparseOptimizer::new(AdamConfig::default(), masks)
+        .unwrap()
+        .with_updater(Box::new(Swap {
+            break_budget: false,
+        }))
+        .unwrap();
+    let (_, g) = mlp_grads(&m, 4, 0, &d);
+    m = opt.step(0.1, m, g).unwrap();
+    let moments_1: Vec<Vec<Vec<f32>>> = opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| {
+            opt.state(l.param().id)
+                .unwrap()
+                .slots
+                .iter()
+                .map(|s| to_host(s.clone()).unwrap())
+                .collect()
+        })
+        .collect();
+    let (_, g) = mlp_grads(&m, 4, 1, &d);
+    m = opt.step(0.1, m, g).unwrap();
+    assert_eq!(opt.last_report().unwrap().step, 2);
+    for ((l, old), m1) in opt.masks().layers().iter().zip(&before).zip(&moments_1) {
+        let grown = (0..old.len()).find(|&j| !old[j] && l.bits()[j]).unwrap();
+        let dropped = (0..old.len()).find(|&j| old[j] && !l.bits()[j]).unwrap();
+        let st = opt.state(l.param().id).unwrap();
+        assert_eq!(st.slots.len(), 2, "Adam keeps two moments");
+        for (slot, s1) in st.slots.iter().zip(m1) {
+            let s = to_host(slot.clone()).unwrap();
+            assert_eq!(s[grown], 0.0, "{}", l.param().path);
+            assert_eq!(s[dropped], 0.0, "{}", l.param().path);
+            // The swap step skips the weight update, so the kept positions' moments are the
+            // step-1 values, untouched by the reset.
+            for j in (0..s.len()).filter(|&j| old[j] && l.bits()[j]) {
+                assert_eq!(s[j], s1[j]);
+            }
+            assert!(s1.iter().any(|x| *x != 0.0));
+        }
+    }
+    assert!(
+        opt.masks()
+            .violations(&m)
+            .unwrap()
+            .iter()
+            .all(|(_, v)| *v == 0)
+    );
 }
 
 #[test]

@@ -10,6 +10,20 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
+/// The configuration of every property test: `cases` cases (`PROPTEST_CASES` overrides it),
+/// and each failure's seed persisted next to its test file (`tests/NAME.proptest-regressions`,
+/// meant to be committed), so the failing case is replayed first on the next run, on any
+/// machine.
+pub fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::WithSource("proptest-regressions"),
+        )),
+        ..proptest::test_runner::Config::with_cases(cases)
+    }
+}
+
 /// The device the tests run on: flex (CPU) with autodiff by default; wgpu with the `wgpu`
 /// feature (set `BURN_SPARSE_TEST_BACKEND=flex` to force the CPU in such a build).
 pub fn device() -> Device {

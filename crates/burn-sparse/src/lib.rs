@@ -39,9 +39,25 @@
 //! // 90% sparse, ERK per layer, largest |w| kept; conv [16,3,3,3] and fc [14400,10] together.
 //! let masks = magnitude_masks(&net, &ParamFilter::new(), Sparsity::new(0.9)?,
 //!                             &Scope::Layerwise(Distribution::Erk))?;
+//! // Exactly round(0.1 * (432 + 144_000)) kept; ERK's density follows sum(shape)/prod(shape),
+//! // so the small conv keeps 25 weights (5.8%) and the fc 14_418 (10.01%).
+//! assert_eq!(masks.nnz(), 14_443);
+//! let per_layer: Vec<usize> = masks.layers().iter().map(|l| l.nnz()).collect();
+//! assert_eq!(per_layer, [25, 14_418]);
 //! let net = masks.apply(net);
-//! let optim = SparseOptimizer::new(SgdConfig::default(), masks)?; // keeps the zeros exact
+//! let mut optim = SparseOptimizer::new(SgdConfig::default(), masks)?; // keeps the zeros exact
 //! println!("{}", optim.masks());
+//!
+//! // One SGD step on a real gradient: the kept weights move, the pruned ones stay exactly 0.
+//! use burn::optim::GradientsParams;
+//! use burn::tensor::Tensor;
+//! let y = net.fc.forward(net.conv.forward(Tensor::ones([2, 3, 32, 32], &device)).reshape([2, 14_400]));
+//! let grads = GradientsParams::from_grads(y.powi_scalar(2).mean().backward(), &net);
+//! let before = burn_sparse::mask::to_host(net.conv.weight.val())?;
+//! let net = optim.step(0.1, net, grads)?;
+//! let after = burn_sparse::mask::to_host(net.conv.weight.val())?;
+//! let bits = optim.masks().layers()[0].bits();
+//! assert!(bits.iter().zip(before.iter().zip(&after)).all(|(k, (b, a))| if *k { a != b } else { *a == 0.0 }));
 //! # Ok::<(), burn_sparse::mask::MaskError>(())
 //! ```
 

@@ -131,10 +131,17 @@ fn rigl_inside_burn_train_learner() {
         seed: 3,
         skip_weight_update: false,
     };
-    let opt = SparseOptimizer::new(SgdConfig::default(), masks)
-        .unwrap()
-        .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap()))
-        .unwrap();
+    let initial_bits: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
+    let build = |masks: MaskSet| {
+        SparseOptimizer::new(SgdConfig::default(), masks)
+            .unwrap()
+            .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap()))
+            .unwrap()
+    };
+    let opt = build(masks.clone());
+    // The same model and optimizer for a hand-written loop over the same batches.
+    let mut twin = net.clone();
+    let mut twin_opt = build(masks);
     let handle = SparseHandle::new(opt);
     let net = Net {
         sparse: Some(handle.clone()),
@@ -182,4 +189,48 @@ fn rigl_inside_burn_train_learner() {
         w_before,
         "the Learner trained the model"
     );
+    // RigL moved connections inside the Learner: the final masks are not the initial ones.
+    let final_bits: Vec<Vec<bool>> = handle.with(|o| {
+        o.masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect()
+    });
+    let moved: usize = final_bits
+        .iter()
+        .flatten()
+        .zip(initial_bits.iter().flatten())
+        .filter(|(a, b)| **a && !**b)
+        .count();
+    assert!(moved > 0, "no connection moved");
+
+    // The hand-written loop: two epochs of the 8 batches in order, lr 0.1, the same optimizer.
+    let items = data();
+    for _epoch in 0..2 {
+        for chunk in items.chunks(8) {
+            let b = Points.batch(chunk.to_vec(), &d);
+            let loss = twin.output(&b).loss;
+            let grads = GradientsParams::from_grads(loss.backward(), &twin);
+            twin = twin_opt.step(0.1, twin, grads).unwrap();
+        }
+    }
+    let twin_bits: Vec<Vec<bool>> = twin_opt
+        .masks()
+        .layers()
+        .iter()
+        .map(|l| l.bits().to_vec())
+        .collect();
+    assert_eq!(final_bits, twin_bits, "same masks as the hand-written loop");
+    for (a, b) in [(&model.l1, &twin.l1), (&model.l2, &twin.l2)] {
+        assert_eq!(
+            to_host(a.weight.val()).unwrap(),
+            to_host(b.weight.val()).unwrap(),
+            "same weights as the hand-written loop, bit for bit"
+        );
+        assert_eq!(
+            to_host(a.bias.as_ref().unwrap().val()).unwrap(),
+            to_host(b.bias.as_ref().unwrap().val()).unwrap()
+        );
+    }
 }

@@ -412,18 +412,19 @@ fn walk(p: &Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn lmc_barrier_of_a_hand_built_path() {
-    // error(w) = 1 - 4 (alpha - 1/2)^2 along the path, alpha read back from one weight:
-    // at alpha = 0, .25, .5, .75, 1 the errors are 0, .75, 1, .75, 0 and the barrier is 1.
+    // error = 1 - 4 (alpha - 1/2)^2 + alpha along the path, alpha read back from one weight:
+    // at alpha = 0, .25, .5, .75, 1 the errors are 0, 1, 1.5, 1.5, 1; the barrier is the
+    // maximum 1.5 minus the ends' mean 0.5 = 1.
     let (a, b) = (init(1), init(2));
     let a0 = f64::from(to_host(a.l1.weight.val()).unwrap()[0]);
     let b0 = f64::from(to_host(b.l1.weight.val()).unwrap()[0]);
     let r = linear_mode_connectivity(&a, &b, 5, |m: &Mlp| {
         let w = f64::from(to_host(m.l1.weight.val()).unwrap()[0]);
         let alpha = (w - a0) / (b0 - a0);
-        Ok(1.0 - 4.0 * (alpha - 0.5).powi(2))
+        Ok(1.0 - 4.0 * (alpha - 0.5).powi(2) + alpha)
     })
     .unwrap();
-    for (got, want) in r.errors.iter().zip([0.0, 0.75, 1.0, 0.75, 0.0]) {
+    for (got, want) in r.errors.iter().zip([0.0, 1.0, 1.5, 1.5, 1.0]) {
         assert!((got - want).abs() < 1e-5, "{:?}", r.errors);
     }
     assert!((r.instability - 1.0).abs() < 1e-5, "{}", r.instability);

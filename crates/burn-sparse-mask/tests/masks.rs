@@ -163,6 +163,17 @@ fn magnitude_masks_apply_zeros_to_rank_2_and_rank_4() {
         )
         .unwrap();
     assert_eq!(counts, vec![36, 54, 288]);
+    // A case the naive split (clamp at 1, hand the excess round-robin to the other layers)
+    // gets wrong: [12,16], [16,10], [10,3] (scores 28/192, 26/160, 13/30) at 30% sparsity.
+    // 0.7 * 382 = 267.4; eps = 267.4/67 puts the head at 1.73: dense (30). Then
+    // eps = 237.4/54 = 4.396 gives 123.10 and 114.30 of the 237 left: [123, 114, 30]. The naive
+    // split would give [122, 115, 30].
+    let mlp = burn_sparse_test_support::Mlp::seeded([12, 16, 10, 3], 1, &d);
+    let params = ParamFilter::new().select(&mlp).unwrap();
+    let counts = Distribution::Erk
+        .layer_counts(&params, Sparsity::new(0.3).unwrap(), &Default::default())
+        .unwrap();
+    assert_eq!(counts, vec![123, 114, 30]);
     let shown = masks.to_string();
     assert!(
         shown.contains("features.1.weight") && shown.contains("total"),

@@ -44,6 +44,13 @@ pub enum Error {
     Train(burn_sparse::train::TrainError),
     /// A plot could not be drawn.
     Plot(String),
+    /// Another process holds the run directory's lock.
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+        /// The holder's process id, when it could be read.
+        pid: Option<u32>,
+    },
 }
 
 impl std::fmt::Display for Error {
@@ -58,6 +65,10 @@ impl std::fmt::Display for Error {
             Error::Saliency(e) => write!(f, "{e}"),
             Error::Train(e) => write!(f, "{e}"),
             Error::Plot(e) => write!(f, "plot: {e}"),
+            Error::Locked { path, pid } => match pid {
+                Some(p) => write!(f, "{}: in use by PID {p}", path.display()),
+                None => write!(f, "{}: in use by another process", path.display()),
+            },
         }
     }
 }

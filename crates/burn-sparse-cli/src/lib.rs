@@ -18,6 +18,7 @@ pub mod error;
 pub mod plot;
 pub mod progress;
 pub mod run;
+mod rundir;
 pub mod sweep;
 
 pub use config::{ExperimentConfig, MethodName, ModelName};

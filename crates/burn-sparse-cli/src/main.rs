@@ -7,6 +7,24 @@ use burn_sparse_cli::config::ExperimentConfig;
 use burn_sparse_cli::sweep::compare_shard;
 use burn_sparse_cli::{Error, Runner, SweepConfig};
 
+/// A line to stdout; a closed or full stdout loses it, never the work (no panic).
+macro_rules! outln {
+    ($($t:tt)*) => { burn_sparse_cli::progress::out(&format!($($t)*)) };
+}
+
+/// A line to stderr, as [`outln`].
+macro_rules! errln {
+    ($($t:tt)*) => { burn_sparse::mask::stderr_line!($($t)*) };
+}
+
+/// Text as is to stdout, ignoring output errors.
+fn outtext(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes());
+    let _ = o.flush();
+}
+
 const USAGE: &str = "\
 burn-sparse: run, resume and compare sparse-training experiments
 
@@ -130,7 +148,7 @@ fn parse(args: Vec<String>) -> Result<Cli, String> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() || args.iter().any(|a| a == "--help" || a == "-h") {
-        print!("{USAGE}");
+        outtext(USAGE);
         return if args.is_empty() {
             ExitCode::from(2)
         } else {
@@ -140,38 +158,35 @@ fn main() -> ExitCode {
     let cli = match parse(args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}\n\n{USAGE}");
+            errln!("error: {e}\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let status = match cli.command.as_str() {
         "config" => {
             let c = ExperimentConfig::default();
-            print!(
-                "{}",
-                if cli.json {
-                    c.to_json() + "\n"
-                } else {
-                    c.to_toml()
-                }
-            );
+            outtext(&if cli.json {
+                c.to_json() + "\n"
+            } else {
+                c.to_toml()
+            });
             Ok(())
         }
         "run" => run(&cli),
         "compare" => sweep(&cli),
         other => {
-            eprintln!("error: unknown command `{other}`\n\n{USAGE}");
+            errln!("error: unknown command `{other}`\n\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     match status {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (Error::Config { .. } | Error::Parse { .. })) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(2)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             ExitCode::from(1)
         }
     }
@@ -190,9 +205,9 @@ fn run(cli: &Cli) -> Result<(), Error> {
     runner.progress = cli.progress;
     for o in runner.run(&cfg)? {
         if o.already_done {
-            println!("{}: already finished, nothing to do", o.dir.display());
+            outln!("{}: already finished, nothing to do", o.dir.display());
         }
-        println!(
+        outln!(
             "{}: test accuracy {:.2}%, density {:.4} ({} of {} weights)",
             o.dir.display(),
             o.result.test_accuracy,
@@ -235,7 +250,7 @@ fn sweep(cli: &Cli) -> Result<(), Error> {
     }
     if let Some(report) = compare_shard(&mut runner, &s, &command, cli.shard)? {
         for f in &report.files {
-            println!("wrote {}", f.display());
+            outln!("wrote {}", f.display());
         }
     }
     Ok(())

@@ -96,8 +96,10 @@ fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
         .unwrap_or_else(|| "plot".into());
     let svg = stem.with_file_name(format!("{name}.svg"));
     let png = stem.with_file_name(format!("{name}.png"));
-    let tmp_svg = stem.with_file_name(format!(".{name}.tmp.svg"));
-    let tmp_png = stem.with_file_name(format!(".{name}.tmp.png"));
+    // The PID keeps two processes drawing the same plot (compare shards) off each other's files.
+    let pid = std::process::id();
+    let tmp_svg = stem.with_file_name(format!(".{name}.tmp-{pid}.svg"));
+    let tmp_png = stem.with_file_name(format!(".{name}.tmp-{pid}.png"));
     {
         let root = SVGBackend::new(&tmp_svg, SIZE).into_drawing_area();
         chart.draw(&root)?;
@@ -109,6 +111,7 @@ fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
         root.present().map_err(plot_err)?;
     }
     for (tmp, out) in [(&tmp_svg, &svg), (&tmp_png, &png)] {
+        burn_sparse::mask::checkpoint::commit_point();
         std::fs::rename(tmp, out).map_err(|e| Error::Io {
             path: out.clone(),
             source: e,

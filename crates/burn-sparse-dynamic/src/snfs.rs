@@ -177,7 +177,7 @@ impl TopologyUpdater for Snfs {
             .find_map(|(l, m)| m.iter().position(|x| x.is_nan()).map(|i| (l, i)))
         {
             let msg = format!("step {t}: SNFS update skipped: NaN momentum in layer {l} at {i}");
-            eprintln!("warning: {msg}");
+            burn_sparse_mask::stderr_line!("warning: {msg}");
             return Ok(None);
         }
         // 1. prune per layer.

@@ -20,6 +20,32 @@ use crate::error::{MaskError, Result};
 
 const MAGIC: &[u8; 8] = b"BSPARSE1";
 
+/// The environment variable of the crash-consistency tests' kill switch (see [`commit_point`]).
+pub const ABORT_AT_COMMIT_ENV: &str = "BURN_SPARSE_ABORT_AT_COMMIT";
+
+/// Mark the point just before a rename or a removal that changes what a run directory holds.
+///
+/// With `BURN_SPARSE_ABORT_AT_COMMIT=N` in the environment, the process aborts at its `N`-th
+/// commit point (1-based): no destructor, no flush, which is what `SIGKILL` leaves behind. The
+/// crash-consistency tests kill a run at every such point in turn and check that the resumed run
+/// ends where an uninterrupted one does. Without the variable this is one cached lookup.
+pub fn commit_point() {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let limit = LIMIT.get_or_init(|| {
+        std::env::var(ABORT_AT_COMMIT_ENV)
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    if let Some(n) = *limit {
+        if COUNT.fetch_add(1, Ordering::Relaxed) + 1 == n {
+            std::process::abort();
+        }
+    }
+}
+
 /// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
 ///
 /// # Errors
@@ -34,6 +60,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
+        commit_point();
         fs::rename(&tmp, path)?;
         if let Some(d) = dir {
             if let Ok(dirf) = fs::File::open(d) {

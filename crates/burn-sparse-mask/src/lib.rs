@@ -32,6 +32,16 @@
 //! # Ok::<(), burn_sparse_mask::MaskError>(())
 //! ```
 
+/// `eprintln!` that a closed or full stderr cannot turn into a panic: the line is lost, the
+/// work goes on. For the workspace's warnings and fetch messages.
+#[macro_export]
+macro_rules! stderr_line {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod checkpoint;
 mod distribution;
 mod error;

@@ -89,6 +89,22 @@ impl Mlp {
         }
     }
 
+    /// Every weight and bias, flattened, as bit patterns in layer order: what "bit for bit the
+    /// same model" compares.
+    pub fn bits(&self) -> Vec<Vec<u32>> {
+        [&self.l1, &self.l2, &self.l3]
+            .iter()
+            .flat_map(|l| {
+                let mut v = vec![burn_sparse_mask::to_host(l.weight.val()).expect("host")];
+                if let Some(b) = &l.bias {
+                    v.push(burn_sparse_mask::to_host(b.val()).expect("host"));
+                }
+                v
+            })
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    }
+
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         self.l3
             .forward(relu(self.l2.forward(relu(self.l1.forward(x)))))

@@ -401,12 +401,9 @@ impl TopologyUpdater for Swap {
     }
 }
 
-#[test]
-fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
-    // Both of Adam's moments restart at 0 at grown (and dropped) positions; the others keep
-    // theirs.
-    let d = device();
-    let m = Mlp::seeded([6, 5, 4, 3], 2, &d);
+/// A 50% magnitude-masked MLP under `rule` with the `Swap` updater, and its masks before.
+fn swap_setup(rule: impl Into<Rule>) -> (Mlp, SparseOptimizer, Vec<Vec<bool>>) {
+    let m = Mlp::seeded([6, 5, 4, 3], 2, &device());
     let masks = magnitude_masks(
         &m,
         &ParamFilter::new(),
@@ -415,13 +412,22 @@ fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
     )
     .unwrap();
     let before: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
-    let mut m = masks.apply(m);
-    let mut opt = SparseOptimizer::new(AdamConfig::default(), masks)
+    let m = masks.apply(m);
+    let opt = SparseOptimizer::new(rule, masks)
         .unwrap()
         .with_updater(Box::new(Swap {
             break_budget: false,
         }))
         .unwrap();
+    (m, opt, before)
+}
+
+#[test]
+fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
+    // Both of Adam's moments restart at 0 at grown (and dropped) positions; the others keep
+    // theirs.
+    let d = device();
+    let (mut m, mut opt, before) = swap_setup(AdamConfig::default());
     let (_, g) = mlp_grads(&m, 4, 0, &d);
     m = opt.step(0.1, m, g).unwrap();
     let moments_1: Vec<Vec<Vec<f32>>> = opt
@@ -469,22 +475,7 @@ fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
 #[test]
 fn topology_update_zeroes_grown_weights_and_their_momentum() {
     let d = device();
-    let m = Mlp::new([6, 5, 4, 3], &d);
-    let masks = magnitude_masks(
-        &m,
-        &ParamFilter::new(),
-        Sparsity::new(0.5).unwrap(),
-        &Scope::Global,
-    )
-    .unwrap();
-    let before: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
-    let mut m = masks.apply(m);
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
-        .unwrap()
-        .with_updater(Box::new(Swap {
-            break_budget: false,
-        }))
-        .unwrap();
+    let (mut m, mut opt, before) = swap_setup(SgdConfig::default());
     let (_, g) = mlp_grads(&m, 4, 0, &d);
     m = opt.step(0.1, m, g).unwrap();
     let (_, g) = mlp_grads(&m, 4, 1, &d);

@@ -116,7 +116,7 @@ fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64
         let m = SparseMlpConfig::distributed(
             widths.to_vec(),
             Sparsity::new(s).expect("sparsity"),
-            &Distribution::Erk,
+            &SparsityDistribution::Erk,
         )
         .expect("densities")
         .init(&device)

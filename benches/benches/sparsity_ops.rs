@@ -63,7 +63,7 @@ fn erk90(m: &LeNet300) -> MaskSet {
         m,
         &ParamFilter::new(),
         Sparsity::new(0.9).expect("s"),
-        &Distribution::Erk,
+        &SparsityDistribution::Erk,
         3,
     )
     .expect("masks")
@@ -87,7 +87,7 @@ fn dst_update(c: &mut Criterion) {
         } else {
             Box::new(SetUpdater::set(updater_cfg(1, true)).expect("set"))
         };
-        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
             .expect("opt")
             .with_updater(up)
             .expect("up");
@@ -119,7 +119,7 @@ fn dst_amortised(c: &mut Criterion) {
         let m = LeNet300Config::new().init(&d);
         let masks = erk90(&m);
         let m = masks.apply(m);
-        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks).expect("opt");
+        let mut opt = SparseOptimizer::new(SgdRule::default(), masks).expect("opt");
         if kind == "rigl_dt100" {
             opt = opt
                 .with_updater(Box::new(
@@ -190,7 +190,7 @@ fn snip_and_erk(c: &mut Criterion) {
     ] {
         g.bench_function(BenchmarkId::new("erk", name), |b| {
             b.iter(|| {
-                Distribution::Erk
+                SparsityDistribution::Erk
                     .layer_counts(&params, s, &Default::default())
                     .expect("erk")
             })

@@ -45,7 +45,7 @@ fn bench_model<M: Classifier + 'static>(
         device.seed(0);
         let m = init(&device);
         let masks = MaskSet::dense(&m, &ParamFilter::new()).expect("masks");
-        let mut sopt = SparseOptimizer::new(SgdConfig::default(), masks).expect("optim");
+        let mut sopt = SparseOptimizer::new(SgdRule::default(), masks).expect("optim");
         let mut model = Some(m);
         g.bench_function(BenchmarkId::new("dense_sparse_optim", backend), |b| {
             b.iter(|| {
@@ -61,11 +61,11 @@ fn bench_model<M: Classifier + 'static>(
             &m,
             &ParamFilter::new(),
             Sparsity::new(0.9).expect("sparsity"),
-            &Scope::Layerwise(Distribution::Erk),
+            &Scope::Layerwise(SparsityDistribution::Erk),
         )
         .expect("masks");
         let m = masks.apply(m);
-        let mut sopt = SparseOptimizer::new(SgdConfig::default(), masks).expect("optim");
+        let mut sopt = SparseOptimizer::new(SgdRule::default(), masks).expect("optim");
         let mut model = Some(m);
         g.bench_function(BenchmarkId::new("masked90_sparse_optim", backend), |b| {
             b.iter(|| {

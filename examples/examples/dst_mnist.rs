@@ -21,69 +21,71 @@
 
 use burn::tensor::Device;
 use burn_sparse::data::Splits;
-use burn_sparse::device::device_from_name;
 use burn_sparse::layers::Compute;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
 use burn_sparse::prelude::*;
 use burn_sparse::sparse_dst::SparseDst;
-use burn_sparse::train::{TrainConfig, accuracy, train_epoch_sparse};
-use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
-
-const USAGE: &str = "dst_mnist --method rigl|set|snfs|static|dense [--sparsity 0.9] \
-[--distribution erk|er|uniform] [--epochs 30] [--seed 0] [--data-dir data] [--model lenet300|lenet5] \
-[--fashion] [--backend flex] [--lr 0.1] [--batch 100] [--weight-decay 5e-4] [--delta-t 100] [--alpha A] \
-[--compute masked|sparse]";
+use burn_sparse::train::{TrainConfig, accuracy, epoch_seed, train_epoch_sparse};
+use burn_sparse_examples::cli::{ComputeArg, DstArg, DstArgs, ModelArg};
+use burn_sparse_examples::{check_masked, device, epoch_and_eval, fail, load_data};
+use clap::Parser;
 
 /// The run settings both compute paths share.
 struct Run {
-    method: String,
     epochs: u64,
     seed: u64,
     batch: usize,
     steps_per_epoch: u64,
     total: u64,
-    rule: SgdConfig,
+    rule: SgdRule,
 }
 
 impl Run {
-    fn new(args: &Args, data: &Splits) -> Self {
-        let epochs: u64 = args.get("epochs", 30);
-        let batch: usize = args.get("batch", 100);
+    fn new(args: &DstArgs, data: &Splits) -> Self {
+        let batch = usize::try_from(args.batch).unwrap_or_else(|e| fail(e));
         let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
+        let total = args
+            .epochs
+            .checked_mul(steps_per_epoch)
+            .unwrap_or_else(|| fail("--epochs times the steps per epoch overflows"));
         Self {
-            method: args.str("method", "rigl"),
-            epochs,
-            seed: args.get("seed", 0),
+            epochs: args.epochs,
+            seed: args.seed,
             batch,
             steps_per_epoch,
-            total: epochs * steps_per_epoch,
-            rule: SgdConfig::default().with_weight_decay(args.get("weight-decay", 5e-4)),
+            total,
+            rule: SgdRule::default().with_weight_decay(args.weight_decay),
         }
+    }
+}
+
+/// The library's method of a sparse `--method`.
+fn dst_method(m: DstArg) -> Option<DstMethod> {
+    match m {
+        DstArg::Rigl => Some(DstMethod::Rigl),
+        DstArg::Set => Some(DstMethod::Set),
+        DstArg::Snfs => Some(DstMethod::Snfs),
+        DstArg::Static => Some(DstMethod::Static),
+        DstArg::Dense => None,
     }
 }
 
 /// The DST plan the flags describe.
 fn plan_from_args(
     m: DstMethod,
-    args: &Args,
+    args: &DstArgs,
     total: u64,
     steps_per_epoch: u64,
     seed: u64,
 ) -> DstPlan {
-    let s = Sparsity::new(args.get("sparsity", 0.9)).unwrap_or_else(|e| fail(e));
+    let s = Sparsity::new(args.sparsity).unwrap_or_else(|e| fail(e));
     let mut plan = DstPlan::new(m, s, total, steps_per_epoch, seed);
-    plan.delta_t = args.get("delta-t", 100);
-    plan.alpha = args
-        .get::<f64>("alpha", f64::NAN)
-        .is_finite()
-        .then(|| args.get("alpha", 0.3));
-    plan.distribution = match args.str("distribution", "").as_str() {
-        "" => plan.distribution,
-        "erk" => Distribution::Erk,
-        "er" => Distribution::Er,
-        "uniform" => Distribution::Uniform,
-        other => fail(format!("unknown distribution `{other}` (erk, er, uniform)")),
-    };
+    plan.delta_t = args.delta_t;
+    plan.alpha = args.alpha;
+    if let Some(d) = args.distribution {
+        plan.distribution = d.distribution();
+    }
+    plan.validate().unwrap_or_else(|e| fail(e));
     println!(
         "method {m:?}, {s}, distribution {:?}, {total} steps ({steps_per_epoch} per epoch)",
         plan.distribution
@@ -92,9 +94,8 @@ fn plan_from_args(
 }
 
 /// `--compute sparse`: the same run on `SparseMlp` (LeNet-300-100 only).
-fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) -> f64 {
+fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device) -> f64 {
     let Run {
-        method,
         epochs,
         seed,
         batch,
@@ -102,10 +103,9 @@ fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) ->
         total,
         rule,
     } = Run::new(args, data);
-    if method == "dense" {
+    let Some(m) = dst_method(args.method) else {
         fail("--compute sparse needs a sparse method (rigl, set, static)");
-    }
-    let m: DstMethod = method.parse().unwrap_or_else(|e| fail(e));
+    };
     let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
     let (model, masked) = plan
         .build(model, &ParamFilter::new(), rule)
@@ -126,12 +126,12 @@ fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) ->
         .map(|u| SparseDst::new(u).unwrap_or_else(|e| fail(e)));
     let cfg = TrainConfig {
         batch_size: batch,
-        lr: args.get("lr", 0.1),
+        lr: args.lr,
         cosine_total_steps: Some(total),
     };
     let t0 = std::time::Instant::now();
     for epoch in 0..epochs {
-        let epoch_seed = seed.wrapping_mul(7919) + epoch;
+        let epoch_seed = epoch_seed(seed, epoch);
         let src =
             burn_sparse::train::Augmented::for_epoch(&data.train, Default::default(), epoch_seed);
         let (n, report) =
@@ -157,9 +157,8 @@ fn train_sparse(model: LeNet300, args: &Args, data: &Splits, device: &Device) ->
     accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
-fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -> f64 {
+fn train<M: Classifier>(model: M, args: &DstArgs, data: &Splits, device: &Device) -> f64 {
     let Run {
-        method,
         epochs,
         seed,
         batch,
@@ -168,21 +167,23 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
         rule,
     } = Run::new(args, data);
     let filter = ParamFilter::new();
-    let (mut model, mut optim) = if method == "dense" {
-        let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));
-        (
-            model,
-            SparseOptimizer::new(rule, masks).unwrap_or_else(|e| fail(e)),
-        )
-    } else {
-        let m: DstMethod = method.parse().unwrap_or_else(|e| fail(e));
-        let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
-        plan.build(model, &filter, rule).unwrap_or_else(|e| fail(e))
+    let (mut model, mut optim) = match dst_method(args.method) {
+        None => {
+            let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));
+            (
+                model,
+                SparseOptimizer::new(rule, masks).unwrap_or_else(|e| fail(e)),
+            )
+        }
+        Some(m) => {
+            let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
+            plan.build(model, &filter, rule).unwrap_or_else(|e| fail(e))
+        }
     };
     println!("{}", optim.masks());
     let cfg = TrainConfig {
         batch_size: batch,
-        lr: args.get("lr", 0.1),
+        lr: args.lr,
         cosine_total_steps: Some(total),
     };
     let t0 = std::time::Instant::now();
@@ -192,7 +193,7 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
             &mut optim,
             data,
             cfg,
-            seed.wrapping_mul(7919) + epoch,
+            epoch_seed(seed, epoch),
             device,
         );
         model = m;
@@ -222,25 +223,23 @@ fn train<M: Classifier>(model: M, args: &Args, data: &Splits, device: &Device) -
 }
 
 fn main() {
-    let args = Args::parse(USAGE);
-    let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = load_data(&args);
-    device.seed(args.get("seed", 0));
-    let sparse = match args.str("compute", "masked").as_str() {
-        "masked" => false,
-        "sparse" => true,
-        other => fail(format!("unknown --compute `{other}` (masked, sparse)")),
-    };
-    let acc = match args.str("model", "lenet300").as_str() {
-        "lenet300" if sparse => {
+    let args = DstArgs::parse();
+    let device = device(&args.data);
+    let data = load_data(&args.data);
+    device.seed(args.seed);
+    let acc = match (args.model, args.compute) {
+        (ModelArg::Lenet300, ComputeArg::Sparse) => {
             train_sparse(LeNet300Config::new().init(&device), &args, &data, &device)
         }
-        "lenet5" if sparse => fail(
+        (ModelArg::Lenet5, ComputeArg::Sparse) => fail(
             "--compute sparse supports LeNet-300-100 only (sparse conv layers are future work)",
         ),
-        "lenet300" => train(LeNet300Config::new().init(&device), &args, &data, &device),
-        "lenet5" => train(LeNet5Config::new().init(&device), &args, &data, &device),
-        other => fail(format!("unknown model `{other}` (lenet300, lenet5)")),
+        (ModelArg::Lenet300, ComputeArg::Masked) => {
+            train(LeNet300Config::new().init(&device), &args, &data, &device)
+        }
+        (ModelArg::Lenet5, ComputeArg::Masked) => {
+            train(LeNet5Config::new().init(&device), &args, &data, &device)
+        }
     };
     println!("test accuracy: {acc:.2}%");
 }

@@ -18,45 +18,41 @@ use std::fmt::Write as _;
 
 use burn::tensor::Device;
 
-use burn_sparse::device::device_from_name;
 use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant};
 use burn_sparse::models::{LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::train::{StepTrainer, TrainConfig};
-use burn_sparse_examples::{Args, fail, load_data, svg_line_plot};
-
-const USAGE: &str = "lottery_mnist [--levels 15] [--epochs 10] [--rewind-step K] [--global P] \
-[--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery] [--backend flex] \
-[--recipe sgd-cosine|lth-adam] [--init default|glorot]";
+use burn_sparse_cli::plot::{Series, line_chart};
+use burn_sparse_examples::cli::{InitArg, LotteryArgs, RecipeArg};
+use burn_sparse_examples::{device, fail, load_data};
+use clap::Parser;
 
 fn main() {
-    let args = Args::parse(USAGE);
-    let device: Device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = load_data(&args);
-    let epochs: u64 = args.get("epochs", 10);
-    let seed: u64 = args.get("seed", 0);
+    let args = LotteryArgs::parse();
+    let device: Device = device(&args.data);
+    let data = load_data(&args.data);
+    let (epochs, seed) = (args.epochs, args.seed);
     // sgd-cosine: SGD momentum 0.9, weight decay 5e-4, batch 100, lr 0.1 cosine-decayed.
     // lth-adam: the LTH paper's LeNet recipe, Adam lr 1.2e-3, batch 60, constant lr.
-    let recipe = args.str("recipe", "sgd-cosine");
-    let (batch, lr, cosine, rule): (usize, f64, bool, Rule) = match recipe.as_str() {
-        "sgd-cosine" => (
+    let recipe = args.recipe;
+    let (batch, lr, cosine, rule): (usize, f64, bool, Rule) = match recipe {
+        RecipeArg::SgdCosine => (
             100,
             0.1,
             true,
-            SgdConfig::default().with_weight_decay(5e-4).into(),
+            SgdRule::default().with_weight_decay(5e-4).into(),
         ),
-        "lth-adam" => (60, 1.2e-3, false, AdamConfig::default().into()),
-        other => fail(format!("unknown recipe `{other}` (sgd-cosine, lth-adam)")),
+        RecipeArg::LthAdam => (60, 1.2e-3, false, AdamRule::default().into()),
     };
     let spe = data.train.len().div_ceil(batch) as u64;
-    let k: u64 = args.get("rewind-step", 0);
-    let rate = match args.get::<f64>("global", f64::NAN) {
-        p if p.is_finite() => PruneRate::Global(p),
-        _ => PruneRate::lth_fc("fc3.weight"),
+    let k = args.rewind_step;
+    let rate = match args.global {
+        Some(p) => PruneRate::Global(p),
+        None => PruneRate::lth_fc("fc3.weight"),
     };
     let cfg = ImpConfig {
         rate,
-        levels: args.get("levels", 15),
+        levels: args.levels as usize,
         min_density: None,
         rewind: if k == 0 {
             Rewind::Init
@@ -66,19 +62,25 @@ fn main() {
         baselines: vec![Variant::RandomReinit, Variant::RandomPruning],
         seed,
     };
-    let out = std::path::PathBuf::from(args.str("out", "runs/lottery"));
-    let total_steps = epochs * spe;
+    let out = args.out.clone();
+    let total_steps = epochs
+        .checked_mul(spe)
+        .unwrap_or_else(|| fail("--epochs times the steps per epoch overflows"));
+    if k >= total_steps {
+        fail(format!(
+            "--rewind-step {k} leaves nothing to train in {total_steps} steps"
+        ));
+    }
     println!(
-        "IMP on LeNet-300-100: {:?}, rewind {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, recipe {recipe}, run dir {}",
+        "IMP on LeNet-300-100: {:?}, rewind {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, recipe {recipe:?}, run dir {}",
         cfg.rate,
         cfg.rewind,
         cfg.levels,
         out.display()
     );
-    let initializer = match args.str("init", "default").as_str() {
-        "default" => None,
-        "glorot" => Some(burn::module::Initializer::XavierNormal { gain: 1.0 }),
-        other => fail(format!("unknown init `{other}` (default, glorot)")),
+    let initializer = match args.init {
+        InitArg::Default => None,
+        InitArg::Glorot => Some(burn::module::Initializer::XavierNormal { gain: 1.0 }),
     };
     let init_device = device.clone();
     let init = move |s: u64| -> LeNet300 {
@@ -133,14 +135,14 @@ fn main() {
             fmt(get(m, Variant::RandomPruning))
         );
     }
-    let series: Vec<(&str, Vec<(f64, f64)>)> = [
+    let series: Vec<Series> = [
         ("winning ticket", Variant::Ticket),
         ("random reinit", Variant::RandomReinit),
         ("random pruning", Variant::RandomPruning),
     ]
     .iter()
     .map(|(n, v)| {
-        (
+        Series::new(
             *n,
             levels
                 .iter()
@@ -153,26 +155,25 @@ fn main() {
         )
     })
     .collect();
-    let svg = svg_line_plot(
+    burn_sparse::mask::checkpoint::atomic_write(&out.join("levels.csv"), csv.as_bytes())
+        .unwrap_or_else(|e| fail(e));
+    // The CLI's plotter: the same SVG and PNG as `burn-sparse run` draws for a lottery run.
+    let plots = line_chart(
+        &out.join("accuracy_vs_density"),
         "LeNet-300-100 on MNIST: IMP",
         "weights remaining (%, log scale)",
         "test accuracy (%)",
         &series,
         true,
-    );
-    burn_sparse::mask::checkpoint::atomic_write(&out.join("levels.csv"), csv.as_bytes())
-        .unwrap_or_else(|e| fail(e));
-    burn_sparse::mask::checkpoint::atomic_write(
-        &out.join("accuracy_vs_density.svg"),
-        svg.as_bytes(),
     )
     .unwrap_or_else(|e| fail(e));
+    let shown: Vec<String> = plots.iter().map(|p| p.display().to_string()).collect();
     println!(
         "wrote {} and {}",
         out.join("levels.csv").display(),
-        out.join("accuracy_vs_density.svg").display()
+        shown.join(", ")
     );
-    if let Some(level) = args.get::<i64>("lmc", -1).try_into().ok() {
+    if let Some(level) = args.lmc {
         let r = imp
             .instability(level, &mut trainer, (seed + 101, seed + 202), 30)
             .unwrap_or_else(|e| fail(e));

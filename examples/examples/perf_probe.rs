@@ -32,7 +32,9 @@ use burn_sparse::mask::{
 };
 use burn_sparse::models::{Classifier, LeNet300, LeNet300Config};
 use burn_sparse::saliency::{PruneConfig, Saliency, Snip, cross_entropy_loss, prune_at_init};
-use burn_sparse_examples::{Args, fail};
+use burn_sparse_examples::cli::PerfArgs;
+use burn_sparse_examples::fail;
+use clap::Parser;
 
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -144,7 +146,7 @@ fn amortised_rigl(d: &Device, rounds: usize) {
     use burn::optim::GradientsParams;
     use burn_sparse::dynamic::{DropGrowConfig, GrowInit, RiglUpdater};
     use burn_sparse::mask::{
-        Distribution as Dist, DropFraction, SgdConfig, SparseOptimizer, UpdateSchedule,
+        DropFraction, SgdRule, SparseOptimizer, SparsityDistribution as Dist, UpdateSchedule,
     };
     let x = Tensor::<4>::random([128, 1, 28, 28], Distribution::Default, d);
     let y = Tensor::<1, Int>::from_data(
@@ -163,7 +165,7 @@ fn amortised_rigl(d: &Device, rounds: usize) {
         )
         .unwrap_or_else(|e| fail(e));
         let m = masks.apply(m);
-        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks).unwrap_or_else(|e| fail(e));
+        let mut opt = SparseOptimizer::new(SgdRule::default(), masks).unwrap_or_else(|e| fail(e));
         if rigl {
             let cfg = DropGrowConfig {
                 schedule: UpdateSchedule::new(0, 1_000_000, 100).unwrap_or_else(|e| fail(e)),
@@ -218,16 +220,14 @@ fn amortised_rigl(d: &Device, rounds: usize) {
 }
 
 fn main() {
-    let args = Args::parse(
-        "perf_probe [--backend flex] [--reps 20] [--snip-only] [--amortised [--rounds 30]]",
-    );
-    let d: Device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let reps: usize = args.get("reps", 20);
-    if args.flag("amortised") {
-        amortised_rigl(&d, args.get("rounds", 30));
+    let args = PerfArgs::parse();
+    let d: Device = device_from_name(&args.backend).unwrap_or_else(|e| fail(e));
+    let reps = args.reps as usize;
+    if args.amortised {
+        amortised_rigl(&d, args.rounds as usize);
         return;
     }
-    if args.flag("snip-only") {
+    if args.snip_only {
         snip_breakdown(&d, reps);
         return;
     }

@@ -11,13 +11,11 @@
 
 use burn::tensor::Device;
 use burn_sparse::data::Splits;
-use burn_sparse::device::device_from_name;
 use burn_sparse::prelude::*;
-use burn_sparse::train::{TrainConfig, accuracy};
-use burn_sparse_examples::{Args, check_masked, epoch_and_eval, fail, load_data};
-
-const USAGE: &str = "quickstart [--epochs N] [--sparsity S] [--seed S] [--data-dir DIR] \
-                     [--fashion] [--backend flex|ndarray|wgpu|cuda]";
+use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
+use burn_sparse_examples::cli::QuickstartArgs;
+use burn_sparse_examples::{check_masked, device, epoch_and_eval, fail, load_data};
+use clap::Parser;
 
 fn run(
     label: &str,
@@ -31,7 +29,7 @@ fn run(
     let model = LeNet300Config::new().init(device);
     let batch = 100;
     let spe = data.train.len().div_ceil(batch) as u64;
-    let rule = SgdConfig::default().with_weight_decay(5e-4);
+    let rule = SgdRule::default().with_weight_decay(5e-4);
     let (mut model, mut optim) = match sparsity {
         Some(s) => DstPlan::new(DstMethod::Rigl, s, epochs * spe, spe, seed)
             .build(model, &ParamFilter::new(), rule)
@@ -51,8 +49,14 @@ fn run(
         cosine_total_steps: Some(epochs * spe),
     };
     for epoch in 0..epochs {
-        let (m, report, acc) =
-            epoch_and_eval(model, &mut optim, data, cfg, seed * 1000 + epoch, device);
+        let (m, report, acc) = epoch_and_eval(
+            model,
+            &mut optim,
+            data,
+            cfg,
+            epoch_seed(seed, epoch),
+            device,
+        );
         model = m;
         let changed: usize = report
             .updates
@@ -78,12 +82,11 @@ fn run(
 }
 
 fn main() {
-    let args = Args::parse(USAGE);
-    let epochs: u64 = args.get("epochs", 5);
-    let seed: u64 = args.get("seed", 0);
-    let s = Sparsity::new(args.get("sparsity", 0.9)).unwrap_or_else(|e| fail(e));
-    let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = load_data(&args);
+    let args = QuickstartArgs::parse();
+    let (epochs, seed) = (args.epochs, args.seed);
+    let s = Sparsity::new(args.sparsity).unwrap_or_else(|e| fail(e));
+    let device = device(&args.data);
+    let data = load_data(&args.data);
     println!(
         "data: {} ({} train, {} test); device {device:?}",
         data.train.name(),

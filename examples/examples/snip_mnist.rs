@@ -22,16 +22,13 @@
 use burn::tensor::{Device, Tensor};
 use burn_sparse::data::Augmentation;
 use burn_sparse::data::{Splits, VisionDataset};
-use burn_sparse::device::device_from_name;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::saliency::Batch;
-use burn_sparse::train::{TrainConfig, accuracy};
-use burn_sparse_examples::{Args, check_masked, epoch_and_eval_augmented, fail, load_data};
-
-const USAGE: &str = "snip_mnist --method snip|grasp|synflow|magnitude|random|dense [--sparsity 0.95] \
-[--epochs 40] [--seed 0] [--data-dir data] [--model lenet300|lenet5] [--rounds R] [--snip-batches K] \
-[--scope global|erk|uniform] [--normalize mean-std|unit] [--init-scale F] [--wd 1e-4] [--lr 0.1] [--shift 1] [--fashion] [--backend flex]";
+use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
+use burn_sparse_examples::cli::{ModelArg, NormalizeArg, SaliencyArg, ScopeArg, SnipArgs};
+use burn_sparse_examples::{check_masked, device, epoch_and_eval_augmented, fail, load_data};
+use clap::Parser;
 
 fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Batch {
     let b = ds.batch(idx, device).unwrap_or_else(|e| fail(e));
@@ -87,45 +84,54 @@ fn scale_weights<M: Classifier>(model: M, scale: f32) -> M {
     }
 }
 
-fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &Device) -> f64 {
-    let model = scale_weights(model, args.get("init-scale", 1.0));
-    let method = args.str("method", "snip");
-    let seed: u64 = args.get("seed", 0);
-    let s = Sparsity::new(args.get("sparsity", 0.95)).unwrap_or_else(|e| fail(e));
-    let scope = match args.str("scope", "global").as_str() {
-        "global" => Scope::Global,
-        "erk" => Scope::Layerwise(Distribution::Erk),
-        "uniform" => Scope::Layerwise(Distribution::Uniform),
-        other => fail(format!("unknown scope `{other}`")),
+fn run<M: Classifier + 'static>(model: M, args: &SnipArgs, data: &Splits, device: &Device) -> f64 {
+    let model = scale_weights(model, args.init_scale as f32);
+    let method = args.method;
+    let seed = args.seed;
+    let s = Sparsity::new(args.sparsity).unwrap_or_else(|e| fail(e));
+    let scope = match args.scope {
+        ScopeArg::Global => Scope::Global,
+        ScopeArg::Erk => Scope::Layerwise(SparsityDistribution::Erk),
+        ScopeArg::Uniform => Scope::Layerwise(SparsityDistribution::Uniform),
     };
     let filter = ParamFilter::new();
-    let default_rounds = if method == "synflow" { 100 } else { 1 };
-    let cfg = PruneConfig::new(s)
-        .with_scope(scope)
-        .with_rounds(args.get("rounds", default_rounds));
+    let default_rounds = if method == SaliencyArg::Synflow {
+        100
+    } else {
+        1
+    };
+    let rounds = args.rounds.map_or(default_rounds, |r| r as usize);
+    let cfg = PruneConfig::new(s).with_scope(scope).with_rounds(rounds);
     let order = data.train.shuffled_indices(seed ^ 0x5eed);
     let t0 = std::time::Instant::now();
-    let (model, masks) = match method.as_str() {
-        "dense" => {
+    let (model, masks) = match method {
+        SaliencyArg::Dense => {
             let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));
             Ok((model, masks))
         }
-        "magnitude" => prune_at_init(model, &filter, &cfg, &mut Magnitude),
-        "random" => prune_at_init(model, &filter, &cfg, &mut RandomScore::new(seed)),
-        "snip" => {
-            let k: usize = args.get("snip-batches", 1);
+        SaliencyArg::Magnitude => prune_at_init(model, &filter, &cfg, &mut Magnitude),
+        SaliencyArg::Random => prune_at_init(model, &filter, &cfg, &mut RandomScore::new(seed)),
+        SaliencyArg::Snip => {
+            let k = args.snip_batches as usize;
+            if k * 100 > order.len() {
+                fail(format!(
+                    "--snip-batches {k} needs {} training images, the data has {}",
+                    k * 100,
+                    order.len()
+                ));
+            }
             let batches = (0..k)
                 .map(|j| batch_of(&data.train, &order[j * 100..(j + 1) * 100], device))
                 .collect();
             let mut snip = Snip::cross_entropy(forward::<M>, batches).unwrap_or_else(|e| fail(e));
             prune_at_init(model, &filter, &cfg, &mut snip)
         }
-        "grasp" => {
+        SaliencyArg::Grasp => {
             let b = batch_of(&data.train, &per_class(&data.train, 10, seed), device);
             let mut g = Grasp::cross_entropy(forward::<M>, b, 200.0).unwrap_or_else(|e| fail(e));
             prune_at_init(model, &filter, &cfg, &mut g)
         }
-        "synflow" => {
+        SaliencyArg::Synflow => {
             let [c, h, w] = data.train.shape();
             prune_at_init(
                 model,
@@ -134,25 +140,21 @@ fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &D
                 &mut SynFlow::new(forward::<M>, [c, h, w]),
             )
         }
-        other => fail(format!("unknown method `{other}`")),
     }
     .map_err(|e| e.to_string())
     .unwrap_or_else(|e| fail(e));
     println!(
-        "method {method}, {s}, scored in {:.2}s\n{masks}",
+        "method {method:?}, {s}, scored in {:.2}s\n{masks}",
         t0.elapsed().as_secs_f64()
     );
-    let mut optim = SparseOptimizer::new(
-        SgdConfig::default().with_weight_decay(args.get("wd", 1e-4)),
-        masks,
-    )
-    .unwrap_or_else(|e| fail(e));
-    let epochs: u64 = args.get("epochs", 40);
+    let mut optim = SparseOptimizer::new(SgdRule::default().with_weight_decay(args.wd), masks)
+        .unwrap_or_else(|e| fail(e));
+    let epochs = args.epochs;
     let batch = 100;
     let total = epochs * data.train.len().div_ceil(batch) as u64;
     let tc = TrainConfig {
         batch_size: batch,
-        lr: args.get("lr", 0.1),
+        lr: args.lr,
         cosine_total_steps: Some(total),
     };
     let mut model = model;
@@ -162,8 +164,8 @@ fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &D
             &mut optim,
             data,
             tc,
-            seed.wrapping_mul(7919) + epoch,
-            Augmentation::shift(args.get("shift", 1)),
+            epoch_seed(seed, epoch),
+            Augmentation::shift(args.shift as usize),
             device,
         );
         model = m;
@@ -179,12 +181,12 @@ fn run<M: Classifier + 'static>(model: M, args: &Args, data: &Splits, device: &D
 }
 
 fn main() {
-    let args = Args::parse(USAGE);
-    let device = device_from_name(&args.str("backend", "flex")).unwrap_or_else(|e| fail(e));
-    let data = load_data(&args);
-    let data = match args.str("normalize", "mean-std").as_str() {
-        "mean-std" => data,
-        "unit" => {
+    let args = SnipArgs::parse();
+    let device = device(&args.data);
+    let data = load_data(&args.data);
+    let data = match args.normalize {
+        NormalizeArg::MeanStd => data,
+        NormalizeArg::Unit => {
             let c = data.train.shape()[0];
             let unit = |d: VisionDataset| {
                 d.with_normalization(vec![0.0; c], vec![1.0; c])
@@ -193,15 +195,14 @@ fn main() {
             Splits {
                 train: unit(data.train),
                 test: unit(data.test),
+                files: data.files,
             }
         }
-        other => fail(format!("unknown normalisation `{other}` (mean-std, unit)")),
     };
-    device.seed(args.get("seed", 0));
-    let acc = match args.str("model", "lenet300").as_str() {
-        "lenet300" => run(LeNet300Config::new().init(&device), &args, &data, &device),
-        "lenet5" => run(LeNet5Config::new().init(&device), &args, &data, &device),
-        other => fail(format!("unknown model `{other}`")),
+    device.seed(args.seed);
+    let acc = match args.model {
+        ModelArg::Lenet300 => run(LeNet300Config::new().init(&device), &args, &data, &device),
+        ModelArg::Lenet5 => run(LeNet5Config::new().init(&device), &args, &data, &device),
     };
     println!("test accuracy: {acc:.2}%");
 }

@@ -6,11 +6,11 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, MAX_TEXT_FILE, Result, read_at_most};
 use burn_sparse::data::Augmentation;
 
 /// The reference models.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum ModelName {
     /// LeNet-300-100 (fully connected).
@@ -26,7 +26,7 @@ pub enum ModelName {
 }
 
 /// The datasets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
     /// MNIST (fetched if missing, checksummed).
@@ -40,7 +40,19 @@ pub enum DatasetName {
 }
 
 /// The methods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    PartialOrd,
+    Ord,
+    Hash,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum MethodName {
     /// Dense training (sparsity is ignored).
@@ -130,7 +142,7 @@ impl std::fmt::Display for MethodName {
 }
 
 /// How the sparsity is spread over layers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DistributionName {
     /// One ranking over all layers (saliency methods only).
@@ -282,6 +294,7 @@ impl Default for SaliencyConfig {
 /// The lottery section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct LotteryConfig {
     /// Pruning levels to reach `sparsity` (None: as many 20% levels as it takes). The
     /// per-level rate is set so that the last level lands exactly on `sparsity`.
@@ -290,16 +303,6 @@ pub struct LotteryConfig {
     pub rewind_epoch: u64,
     /// Also train the random-reinit and random-pruning baselines at every level.
     pub baselines: bool,
-}
-
-impl Default for LotteryConfig {
-    fn default() -> Self {
-        Self {
-            levels: None,
-            rewind_epoch: 0,
-            baselines: false,
-        }
-    }
 }
 
 /// One experiment: a model, a dataset, a method at a sparsity, a recipe, seeds and a device.
@@ -394,6 +397,13 @@ pub fn parse_value(text: &str, format: Format, origin: &str) -> Result<serde_jso
                 origin: origin.into(),
                 message: e.to_string(),
             })?;
+            // JSON has no nan or inf: transcoded, they would read as `null`.
+            if let Some(field) = non_finite(&v) {
+                return Err(Error::Config {
+                    field,
+                    message: "is not a finite number (nan and inf are not accepted)".into(),
+                });
+            }
             serde_json::to_value(v).map_err(|e| Error::Parse {
                 origin: origin.into(),
                 message: e.to_string(),
@@ -401,6 +411,43 @@ pub fn parse_value(text: &str, format: Format, origin: &str) -> Result<serde_jso
         }
     }
 }
+
+/// The path of the first nan or inf in a TOML value (`optimizer.lr`, `grid.sparsities[1]`).
+/// Iterative, so no nesting depth can exhaust the stack.
+fn non_finite(v: &toml::Value) -> Option<String> {
+    let mut stack: Vec<(String, &toml::Value)> = vec![(String::new(), v)];
+    while let Some((path, v)) = stack.pop() {
+        match v {
+            toml::Value::Float(x) if !x.is_finite() => {
+                return Some(if path.is_empty() {
+                    "<root>".into()
+                } else {
+                    path
+                });
+            }
+            toml::Value::Table(t) => {
+                for (k, x) in t.iter().rev() {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    stack.push((p, x));
+                }
+            }
+            toml::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate().rev() {
+                    stack.push((format!("{path}[{i}]"), x));
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The most segments an override path may have (the config nests three tables deep).
+pub const MAX_PATH_SEGMENTS: usize = 8;
 
 /// Decode a value into `T`; a failure names the field (`optimizer.lr`).
 ///
@@ -426,6 +473,15 @@ pub fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<
         serde_json::from_str(raw).unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
     let mut cur = value;
     let parts: Vec<&str> = path.split('.').collect();
+    if parts.len() > MAX_PATH_SEGMENTS {
+        return Err(Error::Config {
+            field: path.into(),
+            message: format!(
+                "has {} segments; no config field is nested more than {MAX_PATH_SEGMENTS} deep",
+                parts.len()
+            ),
+        });
+    }
     for (i, part) in parts.iter().enumerate() {
         if part.is_empty() {
             return Err(Error::Config {
@@ -460,6 +516,14 @@ pub fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<
     Ok(())
 }
 
+/// The first value that occurs twice in `xs`.
+pub fn first_duplicate<T: PartialEq + Copy>(xs: &[T]) -> Option<T> {
+    xs.iter()
+        .enumerate()
+        .find(|(i, x)| xs[..*i].contains(x))
+        .map(|(_, x)| *x)
+}
+
 /// Read a config file of any kind `T` (experiment or sweep): parse by extension, apply the
 /// overrides, decode (errors name the field) and `validate`.
 ///
@@ -470,9 +534,13 @@ pub fn load_file<T: serde::de::DeserializeOwned>(
     overrides: &[(String, String)],
     validate: fn(&T) -> Result<()>,
 ) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.to_path_buf(),
-        source: e,
+    let bytes = read_at_most(path, MAX_TEXT_FILE)?;
+    let text = String::from_utf8(bytes).map_err(|e| Error::Parse {
+        origin: path.display().to_string(),
+        message: format!(
+            "not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        ),
     })?;
     let origin = path.display().to_string();
     load_text(&text, Format::of(path)?, &origin, overrides, validate)
@@ -571,6 +639,12 @@ impl ExperimentConfig {
         if self.seeds.is_empty() {
             return bad("seeds", "needs at least one seed".into());
         }
+        if let Some(d) = first_duplicate(&self.seeds) {
+            return bad(
+                "seeds",
+                format!("seed {d} is listed twice (one run each; a repeat is no new sample)"),
+            );
+        }
         let o = &self.optimizer;
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return bad("optimizer.lr", format!("{} is not a positive number", o.lr));
@@ -600,10 +674,10 @@ impl ExperimentConfig {
                 format!("{} is outside (0, 1]", s.end_fraction),
             );
         }
-        if let Some(a) = s.drop_fraction {
-            if !(a.is_finite() && (0.0..=1.0).contains(&a)) {
-                return bad("schedule.drop_fraction", format!("{a} is outside [0, 1]"));
-            }
+        if let Some(a) = s.drop_fraction
+            && !(a.is_finite() && (0.0..=1.0).contains(&a))
+        {
+            return bad("schedule.drop_fraction", format!("{a} is outside [0, 1]"));
         }
         if self.distribution == Some(DistributionName::Global)
             && (self.method.is_dynamic() || self.method == MethodName::Static)

@@ -43,7 +43,12 @@ pub enum Error {
     /// From the training loop.
     Train(burn_sparse::train::TrainError),
     /// A plot could not be drawn.
-    Plot(String),
+    Plot {
+        /// The plot's file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
     /// Another process holds the run directory's lock.
     Locked {
         /// The run directory.
@@ -56,20 +61,38 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Config { field, message } => write!(f, "config field `{field}`: {message}"),
-            Error::Parse { origin, message } => write!(f, "cannot parse {origin}: {message}"),
+            Error::Config { field, message } => {
+                write!(f, "config field `{}`: {}", clip(field), clip(message))
+            }
+            Error::Parse { origin, message } => {
+                write!(f, "cannot parse {}: {}", clip(origin), clip(message))
+            }
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::RunDir { path, message } => write!(f, "{}: {message}", path.display()),
             Error::Mask(e) => write!(f, "{e}"),
             Error::Data(e) => write!(f, "{e}"),
             Error::Saliency(e) => write!(f, "{e}"),
             Error::Train(e) => write!(f, "{e}"),
-            Error::Plot(e) => write!(f, "plot: {e}"),
+            Error::Plot { path, message } => {
+                write!(f, "{}: cannot draw the plot: {message}", path.display())
+            }
             Error::Locked { path, pid } => match pid {
                 Some(p) => write!(f, "{}: in use by PID {p}", path.display()),
                 None => write!(f, "{}: in use by another process", path.display()),
             },
         }
+    }
+}
+
+/// The most characters of user text an error message repeats.
+const MAX_ECHO: usize = 240;
+
+/// `s`, or its first [`MAX_ECHO`] characters and how much was left out: a 50 MB value in a
+/// config is named, not printed.
+fn clip(s: &str) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(MAX_ECHO) {
+        None => s.into(),
+        Some((i, _)) => format!("{}… ({} more bytes)", &s[..i], s.len() - i).into(),
     }
 }
 
@@ -113,9 +136,21 @@ impl From<burn_sparse::train::TrainError> for Error {
 /// The runner's result.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Read a file, naming it in the error.
+/// The largest file a run directory holds (a model checkpoint): 16 GiB.
+const MAX_RUN_FILE: u64 = 16 << 30;
+
+/// The largest text file read (a config, a README to splice): 16 MiB.
+pub(crate) const MAX_TEXT_FILE: u64 = 16 << 20;
+
+/// Read a run-directory file, naming it in the error; a FIFO or device is refused at once
+/// (see [`burn_sparse::mask::checkpoint::read_bounded`]).
 pub(crate) fn read(path: &std::path::Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::Io {
+    read_at_most(path, MAX_RUN_FILE)
+}
+
+/// Read a regular file of at most `max` bytes, naming it in the error.
+pub(crate) fn read_at_most(path: &std::path::Path, max: u64) -> Result<Vec<u8>> {
+    burn_sparse::mask::checkpoint::read_bounded(path, max).map_err(|e| Error::Io {
         path: path.to_path_buf(),
         source: e,
     })

@@ -13,8 +13,10 @@
 //! Every method of the workspace is reachable: dense, magnitude, random, SNIP, GraSP, SynFlow,
 //! static, SET, RigL, SNFS and the lottery ticket (IMP).
 
+pub mod cli;
 pub mod config;
 pub mod error;
+mod method;
 pub mod plot;
 pub mod progress;
 pub mod run;

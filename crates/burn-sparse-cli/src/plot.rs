@@ -71,8 +71,12 @@ fn color(i: usize) -> RGBColor {
     C[i % C.len()]
 }
 
+/// A drawing error; [`render`] names the file.
 fn plot_err<E: std::fmt::Display>(e: E) -> Error {
-    Error::Plot(e.to_string())
+    Error::Plot {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    }
 }
 
 /// A chart that can be drawn on any plotters backend.
@@ -100,15 +104,30 @@ fn render(stem: &Path, chart: &impl Chart) -> Result<Vec<PathBuf>> {
     let pid = std::process::id();
     let tmp_svg = stem.with_file_name(format!(".{name}.tmp-{pid}.svg"));
     let tmp_png = stem.with_file_name(format!(".{name}.tmp-{pid}.png"));
+    let named = |e: Error, path: &Path| {
+        let _ = std::fs::remove_file(&tmp_svg);
+        let _ = std::fs::remove_file(&tmp_png);
+        match e {
+            Error::Plot { message, .. } => Error::Plot {
+                path: path.to_path_buf(),
+                message,
+            },
+            e => e,
+        }
+    };
     {
         let root = SVGBackend::new(&tmp_svg, SIZE).into_drawing_area();
-        chart.draw(&root)?;
-        root.present().map_err(plot_err)?;
+        chart
+            .draw(&root)
+            .and_then(|()| root.present().map_err(plot_err))
+            .map_err(|e| named(e, &svg))?;
     }
     {
         let root = BitMapBackend::new(&tmp_png, SIZE).into_drawing_area();
-        chart.draw(&root)?;
-        root.present().map_err(plot_err)?;
+        chart
+            .draw(&root)
+            .and_then(|()| root.present().map_err(plot_err))
+            .map_err(|e| named(e, &png))?;
     }
     for (tmp, out) in [(&tmp_svg, &svg), (&tmp_png, &png)] {
         burn_sparse::mask::checkpoint::commit_point();
@@ -333,4 +352,39 @@ pub fn bar_chart(
             series,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plot_that_cannot_be_written_names_its_file_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let stem = dir.path().join("acc");
+        // The temporary PNG's name is taken by a folder: the PNG cannot be written.
+        let blocker = dir
+            .path()
+            .join(format!(".acc.tmp-{}.png", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        let series = [Series {
+            name: "rigl".into(),
+            points: vec![(0.5, 90.0), (0.9, 80.0)],
+            errors: Vec::new(),
+            color: None,
+        }];
+        let e = line_chart(&stem, "t", "x", "y", &series, false).unwrap_err();
+        assert!(matches!(e, Error::Plot { .. }), "{e}");
+        assert!(e.to_string().contains("acc.png"), "{e}");
+        // No final file, no temporary SVG left behind.
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            left,
+            [blocker.file_name().unwrap().to_string_lossy()],
+            "{left:?}"
+        );
+    }
 }

@@ -19,28 +19,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, VisionDataset};
 use burn_sparse::device::device_from_name;
-use burn_sparse::dynamic::{DstMethod, DstPlan};
 use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant, save_masks};
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
-use burn_sparse::mask::{
-    AdamConfig, Distribution, MaskSet, ParamFilter, Rule, Scope, SgdConfig, SparseOptimizer,
-    SparseRng, Sparsity,
-};
+use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer, SparseRng};
 use burn_sparse::models::{Classifier, ConvNetConfig, LeNet5Config, LeNet300Config};
-use burn_sparse::saliency::{
-    Batch, Grasp, Magnitude, PruneConfig, RandomScore, Snip, SynFlow, prune_at_init,
+use burn_sparse::train::{
+    Augmented, StepTrainer, TrainConfig, accuracy, epoch_seed, train_epoch_with,
 };
-use burn_sparse::train::{Augmented, StepTrainer, TrainConfig, accuracy, train_epoch_with};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{
-    DatasetConfig, DatasetName, DistributionName, ExperimentConfig, LrSchedule, MethodName,
-    ModelName, OptimizerKind, decode,
-};
+use crate::config::{DatasetConfig, DatasetName, ExperimentConfig, MethodName, ModelName, decode};
 use crate::error::{Error, Result, read, write_atomic};
+use crate::method;
 use crate::plot::{Series, bar_chart, line_chart};
 use crate::progress::Progress;
 use crate::rundir::{self, RunLock, State};
@@ -70,7 +63,7 @@ pub struct EpochMetrics {
 
 /// One layer's share of a topology update.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct UpdateRecord {
+pub struct UpdateRow {
     /// Optimizer step of the update (1-based).
     pub step: u64,
     /// Layer path.
@@ -150,31 +143,6 @@ pub struct Outcome {
     pub resumed_from: Option<u64>,
 }
 
-fn dist(d: DistributionName) -> Distribution {
-    match d {
-        DistributionName::Uniform | DistributionName::Global => Distribution::Uniform,
-        DistributionName::Er => Distribution::Er,
-        DistributionName::Erk => Distribution::Erk,
-    }
-}
-
-fn rule_of(cfg: &ExperimentConfig) -> Rule {
-    let o = &cfg.optimizer;
-    match o.kind {
-        OptimizerKind::Sgd => SgdConfig::default()
-            .with_momentum(o.momentum)
-            .with_nesterov(o.nesterov)
-            .with_weight_decay(o.weight_decay)
-            .into(),
-        OptimizerKind::Adam => AdamConfig {
-            weight_decay: o.weight_decay,
-            ..AdamConfig::default()
-        }
-        .into(),
-        OptimizerKind::Adamw => AdamConfig::adamw(o.weight_decay).into(),
-    }
-}
-
 /// A generated 4-class problem of 1x8x8 images: class prototypes plus Gaussian noise, fixed
 /// (the run seed does not change the data). For tests and smoke runs.
 ///
@@ -203,6 +171,7 @@ pub fn synthetic(train: usize, test: usize) -> Result<Splits> {
     Ok(Splits {
         train: make(train, "synthetic-train")?,
         test: make(test, "synthetic-test")?,
+        files: Vec::new(),
     })
 }
 
@@ -232,29 +201,8 @@ pub fn load_data(cfg: &DatasetConfig) -> Result<Splits> {
     Ok(Splits {
         train: limit(s.train, cfg.train_limit)?,
         test: limit(s.test, cfg.test_limit)?,
+        files: s.files,
     })
-}
-
-fn forward<M: Classifier>(m: &M, x: Tensor<4>) -> Tensor<2> {
-    m.logits(x)
-}
-
-fn per_class(ds: &VisionDataset, per_class: usize, seed: u64) -> Vec<usize> {
-    let mut counts = vec![0; ds.classes()];
-    let mut out = Vec::new();
-    for i in ds.shuffled_indices(seed) {
-        let c = ds.labels()[i] as usize;
-        if counts.get(c).is_some_and(|&k| k < per_class) {
-            counts[c] += 1;
-            out.push(i);
-        }
-    }
-    out
-}
-
-fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Result<Batch> {
-    let b = ds.batch(idx, device)?;
-    Ok((b.images, b.targets))
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -319,7 +267,7 @@ pub(crate) fn metrics_csv(rows: &[EpochMetrics]) -> String {
     s
 }
 
-pub(crate) fn updates_csv(rows: &[UpdateRecord]) -> String {
+pub(crate) fn updates_csv(rows: &[UpdateRow]) -> String {
     let mut s = String::from("step,layer,changed,nnz,churn\n");
     for r in rows {
         let _ = writeln!(
@@ -349,7 +297,7 @@ fn levels_csv(rows: &[LevelRow]) -> String {
 }
 
 /// Churn per update step: connections changed over kept weights, all layers together.
-pub fn churn_by_step(updates: &[UpdateRecord]) -> Vec<(f64, f64)> {
+pub fn churn_by_step(updates: &[UpdateRow]) -> Vec<(f64, f64)> {
     let mut by: BTreeMap<u64, (usize, usize)> = BTreeMap::new();
     for u in updates {
         let e = by.entry(u.step).or_default();
@@ -374,6 +322,15 @@ impl Runner {
     /// The runs directory.
     pub fn runs_dir(&self) -> &Path {
         &self.runs_dir
+    }
+
+    /// The topology updates a finished or running run recorded (`updates.json`; empty when
+    /// it has none, as a method with a fixed mask).
+    ///
+    /// # Errors
+    /// [`Error::RunDir`] for an unreadable record.
+    pub fn updates_of(&self, run_name: &str) -> Result<Vec<UpdateRow>> {
+        Ok(read_json(&self.runs_dir.join(run_name).join("updates.json"))?.unwrap_or_default())
     }
 
     /// The run directory of a single-seed config.
@@ -445,6 +402,9 @@ impl Runner {
             });
         }
         let data = self.data(&cfg.dataset)?;
+        // The data directory is not part of the run's hash: the files' sha256 are, once
+        // recorded, so a resume never continues on other data.
+        rundir::check_data(&dir, &data.files)?;
         let device = device_from_name(&cfg.device).map_err(|m| Error::Config {
             field: "device".into(),
             message: m,
@@ -511,117 +471,6 @@ impl Runner {
         })
     }
 
-    fn build<M: Classifier + 'static>(
-        &self,
-        cfg: &ExperimentConfig,
-        model: M,
-        data: &Splits,
-        device: &Device,
-        total: u64,
-        spe: u64,
-    ) -> Result<(M, SparseOptimizer)> {
-        let filter = ParamFilter::new();
-        let seed = cfg.seed();
-        let rule = rule_of(cfg);
-        let sparsity = || {
-            Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
-                field: "sparsity".into(),
-                message: e.to_string(),
-            })
-        };
-        let m = cfg.method;
-        if m == MethodName::Dense {
-            let masks = MaskSet::dense(&model, &filter)?;
-            return Ok((model, SparseOptimizer::new(rule, masks)?));
-        }
-        if let Some(dm) = match m {
-            MethodName::Static => Some(DstMethod::Static),
-            MethodName::Set => Some(DstMethod::Set),
-            MethodName::Rigl => Some(DstMethod::Rigl),
-            MethodName::Snfs => Some(DstMethod::Snfs),
-            _ => None,
-        } {
-            let plan = self.plan(cfg, dm, total, spe)?;
-            return Ok(plan.build(model, &filter, rule)?);
-        }
-        let scope = match cfg.distribution {
-            None | Some(DistributionName::Global) => Scope::Global,
-            Some(d) => Scope::Layerwise(dist(d)),
-        };
-        let rounds = cfg
-            .saliency
-            .rounds
-            .unwrap_or(if m == MethodName::Synflow { 100 } else { 1 });
-        let mut pc = PruneConfig::new(sparsity()?)
-            .with_scope(scope)
-            .with_rounds(rounds);
-        pc.allow_empty_layers = cfg.saliency.allow_empty_layers;
-        let (model, masks) = match m {
-            MethodName::Magnitude => prune_at_init(model, &filter, &pc, &mut Magnitude)?,
-            MethodName::Random => prune_at_init(model, &filter, &pc, &mut RandomScore::new(seed))?,
-            MethodName::Snip => {
-                let bs = cfg.optimizer.batch_size;
-                let order = data.train.shuffled_indices(seed ^ 0x5eed);
-                let k = cfg.saliency.snip_batches;
-                if k * bs > order.len() {
-                    return Err(Error::Config {
-                        field: "saliency.snip_batches".into(),
-                        message: format!(
-                            "{k} batches of {bs} need more than the {} training images",
-                            order.len()
-                        ),
-                    });
-                }
-                let batches = (0..k)
-                    .map(|j| batch_of(&data.train, &order[j * bs..(j + 1) * bs], device))
-                    .collect::<Result<Vec<_>>>()?;
-                let mut snip = Snip::cross_entropy(forward::<M>, batches)?;
-                prune_at_init(model, &filter, &pc, &mut snip)?
-            }
-            MethodName::Grasp => {
-                let idx = per_class(&data.train, cfg.saliency.grasp_per_class, seed);
-                let b = batch_of(&data.train, &idx, device)?;
-                let mut g =
-                    Grasp::cross_entropy(forward::<M>, b, cfg.saliency.grasp_temperature as f32)?;
-                prune_at_init(model, &filter, &pc, &mut g)?
-            }
-            MethodName::Synflow => {
-                let shape = data.train.shape();
-                prune_at_init(model, &filter, &pc, &mut SynFlow::new(forward::<M>, shape))?
-            }
-            other => {
-                return Err(Error::Config {
-                    field: "method".into(),
-                    message: format!("`{other}` is not trained by this loop"),
-                });
-            }
-        };
-        Ok((model, SparseOptimizer::new(rule, masks)?))
-    }
-
-    fn plan(&self, cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) -> Result<DstPlan> {
-        let s = Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
-            field: "sparsity".into(),
-            message: e.to_string(),
-        })?;
-        let mut plan = DstPlan::new(dm, s, total, spe, cfg.seed());
-        plan.delta_t = cfg.schedule.delta_t;
-        plan.alpha = cfg.schedule.drop_fraction;
-        plan.end_fraction = cfg.schedule.end_fraction;
-        if let Some(d) = cfg.distribution {
-            plan.distribution = dist(d);
-        }
-        Ok(plan)
-    }
-
-    fn train_config(cfg: &ExperimentConfig, total: u64) -> TrainConfig {
-        TrainConfig {
-            batch_size: cfg.optimizer.batch_size,
-            lr: cfg.optimizer.lr,
-            cosine_total_steps: (cfg.optimizer.lr_schedule == LrSchedule::Cosine).then_some(total),
-        }
-    }
-
     fn train_model<M: Classifier + 'static>(
         &self,
         cfg: &ExperimentConfig,
@@ -637,8 +486,8 @@ impl Runner {
         };
         let bs = cfg.optimizer.batch_size;
         let spe = data.train.len().div_ceil(bs) as u64;
-        let total = cfg.epochs * spe;
-        let tc = Self::train_config(cfg, total);
+        let total = method::total_steps(cfg, spe)?;
+        let tc = method::train_config(cfg, total);
         if cfg.method == MethodName::Lottery {
             return self.lottery(cfg, dir, data, device, spe, tc, init);
         }
@@ -652,22 +501,12 @@ impl Runner {
         let (mut model, mut optim, mut st) = match state {
             Some(st) => {
                 let model = load_module(init(seed), &ck.join(&st.model_file))?;
-                let mut optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
-                let dm = match cfg.method {
-                    MethodName::Set => Some(DstMethod::Set),
-                    MethodName::Rigl => Some(DstMethod::Rigl),
-                    MethodName::Snfs => Some(DstMethod::Snfs),
-                    _ => None,
-                };
-                if let Some(dm) = dm {
-                    if let Some(u) = self.plan(cfg, dm, total, spe)?.updater()? {
-                        optim = optim.with_updater(u)?;
-                    }
-                }
+                let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
+                let optim = method::reattach_updater(cfg, optim, total, spe)?;
                 (model, optim, st)
             }
             None => {
-                let (model, optim) = self.build(cfg, init(seed), data, device, total, spe)?;
+                let (model, optim) = method::initial(cfg, init(seed), data, device, total, spe)?;
                 (model, optim, State::default())
             }
         };
@@ -683,7 +522,7 @@ impl Runner {
             let t0 = Instant::now();
             bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
             let base = epoch * spe;
-            let epoch_seed = seed.wrapping_mul(7919).wrapping_add(epoch);
+            let epoch_seed = epoch_seed(seed, epoch);
             let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, epoch_seed);
             let (m, report) = train_epoch_with(
                 model,
@@ -702,7 +541,7 @@ impl Runner {
                 for (layer, changed) in &r.changed {
                     let nnz = masks.layer(layer)?.nnz();
                     changed_total += changed;
-                    st.updates.push(UpdateRecord {
+                    st.updates.push(UpdateRow {
                         step: r.step,
                         layer: layer.clone(),
                         changed: *changed,
@@ -746,12 +585,7 @@ impl Runner {
             rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         }
         bar.finish();
-        let bad: usize = optim.masks().violations(&model)?.iter().map(|v| v.1).sum();
-        if bad != 0 {
-            return Err(Error::Mask(burn_sparse::mask::MaskError::ModelMismatch(
-                format!("{bad} masked weights are non-zero after training"),
-            )));
-        }
+        optim.masks().ensure_masked(&model)?;
         let masks = optim.masks();
         let acc = st.metrics.last().map_or(f64::NAN, |m| m.test_accuracy);
         let result = RunResult {
@@ -776,7 +610,7 @@ impl Runner {
         Ok((result, resumed_from))
     }
 
-    fn run_plots(&self, dir: &Path, r: &RunResult, updates: &[UpdateRecord]) -> Result<()> {
+    fn run_plots(&self, dir: &Path, r: &RunResult, updates: &[UpdateRow]) -> Result<()> {
         let plots = dir.join("plots");
         let label = format!("{} {:.0}%", r.method, 100.0 * r.sparsity);
         if !r.curve.is_empty() {
@@ -861,12 +695,12 @@ impl Runner {
             .into_iter()
             .map(|p| (p.path.clone(), p.numel()))
             .collect();
-        let imp = Imp::new(imp_cfg, &imp_dir, filter, rule_of(cfg), &init);
+        let imp = Imp::new(imp_cfg, &imp_dir, filter, method::rule_of(cfg), &init);
         let mut trainer = StepTrainer {
             train: &data.train,
             test: &data.test,
             cfg: tc,
-            total_steps: cfg.epochs * spe,
+            total_steps: method::total_steps(cfg, spe)?,
             device: device.clone(),
         };
         let name = dir

@@ -15,12 +15,13 @@ use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 
+use burn_sparse::data::DataFile;
+use burn_sparse::data::fetch::sha256_hex;
 use burn_sparse::mask::checkpoint::commit_point;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, read, write_atomic};
-use crate::run::{EpochMetrics, UpdateRecord, metrics_csv, updates_csv};
+use crate::run::{EpochMetrics, UpdateRow, metrics_csv, updates_csv};
 
 /// The committed state of an unfinished run (`checkpoint/state.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -30,20 +31,13 @@ pub(crate) struct State {
     pub optim_file: String,
     pub seconds: f64,
     pub metrics: Vec<EpochMetrics>,
-    pub updates: Vec<UpdateRecord>,
+    pub updates: Vec<UpdateRow>,
     /// sha256 of every file the state names.
     #[serde(default)]
     pub files: BTreeMap<String, String>,
     /// sha256 of this file's bytes with this value replaced by 64 zeros.
     #[serde(default)]
     pub checksum: String,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -144,6 +138,45 @@ pub(crate) fn clean_orphans(dir: &Path) {
             }
         }
     }
+}
+
+/// Record the data files a run trains on in `dir/data.json` (name and sha256), or check them
+/// against the record: the data directory is not part of the run's hash, so this is what keeps
+/// a resume (or a skip) from mixing in other data.
+///
+/// # Errors
+/// [`Error::RunDir`] naming the file whose content changed.
+pub(crate) fn check_data(dir: &Path, files: &[DataFile]) -> Result<()> {
+    let path = dir.join("data.json");
+    if !path.exists() {
+        return write_atomic(&path, &json(&files));
+    }
+    let recorded: Vec<DataFile> =
+        serde_json::from_slice(&read(&path)?).map_err(|e| Error::RunDir {
+            path: path.clone(),
+            message: format!("unreadable ({e}); delete it to record the data again"),
+        })?;
+    if recorded == files {
+        return Ok(());
+    }
+    let what = recorded
+        .iter()
+        .find(|r| !files.contains(r))
+        .map(|r| match files.iter().find(|f| f.name == r.name) {
+            Some(f) => format!(
+                "the run was trained on {} with sha256 {}, the data directory now holds {}",
+                r.name, r.sha256, f.sha256
+            ),
+            None => format!("the run was trained on {}, which is not read now", r.name),
+        })
+        .unwrap_or_else(|| "the data files differ from those the run was trained on".into());
+    Err(Error::RunDir {
+        path,
+        message: format!(
+            "{what}; point dataset.dir at the original files, or delete the run directory to \
+             start over on the new data"
+        ),
+    })
 }
 
 /// Remove a finished run's checkpoint (after `result.json` is committed).

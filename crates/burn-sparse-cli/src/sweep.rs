@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Format, MethodName, load_file, load_text};
-use crate::error::{Error, Result, write_atomic};
+use crate::config::{ExperimentConfig, Format, MethodName, first_duplicate, load_file, load_text};
+use crate::error::{Error, MAX_TEXT_FILE, Result, read_at_most, write_atomic};
 use crate::plot::{Series, bar_chart, line_chart};
-use crate::run::{LevelRow, Outcome, RunResult, Runner, UpdateRecord, churn_by_step};
+use crate::run::{LevelRow, Outcome, RunResult, Runner, churn_by_step};
 
 /// The grid.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -107,6 +107,19 @@ impl SweepConfig {
         }
         if self.grid.seeds.is_empty() {
             return Err(empty("grid.seeds"));
+        }
+        let twice = |f: &str, v: String| Error::Config {
+            field: f.into(),
+            message: format!("{v} is listed twice (each grid point runs once)"),
+        };
+        if let Some(m) = first_duplicate(&self.grid.methods) {
+            return Err(twice("grid.methods", format!("`{m}`")));
+        }
+        if let Some(s) = first_duplicate(&self.grid.sparsities) {
+            return Err(twice("grid.sparsities", s.to_string()));
+        }
+        if let Some(s) = first_duplicate(&self.grid.seeds) {
+            return Err(twice("grid.seeds", format!("seed {s}")));
         }
         let sparse = self.grid.methods.iter().any(|m| *m != MethodName::Dense);
         if sparse && self.grid.sparsities.is_empty() {
@@ -240,36 +253,84 @@ pub fn compare_shard(
 ) -> Result<Option<SweepReport>> {
     sweep.validate()?;
     let points = sweep.points();
-    let n = points.len();
     if let Some((k, m)) = shard {
-        if m == 0 || k >= m {
-            return Err(Error::Config {
-                field: "--shard".into(),
-                message: format!("{k}/{m}: needs K/N with K < N"),
-            });
-        }
-        for (i, c) in points.iter().enumerate().filter(|(i, _)| i % m == k) {
-            let o = runner.run_one(c)?;
-            crate::progress::out(&format!(
-                "[{}/{n}] {} {:.2}%{}",
-                i + 1,
-                o.result.name,
-                o.result.test_accuracy,
-                if o.already_done {
-                    " (already finished)"
-                } else {
-                    ""
-                }
-            ));
-        }
-        crate::progress::out(&format!(
-            "shard {k}/{m} done; run without --shard to write the summary"
-        ));
+        run_shard(runner, &points, k, m)?;
         return Ok(None);
     }
-    let mut outcomes: Vec<Outcome> = Vec::with_capacity(n);
-    for (i, c) in points.iter().enumerate() {
+    let results = run_grid(runner, &points)?;
+    let out_dir = PathBuf::from(&sweep.output.dir);
+    create_dir(&out_dir)?;
+    let mut files = write_raw(&out_dir, &results)?;
+    let agg = Aggregate::new(sweep, &results);
+    let (plots, images) = draw_plots(runner, sweep, &agg, &out_dir.join("plots"))?;
+    files.extend(plots);
+    let md_dir = markdown_dir(sweep, &out_dir);
+    let report = Report::new(sweep, command, &agg, &images, &md_dir);
+    files.extend(write_reports(
+        sweep,
+        &out_dir,
+        &md_dir,
+        &report.text,
+        &images,
+    )?);
+    if let Some(readme) = &sweep.output.readme {
+        files.push(splice_readme(
+            Path::new(readme),
+            sweep,
+            command,
+            &report.table,
+            &out_dir,
+        )?);
+    }
+    Ok(Some(SweepReport {
+        results,
+        markdown: report.text,
+        files,
+    }))
+}
+
+fn create_dir(d: &Path) -> Result<()> {
+    std::fs::create_dir_all(d).map_err(|e| Error::Io {
+        path: d.to_path_buf(),
+        source: e,
+    })
+}
+
+/// Grid: one shard's points.
+fn run_shard(runner: &mut Runner, points: &[ExperimentConfig], k: usize, m: usize) -> Result<()> {
+    if m == 0 || k >= m {
+        return Err(Error::Config {
+            field: "--shard".into(),
+            message: format!("{k}/{m}: needs K/N with K < N"),
+        });
+    }
+    let n = points.len();
+    for (i, c) in points.iter().enumerate().filter(|(i, _)| i % m == k) {
         let o = runner.run_one(c)?;
+        crate::progress::out(&format!(
+            "[{}/{n}] {} {:.2}%{}",
+            i + 1,
+            o.result.name,
+            o.result.test_accuracy,
+            if o.already_done {
+                " (already finished)"
+            } else {
+                ""
+            }
+        ));
+    }
+    crate::progress::out(&format!(
+        "shard {k}/{m} done; run without --shard to write the summary"
+    ));
+    Ok(())
+}
+
+/// Grid: every point, in order (finished ones are read, killed ones resumed).
+fn run_grid(runner: &mut Runner, points: &[ExperimentConfig]) -> Result<Vec<RunResult>> {
+    let n = points.len();
+    let mut results = Vec::with_capacity(n);
+    for (i, c) in points.iter().enumerate() {
+        let o: Outcome = runner.run_one(c)?;
         crate::progress::out(&format!(
             "[{}/{n}] {} {:.2}% {}",
             i + 1,
@@ -283,55 +344,285 @@ pub fn compare_shard(
                 String::new()
             }
         ));
-        outcomes.push(o);
+        results.push(o.result);
     }
-    let out_dir = PathBuf::from(&sweep.output.dir);
-    std::fs::create_dir_all(&out_dir).map_err(|e| Error::Io {
-        path: out_dir.clone(),
-        source: e,
-    })?;
-    let results: Vec<RunResult> = outcomes.iter().map(|o| o.result.clone()).collect();
-    let mut files = Vec::new();
+    Ok(results)
+}
 
-    // Raw results.
+/// Every run's row: `results.csv` and `results.json`.
+fn write_raw(out_dir: &Path, results: &[RunResult]) -> Result<Vec<PathBuf>> {
     let mut csv = String::from("method,sparsity,seed,test_accuracy,density,nnz,seconds,run\n");
-    for r in &results {
+    for r in results {
         let _ = writeln!(
             csv,
             "{},{},{},{},{},{},{:.1},{}",
             r.method, r.sparsity, r.seed, r.test_accuracy, r.density, r.nnz, r.seconds, r.name
         );
     }
-    let p = out_dir.join("results.csv");
-    write_atomic(&p, csv.as_bytes())?;
-    files.push(p);
-    let p = out_dir.join("results.json");
+    let csv_path = out_dir.join("results.csv");
+    write_atomic(&csv_path, csv.as_bytes())?;
+    let json_path = out_dir.join("results.json");
     write_atomic(
-        &p,
-        serde_json::to_string_pretty(&results)
+        &json_path,
+        serde_json::to_string_pretty(results)
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    files.push(p);
+    Ok(vec![csv_path, json_path])
+}
 
-    // Aggregate by (method, sparsity).
-    let mut groups: BTreeMap<(MethodName, i64), Vec<&RunResult>> = BTreeMap::new();
-    for r in &results {
-        groups
-            .entry((r.method, key(r.sparsity)))
-            .or_default()
-            .push(r);
+/// Aggregate: the runs of each (method, sparsity) cell.
+struct Aggregate<'a> {
+    groups: BTreeMap<(MethodName, i64), Vec<&'a RunResult>>,
+    methods: Vec<MethodName>,
+    sparsities: Vec<f64>,
+    seeds: usize,
+}
+
+impl<'a> Aggregate<'a> {
+    fn new(sweep: &SweepConfig, results: &'a [RunResult]) -> Self {
+        let mut groups: BTreeMap<(MethodName, i64), Vec<&RunResult>> = BTreeMap::new();
+        for r in results {
+            groups
+                .entry((r.method, key(r.sparsity)))
+                .or_default()
+                .push(r);
+        }
+        Self {
+            groups,
+            methods: sweep.grid.methods.clone(),
+            sparsities: sweep.grid.sparsities.clone(),
+            seeds: sweep.grid.seeds.len(),
+        }
     }
-    let methods: Vec<MethodName> = sweep.grid.methods.clone();
-    let sparsities = sweep.grid.sparsities.clone();
-    let acc_of = |m: MethodName, s: f64| -> Option<(f64, f64, usize)> {
-        let rs = groups.get(&(m, key(if m == MethodName::Dense { 0.0 } else { s })))?;
+
+    /// The runs of a cell (dense: its one column, whatever `s`).
+    fn runs(&self, m: MethodName, s: f64) -> Vec<&'a RunResult> {
+        let k = key(if m == MethodName::Dense { 0.0 } else { s });
+        self.groups.get(&(m, k)).cloned().unwrap_or_default()
+    }
+
+    /// Mean and std of a cell's test accuracy, and its number of runs.
+    fn accuracy(&self, m: MethodName, s: f64) -> Option<(f64, f64, usize)> {
+        let rs = self.runs(m, s);
+        if rs.is_empty() {
+            return None;
+        }
         let xs: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
         let (a, b) = mean_std(&xs);
         Some((a, b, xs.len()))
-    };
+    }
 
+    /// The sparsity whose curves, densities and churn are plotted.
+    fn detail(&self, sweep: &SweepConfig) -> Option<f64> {
+        sweep.output.detail_sparsity.or_else(|| {
+            self.sparsities
+                .iter()
+                .copied()
+                .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))))
+        })
+    }
+}
+
+/// A chart the report embeds: its title and PNG.
+type Image = (String, PathBuf);
+
+/// Plots: every chart of the sweep, with the images the report embeds.
+fn draw_plots(
+    runner: &Runner,
+    sweep: &SweepConfig,
+    agg: &Aggregate,
+    plot_dir: &Path,
+) -> Result<(Vec<PathBuf>, Vec<Image>)> {
+    let mut files = Vec::new();
+    let mut images: Vec<Image> = Vec::new();
+    let mut chart = |files_of: Vec<PathBuf>, title: &str, stem: &Path| {
+        files.extend(files_of);
+        images.push((title.into(), stem.with_extension("png")));
+    };
+    let series = accuracy_series(agg);
+    if !series.is_empty() {
+        let stem = plot_dir.join("accuracy_vs_sparsity");
+        let f = line_chart(
+            &stem,
+            "Test accuracy versus weights remaining",
+            "weights remaining (%, log scale)",
+            "test accuracy (%)",
+            &series,
+            true,
+        )?;
+        chart(f, "Accuracy versus sparsity", &stem);
+    }
+    let Some(ds) = agg.detail(sweep) else {
+        return Ok((files, images));
+    };
+    // Mean accuracy over training.
+    let mut curves = Vec::new();
+    for &m in &agg.methods {
+        let rs = agg.runs(m, ds);
+        let len = rs.iter().map(|r| r.curve.len()).min().unwrap_or(0);
+        if len == 0 {
+            continue;
+        }
+        let pts = (0..len)
+            .map(|e| {
+                let xs: Vec<f64> = rs.iter().map(|r| r.curve[e]).collect();
+                ((e + 1) as f64, mean_std(&xs).0)
+            })
+            .collect();
+        curves.push(Series::new(m.to_string(), pts).with_color(m.index()));
+    }
+    if !curves.is_empty() {
+        let stem = plot_dir.join("accuracy_over_training");
+        let f = line_chart(
+            &stem,
+            &format!(
+                "Test accuracy over training ({:.0}% sparse; dense)",
+                100.0 * ds
+            ),
+            "epoch",
+            "test accuracy (%)",
+            &curves,
+            false,
+        )?;
+        chart(f, "Accuracy over training", &stem);
+    }
+    // Per-layer density.
+    let mut layers: Vec<String> = Vec::new();
+    let mut bars = Vec::new();
+    for &m in agg.methods.iter().filter(|m| **m != MethodName::Dense) {
+        let rs = agg.runs(m, ds);
+        let Some(first) = rs.first() else { continue };
+        if layers.is_empty() {
+            layers = first.layer_density.keys().cloned().collect();
+        }
+        let vals = layers
+            .iter()
+            .map(|l| {
+                let xs: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| r.layer_density.get(l).copied())
+                    .collect();
+                mean_std(&xs).0
+            })
+            .collect();
+        bars.push((m.to_string(), vals, Some(m.index())));
+    }
+    if !bars.is_empty() {
+        let stem = plot_dir.join("layer_density");
+        let f = bar_chart(
+            &stem,
+            &format!("Density per layer at {:.0}% sparsity", 100.0 * ds),
+            "kept fraction",
+            &layers,
+            &bars,
+        )?;
+        chart(f, "Per-layer density", &stem);
+    }
+    // Mask churn of the dynamic methods (first seed's run).
+    let mut churn = Vec::new();
+    for &m in agg.methods.iter().filter(|m| m.is_dynamic()) {
+        let Some(r) = agg.runs(m, ds).into_iter().next() else {
+            continue;
+        };
+        let pts = churn_by_step(&runner.updates_of(&r.name)?);
+        if !pts.is_empty() {
+            churn.push(Series::new(m.to_string(), pts).with_color(m.index()));
+        }
+    }
+    if !churn.is_empty() {
+        let stem = plot_dir.join("churn");
+        let f = line_chart(
+            &stem,
+            &format!("Mask churn per update at {:.0}% sparsity", 100.0 * ds),
+            "optimizer step",
+            "connections changed / kept",
+            &churn,
+            false,
+        )?;
+        chart(f, "Mask churn of the dynamic methods", &stem);
+    }
+    Ok((files, images))
+}
+
+/// Plots: accuracy against the weights remaining, one series per sparse method, dense flat.
+fn accuracy_series(agg: &Aggregate) -> Vec<Series> {
+    let mut series = Vec::new();
+    for &m in agg.methods.iter().filter(|m| **m != MethodName::Dense) {
+        let mut pts = Vec::new();
+        let mut errs = Vec::new();
+        for &s in &agg.sparsities {
+            if let Some((a, sd, _)) = agg.accuracy(m, s) {
+                pts.push((100.0 * (1.0 - s), a));
+                errs.push(sd);
+            }
+        }
+        if !pts.is_empty() {
+            series.push(Series {
+                name: m.to_string(),
+                points: pts,
+                errors: errs,
+                color: Some(m.index()),
+            });
+        }
+    }
+    if let Some((a, _, _)) = agg.accuracy(MethodName::Dense, 0.0) {
+        let xs: Vec<f64> = agg.sparsities.iter().map(|s| 100.0 * (1.0 - s)).collect();
+        let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if lo.is_finite() {
+            series.push(
+                Series::new("dense", vec![(lo, a), (hi, a)]).with_color(MethodName::Dense.index()),
+            );
+        }
+    }
+    series
+}
+
+/// Markdown: the report's text, and its summary table alone (for the README).
+struct Report {
+    text: String,
+    table: String,
+}
+
+impl Report {
+    fn new(
+        sweep: &SweepConfig,
+        command: &str,
+        agg: &Aggregate,
+        images: &[Image],
+        md_dir: &Path,
+    ) -> Self {
+        let mut md = header(sweep, command);
+        let table = summary_table(agg);
+        md.push_str(&table);
+        if agg.methods.contains(&MethodName::Dense) {
+            let _ = writeln!(
+                md,
+                "\nDense has no sparsity; its row repeats the same runs in every column."
+            );
+        }
+        if let Some((a, sd, _)) = agg
+            .accuracy(MethodName::Dense, 0.0)
+            .filter(|_| agg.sparsities.is_empty())
+        {
+            let _ = writeln!(md, "\ndense: {a:.2} ± {sd:.2}");
+        }
+        md.push_str(&lottery_levels(agg));
+        if !images.is_empty() {
+            let _ = writeln!(md, "\n## Plots\n");
+            for (title, png) in images {
+                let _ = writeln!(md, "### {title}\n\n![{title}]({})\n", relative(md_dir, png));
+            }
+        }
+        Self { text: md, table }
+    }
+}
+
+/// Markdown: title, provenance and the recipe.
+fn header(sweep: &SweepConfig, command: &str) -> String {
     let mut md = String::new();
+    let lottery = sweep.grid.methods.contains(&MethodName::Lottery);
     let _ = writeln!(md, "# {}\n", sweep.output.title);
     let _ = writeln!(
         md,
@@ -346,16 +637,10 @@ pub fn compare_shard(
          {}, weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's \
          on the full test set, mean ± sample std over seeds (n per cell in brackets when not \
          all seeds finished).\n",
-        serde_json::to_value(b.model)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
-        serde_json::to_value(b.dataset.name)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        name_of(b.model),
+        name_of(b.dataset.name),
         b.epochs,
-        if methods.contains(&MethodName::Lottery) {
+        if lottery {
             " (per IMP level for the lottery)"
         } else {
             ""
@@ -369,7 +654,7 @@ pub fn compare_shard(
         b.device,
         sweep.grid.seeds
     );
-    if methods.contains(&MethodName::Lottery) {
+    if lottery {
         let levels = b.lottery.levels.map_or_else(
             || "as many 20% levels as each target needs".to_string(),
             |l| format!("{l} levels"),
@@ -386,24 +671,27 @@ pub fn compare_shard(
             }
         );
     }
-    let table_start = md.len();
-    let _ = write!(md, "| method |");
-    for s in &sparsities {
+    md
+}
+
+/// Markdown: methods x sparsities, mean ± std.
+fn summary_table(agg: &Aggregate) -> String {
+    let mut md = String::from("| method |");
+    for s in &agg.sparsities {
         let _ = write!(md, " {:.1}% sparse |", 100.0 * s);
     }
     let _ = write!(md, "\n|---|");
-    for _ in &sparsities {
+    for _ in &agg.sparsities {
         let _ = write!(md, "---|");
     }
     md.push('\n');
-    let seeds = sweep.grid.seeds.len();
-    for &m in &methods {
+    for &m in &agg.methods {
         let _ = write!(md, "| {m} |");
-        for &s in &sparsities {
-            match acc_of(m, s) {
+        for &s in &agg.sparsities {
+            match agg.accuracy(m, s) {
                 Some((a, sd, k)) => {
                     let _ = write!(md, " {a:.2} ± {sd:.2}");
-                    if k != seeds {
+                    if k != agg.seeds {
                         let _ = write!(md, " (n={k})");
                     }
                     md.push_str(" |");
@@ -413,274 +701,105 @@ pub fn compare_shard(
         }
         md.push('\n');
     }
-    let table = md[table_start..].to_string();
-    if methods.contains(&MethodName::Dense) {
+    md
+}
+
+/// Markdown: the lottery's level table (the deepest sparsity's runs, mean over seeds).
+fn lottery_levels(agg: &Aggregate) -> String {
+    let mut md = String::new();
+    let Some(&smax) = agg
+        .sparsities
+        .iter()
+        .max_by(|a, b| a.total_cmp(b))
+        .filter(|_| agg.methods.contains(&MethodName::Lottery))
+    else {
+        return md;
+    };
+    let rs = agg.runs(MethodName::Lottery, smax);
+    let tables: Vec<&Vec<LevelRow>> = rs.iter().filter_map(|r| r.levels.as_ref()).collect();
+    let depth = tables.iter().map(|t| t.len()).min().unwrap_or(0);
+    if depth == 0 {
+        return md;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Lottery ticket levels ({:.0}% target, {} seeds)\n",
+        100.0 * smax,
+        tables.len()
+    );
+    let baselines = tables
+        .iter()
+        .all(|t| t.iter().skip(1).all(|r| r.random_reinit.is_some()));
+    if baselines {
         let _ = writeln!(
             md,
-            "\nDense has no sparsity; its row repeats the same runs in every column."
+            "| level | weights remaining | ticket | random reinit | random pruning |\n|---|---|---|---|---|"
         );
+    } else {
+        let _ = writeln!(md, "| level | weights remaining | ticket |\n|---|---|---|");
     }
-    if sparsities.is_empty() {
-        if let Some((a, sd, _)) = acc_of(MethodName::Dense, 0.0) {
-            let _ = writeln!(md, "\ndense: {a:.2} ± {sd:.2}");
+    for l in 0..depth {
+        let col = |f: &dyn Fn(&LevelRow) -> Option<f64>| {
+            let xs: Vec<f64> = tables.iter().filter_map(|t| f(&t[l])).collect();
+            if xs.is_empty() {
+                "–".to_string()
+            } else {
+                let (a, s) = mean_std(&xs);
+                format!("{a:.2} ± {s:.2}")
+            }
+        };
+        let dens = mean_std(&tables.iter().map(|t| t[l].density).collect::<Vec<_>>()).0;
+        let _ = write!(
+            md,
+            "| {l} | {:.2}% | {} |",
+            100.0 * dens,
+            col(&|r| Some(r.ticket))
+        );
+        if baselines {
+            let _ = write!(
+                md,
+                " {} | {} |",
+                col(&|r| r.random_reinit),
+                col(&|r| r.random_pruning)
+            );
         }
+        md.push('\n');
     }
+    md
+}
 
-    // Plots.
-    let plot_dir = out_dir.join("plots");
-    let md_dir = sweep
+/// Markdown: where the report lives (its links are relative to it).
+fn markdown_dir(sweep: &SweepConfig, out_dir: &Path) -> PathBuf {
+    let d = sweep
         .output
         .markdown
         .as_ref()
         .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| out_dir.clone());
-    let md_dir = if md_dir.as_os_str().is_empty() {
+        .unwrap_or_else(|| out_dir.to_path_buf());
+    if d.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
-        md_dir
-    };
-    let mut images: Vec<(String, PathBuf)> = Vec::new();
-    {
-        let mut series = Vec::new();
-        for &m in &methods {
-            if m == MethodName::Dense {
-                continue;
-            }
-            let mut pts = Vec::new();
-            let mut errs = Vec::new();
-            for &s in &sparsities {
-                if let Some((a, sd, _)) = acc_of(m, s) {
-                    pts.push((100.0 * (1.0 - s), a));
-                    errs.push(sd);
-                }
-            }
-            if !pts.is_empty() {
-                series.push(Series {
-                    name: m.to_string(),
-                    points: pts,
-                    errors: errs,
-                    color: Some(m.index()),
-                });
-            }
-        }
-        if let Some((a, _, _)) = acc_of(MethodName::Dense, 0.0) {
-            let xs: Vec<f64> = sparsities.iter().map(|s| 100.0 * (1.0 - s)).collect();
-            let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            if lo.is_finite() {
-                series.push(
-                    Series::new("dense", vec![(lo, a), (hi, a)])
-                        .with_color(MethodName::Dense.index()),
-                );
-            }
-        }
-        if !series.is_empty() {
-            let stem = plot_dir.join("accuracy_vs_sparsity");
-            files.extend(line_chart(
-                &stem,
-                "Test accuracy versus weights remaining",
-                "weights remaining (%, log scale)",
-                "test accuracy (%)",
-                &series,
-                true,
-            )?);
-            images.push((
-                "Accuracy versus sparsity".into(),
-                stem.with_extension("png"),
-            ));
-        }
+        d
     }
-    let detail = sweep.output.detail_sparsity.or_else(|| {
-        sparsities
-            .iter()
-            .copied()
-            .fold(None, |a: Option<f64>, s| Some(a.map_or(s, |a| a.max(s))))
-    });
-    if let Some(ds) = detail {
-        let at = |m: MethodName| -> Vec<&RunResult> {
-            let k = key(if m == MethodName::Dense { 0.0 } else { ds });
-            groups.get(&(m, k)).cloned().unwrap_or_default()
-        };
-        // Mean accuracy over training.
-        let mut curves = Vec::new();
-        for &m in &methods {
-            let rs = at(m);
-            let len = rs.iter().map(|r| r.curve.len()).min().unwrap_or(0);
-            if len == 0 {
-                continue;
-            }
-            let pts = (0..len)
-                .map(|e| {
-                    let xs: Vec<f64> = rs.iter().map(|r| r.curve[e]).collect();
-                    ((e + 1) as f64, mean_std(&xs).0)
-                })
-                .collect();
-            curves.push(Series::new(m.to_string(), pts).with_color(m.index()));
-        }
-        if !curves.is_empty() {
-            let stem = plot_dir.join("accuracy_over_training");
-            files.extend(line_chart(
-                &stem,
-                &format!(
-                    "Test accuracy over training ({:.0}% sparse; dense)",
-                    100.0 * ds
-                ),
-                "epoch",
-                "test accuracy (%)",
-                &curves,
-                false,
-            )?);
-            images.push(("Accuracy over training".into(), stem.with_extension("png")));
-        }
-        // Per-layer density.
-        let mut layers: Vec<String> = Vec::new();
-        let mut bars = Vec::new();
-        for &m in &methods {
-            if m == MethodName::Dense {
-                continue;
-            }
-            let rs = at(m);
-            let Some(first) = rs.first() else { continue };
-            if layers.is_empty() {
-                layers = first.layer_density.keys().cloned().collect();
-            }
-            let vals = layers
-                .iter()
-                .map(|l| {
-                    let xs: Vec<f64> = rs
-                        .iter()
-                        .filter_map(|r| r.layer_density.get(l).copied())
-                        .collect();
-                    mean_std(&xs).0
-                })
-                .collect();
-            bars.push((m.to_string(), vals, Some(m.index())));
-        }
-        if !bars.is_empty() {
-            let stem = plot_dir.join("layer_density");
-            files.extend(bar_chart(
-                &stem,
-                &format!("Density per layer at {:.0}% sparsity", 100.0 * ds),
-                "kept fraction",
-                &layers,
-                &bars,
-            )?);
-            images.push(("Per-layer density".into(), stem.with_extension("png")));
-        }
-        // Mask churn of the dynamic methods (first seed's run).
-        let mut churn = Vec::new();
-        for &m in &methods {
-            if !m.is_dynamic() {
-                continue;
-            }
-            let Some(r) = at(m).into_iter().next() else {
-                continue;
-            };
-            let path = runner.runs_dir().join(&r.name).join("updates.json");
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            let ups: Vec<UpdateRecord> =
-                serde_json::from_slice(&bytes).map_err(|e| Error::RunDir {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            let pts = churn_by_step(&ups);
-            if !pts.is_empty() {
-                churn.push(Series::new(m.to_string(), pts).with_color(m.index()));
-            }
-        }
-        if !churn.is_empty() {
-            let stem = plot_dir.join("churn");
-            files.extend(line_chart(
-                &stem,
-                &format!("Mask churn per update at {:.0}% sparsity", 100.0 * ds),
-                "optimizer step",
-                "connections changed / kept",
-                &churn,
-                false,
-            )?);
-            images.push((
-                "Mask churn of the dynamic methods".into(),
-                stem.with_extension("png"),
-            ));
-        }
-    }
-    // The lottery level table (the deepest sparsity's runs, mean over seeds).
-    if let Some(&smax) = sparsities
-        .iter()
-        .max_by(|a, b| a.total_cmp(b))
-        .filter(|_| methods.contains(&MethodName::Lottery))
-    {
-        if let Some(rs) = groups.get(&(MethodName::Lottery, key(smax))) {
-            let tables: Vec<&Vec<LevelRow>> = rs.iter().filter_map(|r| r.levels.as_ref()).collect();
-            let depth = tables.iter().map(|t| t.len()).min().unwrap_or(0);
-            if depth > 0 {
-                let _ = writeln!(
-                    md,
-                    "\n## Lottery ticket levels ({:.0}% target, {} seeds)\n",
-                    100.0 * smax,
-                    tables.len()
-                );
-                let baselines = tables
-                    .iter()
-                    .all(|t| t.iter().skip(1).all(|r| r.random_reinit.is_some()));
-                if baselines {
-                    let _ = writeln!(
-                        md,
-                        "| level | weights remaining | ticket | random reinit | random pruning |\n|---|---|---|---|---|"
-                    );
-                } else {
-                    let _ = writeln!(md, "| level | weights remaining | ticket |\n|---|---|---|");
-                }
-                for l in 0..depth {
-                    let col = |f: &dyn Fn(&LevelRow) -> Option<f64>| {
-                        let xs: Vec<f64> = tables.iter().filter_map(|t| f(&t[l])).collect();
-                        if xs.is_empty() {
-                            "–".to_string()
-                        } else {
-                            let (a, s) = mean_std(&xs);
-                            format!("{a:.2} ± {s:.2}")
-                        }
-                    };
-                    let dens = mean_std(&tables.iter().map(|t| t[l].density).collect::<Vec<_>>()).0;
-                    let _ = write!(
-                        md,
-                        "| {l} | {:.2}% | {} |",
-                        100.0 * dens,
-                        col(&|r| Some(r.ticket))
-                    );
-                    if baselines {
-                        let _ = write!(
-                            md,
-                            " {} | {} |",
-                            col(&|r| r.random_reinit),
-                            col(&|r| r.random_pruning)
-                        );
-                    }
-                    md.push('\n');
-                }
-            }
-        }
-    }
-    if !images.is_empty() {
-        let _ = writeln!(md, "\n## Plots\n");
-        for (title, png) in &images {
-            let _ = writeln!(
-                md,
-                "### {title}\n\n![{title}]({})\n",
-                relative(&md_dir, png)
-            );
-        }
-    }
+}
+
+/// Markdown: `results.md` in the output dir (its links relative to itself) and the copy at
+/// `output.markdown`.
+fn write_reports(
+    sweep: &SweepConfig,
+    out_dir: &Path,
+    md_dir: &Path,
+    md: &str,
+    images: &[Image],
+) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
     let p = out_dir.join("results.md");
-    // The copy in the output dir links its plots relative to itself.
     let local = if md_dir == out_dir {
-        md.clone()
+        md.to_string()
     } else {
-        let mut m = md.clone();
-        for (_, png) in &images {
-            m = m.replace(&relative(&md_dir, png), &relative(&out_dir, png));
+        let mut m = md.to_string();
+        for (_, png) in images {
+            m = m.replace(&relative(md_dir, png), &relative(out_dir, png));
         }
         m
     };
@@ -689,57 +808,54 @@ pub fn compare_shard(
     if let Some(mdp) = &sweep.output.markdown {
         let p = PathBuf::from(mdp);
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(d).map_err(|e| Error::Io {
-                path: d.to_path_buf(),
-                source: e,
-            })?;
+            create_dir(d)?;
         }
         write_atomic(&p, md.as_bytes())?;
         files.push(p);
     }
-    if let Some(readme) = &sweep.output.readme {
-        let p = PathBuf::from(readme);
-        let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
-            path: p.clone(),
-            source: e,
-        })?;
-        let (b, e) = README_MARKERS;
-        let (Some(i), Some(j)) = (text.find(b), text.find(e)) else {
-            return Err(Error::RunDir {
-                path: p,
-                message: format!("needs the lines `{b}` and `{e}` around the summary"),
-            });
-        };
-        if j < i {
-            return Err(Error::RunDir {
-                path: p,
-                message: format!("`{e}` comes before `{b}`"),
-            });
-        }
-        let link = sweep.output.markdown.as_ref().map_or_else(
-            || {
-                relative(
-                    p.parent().unwrap_or(Path::new(".")),
-                    &out_dir.join("results.md"),
-                )
-            },
-            |m| relative(p.parent().unwrap_or(Path::new(".")), Path::new(m)),
-        );
-        let summary = format!(
-            "{b}\n<!-- Generated by `burn-sparse compare`; do not edit. -->\n\nTest accuracy (%), mean \
-             ± std over seeds {:?}, {} epochs; produced by `{command}` (details and plots in \
-             [{link}]({link})):\n\n{table}\n",
-            sweep.grid.seeds, sweep.base.epochs
-        );
-        let new_text = format!("{}{summary}{}", &text[..i], &text[j..]);
-        write_atomic(&p, new_text.as_bytes())?;
-        files.push(p);
+    Ok(files)
+}
+
+/// README splice: the summary table between [`README_MARKERS`] in `readme`, the rest kept.
+fn splice_readme(
+    readme: &Path,
+    sweep: &SweepConfig,
+    command: &str,
+    table: &str,
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let p = readme.to_path_buf();
+    let text = String::from_utf8(read_at_most(&p, MAX_TEXT_FILE)?).map_err(|_| Error::RunDir {
+        path: p.clone(),
+        message: "is not UTF-8 text".into(),
+    })?;
+    let (b, e) = README_MARKERS;
+    let (Some(i), Some(j)) = (text.find(b), text.find(e)) else {
+        return Err(Error::RunDir {
+            path: p,
+            message: format!("needs the lines `{b}` and `{e}` around the summary"),
+        });
+    };
+    if j < i {
+        return Err(Error::RunDir {
+            path: p,
+            message: format!("`{e}` comes before `{b}`"),
+        });
     }
-    Ok(Some(SweepReport {
-        results,
-        markdown: md,
-        files,
-    }))
+    let parent = p.parent().unwrap_or(Path::new("."));
+    let link = sweep.output.markdown.as_ref().map_or_else(
+        || relative(parent, &out_dir.join("results.md")),
+        |m| relative(parent, Path::new(m)),
+    );
+    let summary = format!(
+        "{b}\n<!-- Generated by `burn-sparse compare`; do not edit. -->\n\nTest accuracy (%), mean \
+         ± std over seeds {:?}, {} epochs; produced by `{command}` (details and plots in \
+         [{link}]({link})):\n\n{table}\n",
+        sweep.grid.seeds, sweep.base.epochs
+    );
+    let new_text = format!("{}{summary}{}", &text[..i], &text[j..]);
+    write_atomic(&p, new_text.as_bytes())?;
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -98,12 +98,25 @@ fn invalid_configs_name_the_field() {
             "method = \"lottery\"\nepochs = 2\n[lottery]\nrewind_epoch = 2",
             "lottery.rewind_epoch",
         ),
+        // A repeated seed would count as an independent sample.
+        ("seeds = [0, 1, 0]", "seeds"),
+        // TOML's nan and inf have no JSON spelling: they used to read as `null`.
+        ("[optimizer]\nlr = nan", "optimizer.lr"),
+        ("[optimizer]\nweight_decay = inf", "optimizer.weight_decay"),
     ];
     for (text, field) in cases {
         let e = ExperimentConfig::from_text(text, Format::Toml, "case", &[]).unwrap_err();
         assert_eq!(&field_of(&e), field, "{text}: {e}");
         assert!(e.to_string().contains(field), "{e}");
     }
+    // nan is said as such, not as the `null` its JSON transcoding would be.
+    let e = ExperimentConfig::from_text("[optimizer]\nlr = nan", Format::Toml, "c", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("not a finite number") && !e.contains("null"),
+        "{e}"
+    );
     // An unknown field is named, with its table.
     let e =
         ExperimentConfig::from_text("[optimizer]\nlrr = 0.1", Format::Toml, "c", &[]).unwrap_err();
@@ -151,6 +164,218 @@ fn invalid_configs_name_the_field() {
     )
     .unwrap_err();
     assert!(field_of(&e).starts_with("base.epochs"), "{e}");
+}
+
+#[test]
+fn hostile_overrides_are_bounded_errors() {
+    // A 60,000-segment path used to overflow the stack while decoding the nested tables.
+    let deep = vec!["a"; 60_000].join(".");
+    let e = ExperimentConfig::from_text("", Format::Toml, "c", &[(deep, "1".into())]).unwrap_err();
+    assert!(
+        e.to_string().contains("60000 segments"),
+        "{}",
+        &e.to_string()[..200]
+    );
+    assert!(e.to_string().len() < 1000, "the path is echoed whole");
+    // A 50 MB value is named, not printed.
+    let big = "x".repeat(50 << 20);
+    let e =
+        ExperimentConfig::from_text("", Format::Toml, "c", &[("model".into(), big)]).unwrap_err();
+    assert_eq!(field_of(&e), "model");
+    let msg = e.to_string();
+    assert!(
+        msg.len() < 1000 && msg.contains("more bytes"),
+        "{} bytes",
+        msg.len()
+    );
+    // nan through --set is a string, which no number field takes.
+    let e = ExperimentConfig::from_text(
+        "",
+        Format::Toml,
+        "c",
+        &[("optimizer.lr".into(), "nan".into())],
+    )
+    .unwrap_err();
+    assert_eq!(field_of(&e), "optimizer.lr");
+    // A sweep grid lists each value once.
+    for (grid, field) in [
+        (
+            "methods = [\"rigl\", \"rigl\"]\nsparsities = [0.9]\nseeds = [0]",
+            "grid.methods",
+        ),
+        (
+            "methods = [\"rigl\"]\nsparsities = [0.9, 0.9]\nseeds = [0]",
+            "grid.sparsities",
+        ),
+        (
+            "methods = [\"rigl\"]\nsparsities = [0.9]\nseeds = [1, 1]",
+            "grid.seeds",
+        ),
+    ] {
+        let e =
+            SweepConfig::from_text(&format!("[grid]\n{grid}"), Format::Toml, "s", &[]).unwrap_err();
+        assert_eq!(field_of(&e), field, "{e}");
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+}
+
+#[test]
+fn a_config_file_that_is_no_file_is_refused_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let e = ExperimentConfig::load(&zero, &[]).unwrap_err();
+    assert!(e.to_string().contains("not a regular file"), "{e}");
+    let big = dir.path().join("big.toml");
+    std::fs::write(&big, vec![b'#'; (16 << 20) + 1]).unwrap();
+    let e = ExperimentConfig::load(&big, &[]).unwrap_err();
+    assert!(e.to_string().contains("larger than"), "{e}");
+}
+
+#[test]
+fn runs_too_long_or_too_short_for_their_schedule_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    // `--epochs 3074457345618258603` wrapped the step count.
+    let mut c = synthetic(MethodName::Rigl, 0.9, 3_074_457_345_618_258_603);
+    let e = runner.run_one(&c).unwrap_err();
+    assert_eq!(field_of(&e), "epochs", "{e}");
+    assert!(e.to_string().contains("overflow"), "{e}");
+    // One step (batch >= the training set): RigL's window, the first 75%, is empty. This used
+    // to name a field `end` that no config has.
+    c.epochs = 1;
+    c.optimizer.batch_size = 600;
+    let e = runner.run_one(&c).unwrap_err();
+    assert_eq!(field_of(&e), "epochs", "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("1 steps leave Rigl no topology update") && msg.contains("batch size 600"),
+        "{msg}"
+    );
+    // A schedule end fraction that leaves no step.
+    c.epochs = 2;
+    c.optimizer.batch_size = 300;
+    c.schedule.end_fraction = 0.1;
+    let e = runner.run_one(&c).unwrap_err();
+    assert_eq!(field_of(&e), "epochs", "{e}");
+}
+
+#[test]
+fn a_run_records_its_data_files_and_refuses_other_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data/cifar-10-batches-bin");
+    std::fs::create_dir_all(&data).unwrap();
+    let batch = |label: u8| -> Vec<u8> {
+        (0..20)
+            .flat_map(|i| {
+                std::iter::once((label + i) % 10)
+                    .chain((0..3072).map(move |k| ((k + i as usize) % 256) as u8))
+            })
+            .collect()
+    };
+    for i in 1..=5 {
+        std::fs::write(data.join(format!("data_batch_{i}.bin")), batch(i)).unwrap();
+    }
+    std::fs::write(data.join("test_batch.bin"), batch(0)).unwrap();
+    let mut c = synthetic(MethodName::Static, 0.9, 2);
+    c.dataset.name = burn_sparse_cli::config::DatasetName::Cifar10;
+    c.dataset.dir = dir.path().join("data").display().to_string();
+    c.optimizer.batch_size = 25;
+    // Kill the run after its first epoch's checkpoint, then swap a file's content.
+    let runs = dir.path().join("runs");
+    let cfg = write_config(dir.path(), &c);
+    let out = Command::new(BIN)
+        .args([
+            "run",
+            cfg.to_str().unwrap(),
+            "--runs",
+            runs.to_str().unwrap(),
+            "--no-progress",
+        ])
+        .env(burn_sparse::mask::checkpoint::ABORT_AT_COMMIT_ENV, "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the run was not killed");
+    let run = std::fs::read_dir(&runs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let recorded: Vec<burn_sparse::data::DataFile> =
+        serde_json::from_slice(&std::fs::read(run.join("data.json")).unwrap()).unwrap();
+    assert_eq!(recorded.len(), 6);
+    for f in &recorded {
+        let bytes = std::fs::read(data.join(&f.name)).unwrap();
+        assert_eq!(
+            f.sha256,
+            burn_sparse::data::fetch::sha256_hex(&bytes),
+            "{}",
+            f.name
+        );
+    }
+    let mut changed = batch(3);
+    changed[1] ^= 1;
+    std::fs::write(data.join("data_batch_3.bin"), changed).unwrap();
+    let out = run_bin(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("data.json") && err.contains("data_batch_3.bin"),
+        "{err}"
+    );
+    // The original files resume the run.
+    std::fs::write(data.join("data_batch_3.bin"), batch(3)).unwrap();
+    let out = run_bin(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_command_line_refuses_what_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &synthetic(MethodName::Rigl, 0.9, 1));
+    let cfg = cfg.to_str().unwrap();
+    for (args, says) in [
+        (&["run", cfg, "--epoch", "1"][..], "--epochs"),
+        (&["run", cfg, "--method", "rigel"], "rigl"),
+        (&["run", cfg, "--method", "rigl,set"], "compare"),
+        (&["run", cfg, "--seeds", "1,1"], "twice"),
+        (&["run", cfg, "--sparsity", "2"], "outside"),
+    ] {
+        let out = run_bin(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+    let out = run_bin(&["run", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--set",
+        "--method",
+        "--seeds",
+        "--runs",
+        "--no-progress",
+        "--data-dir",
+    ] {
+        assert!(help.contains(flag), "{flag} not in --help:\n{help}");
+    }
 }
 
 #[test]
@@ -462,4 +687,44 @@ fn compare_writes_the_table_and_plots() {
     let out = run_bin(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(stdout.matches("(already finished)").count(), 2, "{stdout}");
+    // --method, --sparsity and --seeds set the grid (they used to be ignored).
+    let out2 = tmp.path().join("out2");
+    let dir2 = format!("output.dir={}", out2.display());
+    let out = run_bin(&[
+        "compare",
+        sweep_path.to_str().unwrap(),
+        "--runs",
+        runs.to_str().unwrap(),
+        "--method",
+        "rigl",
+        "--sparsity",
+        "0.8",
+        "--seeds",
+        "1",
+        "--set",
+        &dir2,
+        "--set",
+        "output.markdown=null",
+        "--set",
+        "output.readme=null",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<RunResult> =
+        serde_json::from_slice(&std::fs::read(out2.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert_eq!(results[0].method, MethodName::Rigl);
+    assert!(
+        (results[0].sparsity - 0.8).abs() < 1e-12,
+        "{}",
+        results[0].sparsity
+    );
+    assert_eq!(results[0].seed, 1);
+    // A repeated seed is refused before anything runs.
+    let out = run_bin(&["compare", sweep_path.to_str().unwrap(), "--seeds", "2,2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grid.seeds"));
 }

@@ -8,8 +8,9 @@ use std::path::Path;
 
 use crate::dataset::VisionDataset;
 use crate::error::{DataError, Result};
+use crate::fetch::sha256_hex;
 use crate::formats::{MAX_DECOMPRESSED, parse_cifar_batch};
-use crate::mnist::Splits;
+use crate::mnist::{DataFile, Splits};
 
 /// Per-channel mean of CIFAR-10's training set (of `pixel / 255`).
 pub const CIFAR10_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
@@ -20,18 +21,20 @@ pub const CIFAR10_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 #[derive(Debug, Clone, Copy)]
 pub struct Cifar10;
 
-fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| DataError::io(path, e))?
-        .len();
-    if len > MAX_DECOMPRESSED {
-        return Err(DataError::AbsurdHeader {
-            path: path.to_path_buf(),
-            message: format!("{len} bytes is not a CIFAR batch"),
-        });
-    }
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    parse_cifar_batch(&bytes, path)
+/// A batch file's pixels and labels, and the file's name and sha256 (CIFAR-10 publishes no
+/// per-file checksums, so a run records what it read).
+fn read_batch(path: &Path) -> Result<(Vec<u8>, Vec<u8>, DataFile)> {
+    let bytes = burn_sparse_mask::checkpoint::read_bounded(path, MAX_DECOMPRESSED)
+        .map_err(|e| DataError::io(path, e))?;
+    let file = DataFile {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256: sha256_hex(&bytes),
+    };
+    let (p, l) = parse_cifar_batch(&bytes, path)?;
+    Ok((p, l, file))
 }
 
 impl Cifar10 {
@@ -47,12 +50,15 @@ impl Cifar10 {
         }
         let mut px = Vec::new();
         let mut lb = Vec::new();
+        let mut files = Vec::new();
         for i in 1..=5 {
-            let (p, l) = read_batch(&dir.join(format!("data_batch_{i}.bin")))?;
+            let (p, l, f) = read_batch(&dir.join(format!("data_batch_{i}.bin")))?;
             px.extend(p);
             lb.extend(l);
+            files.push(f);
         }
-        let (tp, tl) = read_batch(&dir.join("test_batch.bin"))?;
+        let (tp, tl, f) = read_batch(&dir.join("test_batch.bin"))?;
+        files.push(f);
         let mk = |name: &str, p, l| {
             VisionDataset::new(
                 name,
@@ -67,6 +73,7 @@ impl Cifar10 {
         Ok(Splits {
             train: mk("cifar10-train", px, lb)?,
             test: mk("cifar10-test", tp, tl)?,
+            files,
         })
     }
 }

@@ -90,10 +90,8 @@ impl Augmentation {
 
 /// The seed of item `i`'s augmentation in an epoch seeded `seed` (a SplitMix64-style mix).
 fn item_seed(seed: u64, i: usize) -> u64 {
-    let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    use burn_sparse_mask::{SPLITMIX64_GAMMA, splitmix64_mix};
+    splitmix64_mix(seed ^ (i as u64).wrapping_mul(SPLITMIX64_GAMMA))
 }
 
 /// A whole dataset decoded once into memory (MNIST's training set is 47 MB of u8).

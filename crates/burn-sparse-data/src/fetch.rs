@@ -22,7 +22,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use crate::error::{DataError, Result};
-use crate::formats::maybe_gunzip;
+use crate::formats::{MAX_DECOMPRESSED, maybe_gunzip};
 
 /// One file of a dataset: its canonical (uncompressed) name and official sha256.
 #[derive(Debug, Clone, Copy)]
@@ -166,7 +166,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// # Errors
 /// [`DataError::Io`], [`DataError::Gzip`], [`DataError::Checksum`].
 pub fn read_verified(path: &Path, spec: &FileSpec) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    let raw = burn_sparse_mask::checkpoint::read_bounded(path, MAX_DECOMPRESSED)
+        .map_err(|e| DataError::io(path, e))?;
     let bytes = maybe_gunzip(raw, path)?;
     let actual = sha256_hex(&bytes);
     if actual != spec.sha256 {
@@ -203,9 +204,11 @@ fn install(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
 fn find_local(dir: &Path, spec: &FileSpec) -> Result<Vec<u8>> {
     let raw = dir.join(spec.name);
     let gz = dir.join(format!("{}.gz", spec.name));
-    if raw.exists() {
+    // `try_exists`: a symlink loop or an unreadable folder is its own error, not "not found".
+    let exists = |p: &Path| p.try_exists().map_err(|e| DataError::io(p, e));
+    if exists(&raw)? {
         read_verified(&raw, spec)
-    } else if gz.exists() {
+    } else if exists(&gz)? {
         read_verified(&gz, spec)
     } else {
         Err(DataError::io(
@@ -322,7 +325,9 @@ fn verify_and_install(
 fn move_aside_if_bad(dir: &Path, spec: &FileSpec) -> Result<()> {
     for name in [spec.name.to_string(), format!("{}.gz", spec.name)] {
         let path = dir.join(&name);
-        if !path.exists() || read_verified(&path, spec).is_ok() {
+        if !path.try_exists().map_err(|e| DataError::io(&path, e))?
+            || read_verified(&path, spec).is_ok()
+        {
             continue;
         }
         let mut aside = dir.join(format!("{name}.corrupt"));

@@ -134,7 +134,7 @@ pub const CIFAR_RECORD: usize = 1 + 3 * 32 * 32;
 /// [`DataError::SizeMismatch`] if the length is not a whole number of records (or is 0),
 /// [`DataError::LabelOutOfRange`] for a label >= 10.
 pub fn parse_cifar_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
-    if bytes.is_empty() || bytes.len() % CIFAR_RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(CIFAR_RECORD) {
         let n = bytes.len().div_ceil(CIFAR_RECORD).max(1);
         return Err(DataError::SizeMismatch {
             path: path.to_path_buf(),

@@ -28,6 +28,6 @@ pub use cifar::{CIFAR10_MEAN, CIFAR10_STD, Cifar10};
 pub use dataset::{Augmentation, VisionBatch, VisionBatcher, VisionDataset, VisionItem};
 pub use error::{DataError, Result};
 pub use mnist::{
-    FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMnist, MNIST_MEAN, MNIST_STD, Mnist, Splits,
-    from_idx_bytes,
+    DataFile, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMnist, MNIST_MEAN, MNIST_STD, Mnist,
+    Splits, from_idx_bytes,
 };

@@ -23,6 +23,18 @@ pub struct Splits {
     pub train: VisionDataset,
     /// 10,000 test images.
     pub test: VisionDataset,
+    /// The files the splits were read from, with their sha256 (empty for generated data), so
+    /// a run can record exactly what it was trained on.
+    pub files: Vec<DataFile>,
+}
+
+/// A data file by name and content.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataFile {
+    /// The file's name (`train-images-idx3-ubyte`, `data_batch_1.bin`), without its folder.
+    pub name: String,
+    /// sha256 of its (uncompressed) bytes, lowercase hex.
+    pub sha256: String,
 }
 
 /// Build a 28x28 grey-scale dataset from an IDX image file and an IDX label file.
@@ -98,6 +110,15 @@ fn load(source: &Source, data_dir: &Path, mean: f32, std: f32) -> Result<Splits>
             mean,
             std,
         )?,
+        // Every file was verified against its published checksum.
+        files: source
+            .files
+            .iter()
+            .map(|f| DataFile {
+                name: f.name.into(),
+                sha256: f.sha256.into(),
+            })
+            .collect(),
     })
 }
 

@@ -430,6 +430,25 @@ fn cifar_round_trip_and_bad_inputs() {
     assert_eq!(item.pixels[..3], [0, 1, 2]);
     let b = s.train.batch(&[0], &Device::flex()).unwrap();
     assert_eq!(b.images.dims(), [1, 3, 32, 32]);
+    // CIFAR-10 publishes no checksums: the splits name every file read with its sha256.
+    let names: Vec<&str> = s.files.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin"
+        ]
+    );
+    for f in &s.files {
+        assert_eq!(
+            f.sha256,
+            sha256_hex(&std::fs::read(sub.join(&f.name)).unwrap())
+        );
+    }
 
     let path = Path::new("data_batch_1.bin");
     let good = cifar_bytes(&[1, 2]);
@@ -589,4 +608,64 @@ proptest! {
             prop_assert!(matches!(r, Err(DataError::LabelOutOfRange { .. })), "{:?}", r.err());
         }
     }
+}
+
+/// `f()` on another thread, failing the test instead of hanging it past `secs`.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(secs))
+        .expect("hung: a read of a FIFO or device must be refused at once")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_a_device_or_a_symlink_loop_as_data_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let first = data.join(MNIST.files[0].name);
+    let offline = |data: std::path::PathBuf| {
+        within(20, move || {
+            load_or_fetch_files_using(&MNIST, &data, false, &Tools::default())
+                .unwrap_err()
+                .to_string()
+        })
+    };
+    // A FIFO: opening it for reading would block until a writer comes.
+    let st = std::process::Command::new("mkfifo")
+        .arg(&first)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let e = offline(data.clone());
+    assert!(e.contains("not a regular file"), "{e}");
+    assert!(e.contains(MNIST.files[0].name), "{e}");
+    std::fs::remove_file(&first).unwrap();
+    // /dev/zero: reading it to the end never ends and fills the memory.
+    std::os::unix::fs::symlink("/dev/zero", &first).unwrap();
+    let e = offline(data.clone());
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::remove_file(&first).unwrap();
+    // A symlink loop is not "not found".
+    std::os::unix::fs::symlink(&first, &first).unwrap();
+    let e = offline(data.clone());
+    assert!(e.to_lowercase().contains("symbolic links"), "{e}");
+    assert!(!e.contains("not found"), "{e}");
+    std::fs::remove_file(&first).unwrap();
+    // A directory where a file belongs.
+    std::fs::create_dir(&first).unwrap();
+    let e = offline(data);
+    assert!(e.contains("is a directory"), "{e}");
+    // And the same guard on CIFAR-10's reader.
+    let sub = dir.path().join("cifar-10-batches-bin");
+    std::fs::create_dir_all(&sub).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", sub.join("data_batch_1.bin")).unwrap();
+    let d = dir.path().to_path_buf();
+    let e = within(20, move || Cifar10::load(&d).unwrap_err().to_string());
+    assert!(
+        e.contains("not a regular file") && e.contains("data_batch_1.bin"),
+        "{e}"
+    );
 }

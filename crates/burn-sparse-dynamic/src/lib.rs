@@ -1,8 +1,8 @@
 //! # burn-sparse-dynamic
 //!
 //! Dynamic sparse training: the mask evolves during training at a fixed parameter budget.
-//! Every method is a [`TopologyUpdater`](burn_sparse_mask::TopologyUpdater) plugged into the
-//! [`SparseOptimizer`](burn_sparse_mask::SparseOptimizer), so updates happen inside `step`:
+//! Every method is a [`TopologyUpdater`] plugged into the
+//! [`SparseOptimizer`], so updates happen inside `step`:
 //! a hand-written loop needs nothing else, and a checkpoint of the optimizer resumes with the
 //! same topology and counters.
 //!
@@ -30,7 +30,7 @@
 //! let d = Device::default().autodiff();
 //! let model = Mlp { a: LinearConfig::new(20, 30).init(&d), b: LinearConfig::new(30, 5).init(&d) };
 //! let plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9)?, 1000, 100, 7);
-//! let (model, optim) = plan.build(model, &ParamFilter::new(), SgdConfig::default())?;
+//! let (model, optim) = plan.build(model, &ParamFilter::new(), SgdRule::default())?;
 //! assert_eq!(optim.masks().nnz(), 75); // round(0.1 * 750), ERK over a and b
 //! # Ok::<(), burn_sparse_mask::MaskError>(())
 //! ```
@@ -48,8 +48,8 @@ pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    Distribution, MaskError, ParamFilter, Result, Rule, SparseOptimizer, Sparsity, TopologyUpdater,
-    random_masks,
+    MaskError, ParamFilter, Result, Rule, SparseOptimizer, Sparsity, SparsityDistribution,
+    TopologyUpdater, random_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,10 +88,10 @@ impl std::str::FromStr for DstMethod {
 
 impl DstMethod {
     /// The initial distribution of the reference: ER for SET, ERK otherwise.
-    pub fn default_distribution(self) -> Distribution {
+    pub fn default_distribution(self) -> SparsityDistribution {
         match self {
-            DstMethod::Set => Distribution::Er,
-            _ => Distribution::Erk,
+            DstMethod::Set => SparsityDistribution::Er,
+            _ => SparsityDistribution::Erk,
         }
     }
 }
@@ -104,7 +104,7 @@ pub struct DstPlan {
     /// The global sparsity.
     pub sparsity: Sparsity,
     /// The initial distribution (default: the method's reference).
-    pub distribution: Distribution,
+    pub distribution: SparsityDistribution,
     /// Total optimizer steps of the run.
     pub total_steps: u64,
     /// Steps per epoch (SET and SNFS update once per epoch).
@@ -146,12 +146,73 @@ impl DstPlan {
         }
     }
 
+    /// The last step of the method's update window: RigL's `end_fraction` of the run, the
+    /// whole run for SET and SNFS (`None` for static, which never updates).
+    pub fn update_end(&self) -> Option<u64> {
+        match self.method {
+            DstMethod::Static => None,
+            // Integer arithmetic for the reference's 3/4, so existing runs are unchanged.
+            DstMethod::Rigl if self.end_fraction == 0.75 => {
+                Some((u128::from(self.total_steps) * 3 / 4) as u64)
+            }
+            DstMethod::Rigl => Some((self.total_steps as f64 * self.end_fraction).floor() as u64),
+            DstMethod::Set | DstMethod::Snfs => Some(self.total_steps),
+        }
+    }
+
+    /// Check the plan's fields; the error names the field of this struct.
+    ///
+    /// # Errors
+    /// [`MaskError::InvalidConfig`]: `delta_t` or `steps_per_epoch` 0, `end_fraction` outside
+    /// `(0, 1]`, `alpha` outside `[0, 1]`, or `total_steps` too few for any topology update.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |field: &'static str, message: String| Err(MaskError::InvalidConfig { field, message });
+        if self.delta_t == 0 {
+            return bad("delta_t", "must be at least 1".into());
+        }
+        if self.steps_per_epoch == 0 {
+            return bad("steps_per_epoch", "must be at least 1".into());
+        }
+        if !(self.end_fraction > 0.0 && self.end_fraction <= 1.0) {
+            return bad(
+                "end_fraction",
+                format!("{} is outside (0, 1]", self.end_fraction),
+            );
+        }
+        if let Some(a) = self.alpha
+            && !(a.is_finite() && (0.0..=1.0).contains(&a))
+        {
+            return bad("alpha", format!("{a} is outside [0, 1]"));
+        }
+        if let Some(end) = self.update_end()
+            && end == 0
+        {
+            let window = match self.method {
+                DstMethod::Rigl => format!(
+                    "RigL updates during the first {} of the run, which ends at step 0",
+                    self.end_fraction
+                ),
+                _ => "the run has no step".into(),
+            };
+            return bad(
+                "total_steps",
+                format!(
+                    "{} steps leave {:?} no topology update ({window}): train for more steps",
+                    self.total_steps, self.method
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// The topology updater (none for static).
     ///
     /// # Errors
-    /// Invalid schedule (delta_t 0, a run too short for any update) or alpha outside `[0, 1]`.
+    /// As [`DstPlan::validate`], and invalid method settings.
     pub fn updater(&self) -> Result<Option<Box<dyn TopologyUpdater>>> {
         use burn_sparse_mask::{DropFraction, UpdateSchedule};
+        self.validate()?;
         Ok(match self.method {
             DstMethod::Static => None,
             DstMethod::Set => {
@@ -163,19 +224,7 @@ impl DstPlan {
             }
             DstMethod::Rigl => {
                 let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
-                if !(self.end_fraction > 0.0 && self.end_fraction <= 1.0) {
-                    return Err(MaskError::InvalidConfig {
-                        field: "end_fraction",
-                        message: format!("{} is outside (0, 1]", self.end_fraction),
-                    });
-                }
-                // Integer arithmetic for the reference's 3/4, so existing runs are unchanged.
-                let end = if self.end_fraction == 0.75 {
-                    self.total_steps * 3 / 4
-                } else {
-                    (self.total_steps as f64 * self.end_fraction).floor() as u64
-                };
-                c.schedule = UpdateSchedule::new(0, end, self.delta_t)?;
+                c.schedule = UpdateSchedule::new(0, self.update_end().unwrap_or(0), self.delta_t)?;
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Cosine { alpha: a };
                 }

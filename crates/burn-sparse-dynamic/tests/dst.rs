@@ -32,7 +32,7 @@ fn nnz_constant_over_1000_updates_rigl_and_set() {
             &m,
             &ParamFilter::new(),
             Sparsity::new(0.7).unwrap(),
-            &Distribution::Erk,
+            &SparsityDistribution::Erk,
             1,
         )
         .unwrap();
@@ -43,7 +43,7 @@ fn nnz_constant_over_1000_updates_rigl_and_set() {
         } else {
             Box::new(SetUpdater::set(c).unwrap())
         };
-        let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+        let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
             .unwrap()
             .with_updater(up)
             .unwrap();
@@ -82,14 +82,14 @@ fn snfs_conserves_total_over_updates() {
         &m,
         &ParamFilter::new(),
         Sparsity::new(0.8).unwrap(),
-        &Distribution::Erk,
+        &SparsityDistribution::Erk,
         2,
     )
     .unwrap();
     let total = masks.nnz();
     let mut m = masks.apply(m);
     let c = SnfsConfig::reference(400, 10, 3).unwrap();
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(Snfs::new(c).unwrap()))
         .unwrap();
@@ -129,7 +129,7 @@ fn rigl_grows_at_largest_dense_gradient_with_zero_weight_and_momentum() {
     let mut m = masks.apply(m);
     let mut conf = cfg(0, 10, 2, DropFraction::Constant { alpha: 0.67 }, 0);
     conf.skip_weight_update = true;
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(RiglUpdater::rigl(conf).unwrap()))
         .unwrap();
@@ -183,14 +183,14 @@ fn cosine_reaches_zero_at_end_and_mask_freezes() {
         &m,
         &ParamFilter::new(),
         Sparsity::new(0.5).unwrap(),
-        &Distribution::Erk,
+        &SparsityDistribution::Erk,
         4,
     )
     .unwrap();
     let mut m = masks.apply(m);
     let c = cfg(0, 60, 10, DropFraction::Cosine { alpha: 0.3 }, 9);
     assert_eq!(c.drop_fraction.at(60, &c.schedule), 0.0);
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(RiglUpdater::rigl(c).unwrap()))
         .unwrap();
@@ -226,7 +226,7 @@ fn same_seed_same_masks_bit_for_bit() {
         let mut plan = plan;
         plan.delta_t = 20;
         let (mut m, mut opt) = plan
-            .build(m, &ParamFilter::new(), SgdConfig::default())
+            .build(m, &ParamFilter::new(), SgdRule::default())
             .unwrap();
         for s in 0..200u64 {
             let (_, g) = mlp_grads(&m, 4, s, &d);
@@ -294,7 +294,7 @@ fn bad_inputs() {
         &m,
         &ParamFilter::new(),
         Sparsity::new(0.5).unwrap(),
-        &Distribution::Erk,
+        &SparsityDistribution::Erk,
         1,
     )
     .unwrap();
@@ -305,7 +305,7 @@ fn bad_inputs() {
         NanGrow,
     )
     .unwrap();
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(up))
         .unwrap();
@@ -328,9 +328,9 @@ fn checkpoint_resumes_topology_and_counters() {
     // RigL with AdamW (both Adam moments): each resumed run ends bit for bit where the
     // uninterrupted one does.
     let cases: [(DstMethod, Rule); 3] = [
-        (DstMethod::Set, SgdConfig::default().into()),
-        (DstMethod::Snfs, SgdConfig::default().into()),
-        (DstMethod::Rigl, AdamConfig::adamw(1e-2).into()),
+        (DstMethod::Set, SgdRule::default().into()),
+        (DstMethod::Snfs, SgdRule::default().into()),
+        (DstMethod::Rigl, AdamRule::adamw(1e-2).into()),
     ];
     for (method, rule) in cases {
         resumes_bit_identically(method, rule);
@@ -513,7 +513,7 @@ fn rigl_on_conv_weights_keeps_exact_zeros_and_counts() {
     let mut plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.7).unwrap(), 60, 10, 4);
     plan.delta_t = 5;
     let (mut m, mut opt) = plan
-        .build(m, &ParamFilter::new(), SgdConfig::default())
+        .build(m, &ParamFilter::new(), SgdRule::default())
         .unwrap();
     let ranks: Vec<usize> = opt
         .masks()
@@ -567,7 +567,7 @@ fn grow_init_normal_writes_exactly_the_drawn_values() {
         &m,
         &ParamFilter::new(),
         Sparsity::new(0.6).unwrap(),
-        &Distribution::Uniform,
+        &SparsityDistribution::Uniform,
         1,
     )
     .unwrap();
@@ -575,7 +575,7 @@ fn grow_init_normal_writes_exactly_the_drawn_values() {
     let mut c = cfg(0, 50, 3, DropFraction::Constant { alpha: 0.3 }, 9);
     c.init = GrowInit::Normal { std: 0.25 };
     c.skip_weight_update = true;
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(RiglUpdater::rigl(c).unwrap()))
         .unwrap();

@@ -107,7 +107,7 @@ fn replicas_on_all_reduced_gradients_keep_identical_masks() {
     for method in [DstMethod::Rigl, DstMethod::Set, DstMethod::Snfs] {
         let mut plan = DstPlan::new(method, Sparsity::new(0.8).unwrap(), steps, spe, 7);
         plan.delta_t = 10;
-        let rule = SgdConfig::default().with_weight_decay(1e-4);
+        let rule = SgdRule::default().with_weight_decay(1e-4);
         let filter = ParamFilter::new();
         let build = || plan.build(Mlp::seeded(DIMS, 3, &d), &filter, rule).unwrap();
         let (mut a, mut oa) = build();

@@ -69,14 +69,18 @@ impl Isa {
 /// safety argument; `Kernels::with_isa` refuses an unavailable `Isa`, so no other path exists.
 macro_rules! multiversion {
     ($vis:vis fn $name:ident => $body:path, ($($arg:ident : $ty:ty),* $(,)?)) => {
+        // A kernel takes its slices and sizes as they are; a struct per kernel would be noise.
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name(isa: $crate::simd::Isa, $($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             mod x86 {
                 #[allow(unused_imports)]
                 use super::*;
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 pub(super) fn avx2($($arg: $ty),*) { $body($($arg),*) }
                 #[target_feature(enable = "avx512f")]
+                #[allow(clippy::too_many_arguments)]
                 pub(super) fn avx512($($arg: $ty),*) { $body($($arg),*) }
             }
             match isa {

@@ -65,7 +65,10 @@ pub struct SparseLinearConfig {
 /// The host pattern of a layer, rebuilt from `coords` when they change (a record load, a
 /// topology update) and shared by clones until then.
 #[derive(Clone, Debug, Default)]
-pub struct PatternCache(Arc<Mutex<Option<(Tensor<2, Int>, Arc<SparsePattern>)>>>);
+pub struct PatternCache(Arc<Mutex<Option<CachedPattern>>>);
+
+/// The coordinates a pattern was built from, and the pattern.
+type CachedPattern = (Tensor<2, Int>, Arc<SparsePattern>);
 
 /// A linear layer `y = x W + b` whose weight `W: [d_input, d_output]` (burn's `Linear` layout)
 /// holds only its non-zeros.

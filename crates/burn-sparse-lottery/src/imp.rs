@@ -329,24 +329,14 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
         let k = self.cfg.rewind.step();
         let mut slot = capture;
         let mut on_step = |t: u64, m: &M| {
-            if t == k {
-                if let Some(s) = slot.as_deref_mut() {
-                    *s = Some(m.clone());
-                }
+            if t == k
+                && let Some(s) = slot.as_deref_mut()
+            {
+                *s = Some(m.clone());
             }
         };
         let trained = trainer.train(model, &mut optim, start, self.cfg.seed, &mut on_step)?;
-        let v: usize = optim
-            .masks()
-            .violations(&trained)?
-            .iter()
-            .map(|v| v.1)
-            .sum();
-        if v != 0 {
-            return Err(MaskError::ModelMismatch(format!(
-                "{v} masked weights are non-zero after training"
-            )));
-        }
+        optim.masks().ensure_masked(&trained)?;
         let acc = trainer.accuracy(&trained)?;
         Ok((trained, acc))
     }
@@ -379,16 +369,16 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
         for level in 0..=self.cfg.levels {
             let ldir = level_dir(&self.dir, level);
             let metrics_path = ldir.join("metrics.json");
-            if let Ok(bytes) = std::fs::read(&metrics_path) {
-                if let Ok(m) = serde_json::from_slice::<LevelMetrics>(&bytes) {
-                    on_level(&m);
-                    let stop = self.cfg.min_density.is_some_and(|d| m.density <= d);
-                    out.push(m);
-                    if stop {
-                        break;
-                    }
-                    continue;
+            if let Ok(bytes) = std::fs::read(&metrics_path)
+                && let Ok(m) = serde_json::from_slice::<LevelMetrics>(&bytes)
+            {
+                on_level(&m);
+                let stop = self.cfg.min_density.is_some_and(|d| m.density <= d);
+                out.push(m);
+                if stop {
+                    break;
                 }
+                continue;
             }
             let m = self.run_level(level, trainer)?;
             on_level(&m);

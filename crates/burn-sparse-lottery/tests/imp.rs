@@ -117,7 +117,7 @@ fn run(dir: &Path, rewind: Rewind) -> (Vec<LevelMetrics>, Synthetic) {
         config(rewind),
         dir,
         ParamFilter::new(),
-        SgdConfig::default(),
+        SgdRule::default(),
         init,
     );
     let m = imp.run(&mut t, |_| {}).unwrap();
@@ -150,7 +150,7 @@ fn exact_counts_rewind_and_baselines() {
             config(rewind),
             dir.path(),
             ParamFilter::new(),
-            SgdConfig::default(),
+            SgdRule::default(),
             init,
         );
         let rw = imp.rewind_weights().unwrap();
@@ -166,7 +166,7 @@ fn exact_counts_rewind_and_baselines() {
             // (data seed = the config's seed) give, bit for bit.
             let mut six = Synthetic::new(6, device());
             let dense = MaskSet::dense(&init(7), &ParamFilter::new()).unwrap();
-            let mut o = SparseOptimizer::new(SgdConfig::default(), dense).unwrap();
+            let mut o = SparseOptimizer::new(SgdRule::default(), dense).unwrap();
             let wk = six.train(init(7), &mut o, 0, 7, &mut |_, _| {}).unwrap();
             assert_eq!(rw.bits(), wk.bits(), "w_k is 6 steps from init");
             assert_ne!(rw.bits(), init(7).bits(), "w_k differs from w0");
@@ -248,7 +248,7 @@ fn interpolation_endpoints_reproduce_errors() {
         config(Rewind::Step(6)),
         dir.path(),
         ParamFilter::new(),
-        SgdConfig::default(),
+        SgdRule::default(),
         init,
     );
     let r = imp.instability(1, &mut t, (11, 12), 5).unwrap();
@@ -259,7 +259,7 @@ fn interpolation_endpoints_reproduce_errors() {
     let mut errs = Vec::new();
     let mut ends = Vec::new();
     for seed in [11, 12] {
-        let mut o = SparseOptimizer::new(SgdConfig::default(), masks.clone()).unwrap();
+        let mut o = SparseOptimizer::new(SgdRule::default(), masks.clone()).unwrap();
         let m = t
             .train(masks.apply(rw.clone()), &mut o, 6, seed, &mut |_, _| {})
             .unwrap();
@@ -311,7 +311,7 @@ fn imp_child() {
         config(Rewind::Step(6)),
         &dir,
         ParamFilter::new(),
-        SgdConfig::default(),
+        SgdRule::default(),
         init,
     );
     imp.run(&mut SlowTrainer(&mut t), |_| {}).unwrap();
@@ -463,14 +463,14 @@ proptest::proptest! {
         for g in groups {
             let mut surv: Vec<(usize, usize, usize)> = Vec::new(); // (layer, index, concat index)
             let mut off = 0;
-            for l in 0..3 {
+            for (l, layer) in bits.iter().enumerate() {
                 if g.contains(&l) {
-                    for (i, b) in bits[l].iter().enumerate() {
+                    for (i, b) in layer.iter().enumerate() {
                         if *b {
                             surv.push((l, i, off + i));
                         }
                     }
-                    off += bits[l].len();
+                    off += layer.len();
                 }
             }
             surv.sort_by(|x, y| {

@@ -39,11 +39,48 @@ pub fn commit_point() {
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    if let Some(n) = *limit {
-        if COUNT.fetch_add(1, Ordering::Relaxed) + 1 == n {
-            std::process::abort();
-        }
+    if let Some(n) = *limit
+        && COUNT.fetch_add(1, Ordering::Relaxed) + 1 == n
+    {
+        std::process::abort();
     }
+}
+
+/// Read a regular file of at most `max_bytes`: a FIFO, a device (`/dev/zero`) or a directory
+/// is refused at once, and no read goes past `max_bytes + 1` bytes, so a wrong path neither
+/// hangs nor fills the memory. A symlink loop is the OS's "too many levels of symbolic links".
+///
+/// # Errors
+/// The I/O error; `InvalidInput` for a file that is not regular, `InvalidData` for one larger
+/// than `max_bytes`. Callers add the path.
+pub fn read_bounded(path: &Path, max_bytes: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let meta = fs::metadata(path)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(Error::new(ErrorKind::InvalidInput, format!("is {kind}")));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("is larger than the {max_bytes} bytes such a file can have"),
+        )
+    };
+    if meta.len() > max_bytes {
+        return Err(too_big());
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    fs::File::open(path)?
+        .take(max_bytes.saturating_add(1))
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > max_bytes {
+        return Err(too_big());
+    }
+    Ok(out)
 }
 
 /// Write `bytes` to `path` atomically: temporary file, fsync, rename, fsync of the folder.
@@ -62,10 +99,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         f.sync_all()?;
         commit_point();
         fs::rename(&tmp, path)?;
-        if let Some(d) = dir {
-            if let Ok(dirf) = fs::File::open(d) {
-                let _ = dirf.sync_all();
-            }
+        if let Some(d) = dir
+            && let Ok(dirf) = fs::File::open(d)
+        {
+            let _ = dirf.sync_all();
         }
         Ok(())
     };

@@ -22,7 +22,7 @@ use crate::params::ParamInfo;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum Distribution {
+pub enum SparsityDistribution {
     /// Every layer gets the same sparsity.
     Uniform,
     /// Erdős–Rényi: density proportional to `(n_in + n_out) / (n_in * n_out)`.
@@ -37,13 +37,13 @@ pub enum Distribution {
     Custom(BTreeMap<String, f64>),
 }
 
-impl Distribution {
+impl SparsityDistribution {
     /// The raw (unscaled) score of a layer under this distribution.
     fn raw_score(&self, p: &ParamInfo) -> f64 {
         let s = &p.shape;
         match self {
-            Distribution::Uniform | Distribution::Custom(_) => 1.0,
-            Distribution::Er => {
+            SparsityDistribution::Uniform | SparsityDistribution::Custom(_) => 1.0,
+            SparsityDistribution::Er => {
                 let (a, b) = match s.len() {
                     0 => (1, 1),
                     1 => (s[0], 1),
@@ -52,7 +52,7 @@ impl Distribution {
                 };
                 (a + b) as f64 / (a * b) as f64
             }
-            Distribution::Erk => {
+            SparsityDistribution::Erk => {
                 s.iter().sum::<usize>() as f64 / s.iter().product::<usize>() as f64
             }
         }
@@ -76,7 +76,7 @@ impl Distribution {
     /// Per-layer kept counts for a global `sparsity`, exact in total (see the module docs).
     ///
     /// # Errors
-    /// As [`Distribution::layer_densities`].
+    /// As [`SparsityDistribution::layer_densities`].
     pub fn layer_counts(
         &self,
         layers: &[ParamInfo],
@@ -113,7 +113,7 @@ impl Distribution {
             }
         }
         let n: Vec<f64> = layers.iter().map(|l| l.numel() as f64).collect();
-        if let Distribution::Custom(map) = self {
+        if let SparsityDistribution::Custom(map) = self {
             for name in map.keys() {
                 if !layers.iter().any(|l| &l.path == name) {
                     return Err(MaskError::UnknownParam {
@@ -278,14 +278,14 @@ mod tests {
         // Densities 0.5526, 0.3684, 0.9211; shares 110.53, 147.37, 92.11 -> floors 110,147,92
         // (349), the one left over goes to the largest remainder (a): 111, 147, 92.
         let s = Sparsity::new(0.5).unwrap();
-        let d = Distribution::Erk
+        let d = SparsityDistribution::Erk
             .layer_densities(&net(), s, &BTreeMap::new())
             .unwrap();
         let eps = 350.0 / 95.0;
         for (got, want) in d.iter().zip([0.15 * eps, 0.10 * eps, 0.25 * eps]) {
             assert!((got - want).abs() < 1e-12, "{got} vs {want}");
         }
-        let c = Distribution::Erk
+        let c = SparsityDistribution::Erk
             .layer_counts(&net(), s, &BTreeMap::new())
             .unwrap();
         assert_eq!(c, vec![111, 147, 92]);
@@ -297,11 +297,11 @@ mod tests {
         // Then eps = 460 / (30 + 40) = 6.5714: a = 0.9857 (197.14), b = 0.6571 (262.86);
         // floors 197 + 262 = 459, the leftover goes to b: 197, 263, 100 = 560.
         let s = Sparsity::new(0.2).unwrap();
-        let c = Distribution::Erk
+        let c = SparsityDistribution::Erk
             .layer_counts(&net(), s, &BTreeMap::new())
             .unwrap();
         assert_eq!(c, vec![197, 263, 100]);
-        let d = Distribution::Erk
+        let d = SparsityDistribution::Erk
             .layer_densities(&net(), s, &BTreeMap::new())
             .unwrap();
         assert_eq!(d[2], 1.0);
@@ -312,8 +312,8 @@ mod tests {
     fn er_uses_channel_dims_of_conv() {
         // A conv [out=8, in=4, 3, 3] has ER score (4+8)/(4*8), not the kernel dims' 6/9.
         let conv = layer("conv", &[8, 4, 3, 3]);
-        assert!((Distribution::Er.raw_score(&conv) - 12.0 / 32.0).abs() < 1e-15);
-        assert!((Distribution::Erk.raw_score(&conv) - 18.0 / 288.0).abs() < 1e-15);
+        assert!((SparsityDistribution::Er.raw_score(&conv) - 12.0 / 32.0).abs() < 1e-15);
+        assert!((SparsityDistribution::Erk.raw_score(&conv) - 18.0 / 288.0).abs() < 1e-15);
     }
 
     #[test]
@@ -321,7 +321,7 @@ mod tests {
         // a dense (200); 350 - 200 = 150 over b and c (500): density 0.3 -> 120 and 30.
         let mut fixed = BTreeMap::new();
         fixed.insert("a".to_string(), Sparsity::DENSE);
-        let c = Distribution::Uniform
+        let c = SparsityDistribution::Uniform
             .layer_counts(&net(), Sparsity::new(0.5).unwrap(), &fixed)
             .unwrap();
         assert_eq!(c, vec![200, 120, 30]);
@@ -332,18 +332,18 @@ mod tests {
         let mut m = BTreeMap::new();
         m.insert("a".to_string(), 0.5);
         m.insert("b".to_string(), 0.9);
-        let err = Distribution::Custom(m.clone())
+        let err = SparsityDistribution::Custom(m.clone())
             .layer_counts(&net(), Sparsity::DENSE, &BTreeMap::new())
             .unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
         m.insert("c".to_string(), 0.0);
-        let c = Distribution::Custom(m.clone())
+        let c = SparsityDistribution::Custom(m.clone())
             .layer_counts(&net(), Sparsity::DENSE, &BTreeMap::new())
             .unwrap();
         assert_eq!(c, vec![100, 40, 100]);
         m.insert("zzz".to_string(), 0.1);
         assert!(matches!(
-            Distribution::Custom(m).layer_counts(&net(), Sparsity::DENSE, &BTreeMap::new()),
+            SparsityDistribution::Custom(m).layer_counts(&net(), Sparsity::DENSE, &BTreeMap::new()),
             Err(MaskError::UnknownParam { .. })
         ));
     }
@@ -354,7 +354,7 @@ mod tests {
         let mut fixed = BTreeMap::new();
         fixed.insert("b".to_string(), Sparsity::new(0.9).unwrap());
         assert!(matches!(
-            Distribution::Erk.layer_counts(&net(), Sparsity::new(0.1).unwrap(), &fixed),
+            SparsityDistribution::Erk.layer_counts(&net(), Sparsity::new(0.1).unwrap(), &fixed),
             Err(MaskError::InfeasibleBudget(_))
         ));
     }

@@ -7,7 +7,7 @@
 //!   found by walking the module ([`param_infos`], [`ParamFilter`]); applied as exact zeros.
 //! - [`top_k`]/[`masks_from_scores`]: the one exact top-k routine (global or layerwise,
 //!   deterministic ties) that every scorer shares.
-//! - [`Distribution`]: uniform, ER, ERK (with the dense-layer overflow loop), custom.
+//! - [`SparsityDistribution`]: uniform, ER, ERK (with the dense-layer overflow loop), custom.
 //! - [`UpdateSchedule`], [`DropFraction`], [`GradualPruning`]: schedules.
 //! - [`SparseOptimizer`] (SGD/Adam with editable state and a topology-update seam) and
 //!   [`MaskedOptimizer`] (burn's own optimizers under a fixed mask).
@@ -53,17 +53,17 @@ mod rng;
 mod schedule;
 mod topk;
 
-pub use distribution::Distribution;
+pub use distribution::SparsityDistribution;
 pub use error::{MaskError, Result};
 pub use fraction::{Density, Sparsity};
 pub use mask::{LayerMask, LayerStats, MaskSet, to_host};
 pub use optim::{
-    AdamConfig, LayerView, MaskedOptimizer, ParamState, Rule, SgdConfig, SparseHandle,
-    SparseOptimizer, StepReport, TopologyChange, TopologyUpdater, WriteWeights, flat_grads,
-    mask_gradients, read_grads,
+    AdamRule, LayerView, MaskedOptimizer, ParamState, Rule, SgdRule, SparseHandle, SparseOptimizer,
+    StepReport, TopologyChange, TopologyUpdater, WriteWeights, flat_grads, mask_gradients,
+    read_grads,
 };
 pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
-pub use rng::SparseRng;
+pub use rng::{SPLITMIX64_GAMMA, SparseRng, splitmix64, splitmix64_mix};
 pub use schedule::{DropFraction, GradualPruning, UpdateSchedule};
 pub use topk::{LayerScores, Scope, masks_from_scores, top_k, top_k_segments};
 
@@ -105,7 +105,7 @@ pub fn random_masks<M: Module>(
     model: &M,
     filter: &ParamFilter,
     sparsity: Sparsity,
-    distribution: &Distribution,
+    distribution: &SparsityDistribution,
     seed: u64,
 ) -> Result<MaskSet> {
     let params = filter.select(model)?;
@@ -150,9 +150,9 @@ pub fn finite_loss(loss: &Tensor<1>) -> Result<f32> {
 /// The common imports.
 pub mod prelude {
     pub use crate::{
-        AdamConfig, Density, Distribution, DropFraction, GradualPruning, LayerScores, MaskError,
-        MaskSet, MaskedOptimizer, ParamFilter, ParamInfo, Rule, Scope, SgdConfig, SparseOptimizer,
-        SparseRng, Sparsity, TopologyUpdater, UpdateSchedule, finite_loss, magnitude_masks,
-        masks_from_scores, param_infos, random_masks, top_k,
+        AdamRule, Density, DropFraction, GradualPruning, LayerScores, MaskError, MaskSet,
+        MaskedOptimizer, ParamFilter, ParamInfo, Rule, Scope, SgdRule, SparseOptimizer, SparseRng,
+        Sparsity, SparsityDistribution, TopologyUpdater, UpdateSchedule, finite_loss,
+        magnitude_masks, masks_from_scores, param_infos, random_masks, top_k,
     };
 }

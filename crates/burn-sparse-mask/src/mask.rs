@@ -374,6 +374,23 @@ impl MaskSet {
         Ok(())
     }
 
+    /// Check that every masked weight of `model` is exactly 0: the invariant every training
+    /// loop of the workspace checks after training.
+    ///
+    /// # Errors
+    /// [`MaskError::ModelMismatch`] naming how many are not and the first such layer, or
+    /// [`MaskError::Data`] if a weight cannot be read back.
+    pub fn ensure_masked<M: Module>(&self, model: &M) -> Result<()> {
+        let v = self.violations(model)?;
+        let bad: usize = v.iter().map(|(_, n)| n).sum();
+        match v.iter().find(|(_, n)| *n > 0) {
+            None => Ok(()),
+            Some((layer, _)) => Err(MaskError::ModelMismatch(format!(
+                "{bad} masked weights are non-zero (the first in `{layer}`)"
+            ))),
+        }
+    }
+
     /// Count, per layer, the weights of `model` that are non-zero where the mask is false.
     /// A correctly masked model gives all zeros. Reads the weights back to the host.
     ///

@@ -50,7 +50,8 @@ impl UpdateSchedule {
     /// # Errors
     /// When `total_steps` is too short to leave any update step.
     pub fn rigl_default(total_steps: u64) -> Result<Self> {
-        Self::new(0, total_steps * 3 / 4, 100)
+        // In u128: exact for every u64 (3/4 of it fits).
+        Self::new(0, (u128::from(total_steps) * 3 / 4) as u64, 100)
     }
 
     /// The first step that may update.
@@ -68,7 +69,7 @@ impl UpdateSchedule {
 
     /// Whether step `t` updates the topology.
     pub fn is_update_step(&self, t: u64) -> bool {
-        t > self.begin && t <= self.end && (t - self.begin) % self.delta_t == 0
+        t > self.begin && t <= self.end && (t - self.begin).is_multiple_of(self.delta_t)
     }
 }
 
@@ -226,7 +227,7 @@ impl GradualPruning {
     pub fn is_prune_step(&self, t: u64) -> bool {
         t >= self.begin
             && t <= self.begin + self.steps * self.delta_t
-            && (t - self.begin) % self.delta_t == 0
+            && (t - self.begin).is_multiple_of(self.delta_t)
     }
 }
 

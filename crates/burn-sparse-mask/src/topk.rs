@@ -15,7 +15,7 @@
 //! (burn's `topk` on the CubeCL backends is pathologically slow for large k, which is another
 //! reason not to build masks with it.) Scores are compared with `f32::total_cmp`; NaN is an error.
 
-use crate::distribution::Distribution;
+use crate::distribution::SparsityDistribution;
 use crate::error::{MaskError, Result};
 use crate::fraction::Sparsity;
 use crate::params::ParamInfo;
@@ -286,10 +286,7 @@ enum Sampled {
 /// A fixed hash of `j`, for sample positions (splitmix64's finaliser).
 #[inline]
 fn mix(j: u64) -> u64 {
-    let mut z = j.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::rng::splitmix64_mix(j.wrapping_add(crate::rng::SPLITMIX64_GAMMA))
 }
 
 /// How many scores [`kth_largest_sampled`] samples out of `n` (a larger sample narrows the
@@ -470,7 +467,7 @@ pub enum Scope {
     /// One top-k over all prunable weights together (SNIP, GraSP, SynFlow, global IMP).
     Global,
     /// A top-k per layer, with per-layer counts from a sparsity distribution.
-    Layerwise(Distribution),
+    Layerwise(SparsityDistribution),
 }
 
 /// Scores for the weights of one prunable parameter, flattened in row-major order.

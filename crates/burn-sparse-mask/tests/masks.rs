@@ -146,7 +146,7 @@ fn magnitude_masks_apply_zeros_to_rank_2_and_rank_4() {
         &m,
         &ParamFilter::new(),
         s,
-        &Scope::Layerwise(Distribution::Erk),
+        &Scope::Layerwise(SparsityDistribution::Erk),
     )
     .unwrap();
     assert_eq!(masks.nnz(), 108);
@@ -155,7 +155,7 @@ fn magnitude_masks_apply_zeros_to_rank_2_and_rank_4() {
     // The overflow loop at 30% sparsity (keep 378): eps = 3 makes the head 1.03 dense, so it
     // becomes dense (288) and leaves the budget; 90 left over conv1 + conv2 gives eps = 10/3,
     // conv1 1.02 dense -> dense (36); conv2 keeps the last 54.
-    let counts = Distribution::Erk
+    let counts = SparsityDistribution::Erk
         .layer_counts(
             &masks.params(),
             Sparsity::new(0.3).unwrap(),
@@ -170,7 +170,7 @@ fn magnitude_masks_apply_zeros_to_rank_2_and_rank_4() {
     // split would give [122, 115, 30].
     let mlp = burn_sparse_test_support::Mlp::seeded([12, 16, 10, 3], 1, &d);
     let params = ParamFilter::new().select(&mlp).unwrap();
-    let counts = Distribution::Erk
+    let counts = SparsityDistribution::Erk
         .layer_counts(&params, Sparsity::new(0.3).unwrap(), &Default::default())
         .unwrap();
     assert_eq!(counts, vec![123, 114, 30]);
@@ -224,7 +224,7 @@ proptest! {
         }).collect();
         let sp = Sparsity::new(s).unwrap();
         let total: usize = params.iter().map(|p| p.numel()).sum();
-        let scope = if global { Scope::Global } else { Scope::Layerwise(Distribution::Erk) };
+        let scope = if global { Scope::Global } else { Scope::Layerwise(SparsityDistribution::Erk) };
         let bits = masks_from_scores(&scores, sp, &scope, true).unwrap();
         let nnz: usize = bits.iter().map(|b| b.iter().filter(|x| **x).count()).sum();
         prop_assert_eq!(nnz, sp.kept(total));
@@ -250,7 +250,7 @@ proptest! {
         let d = device();
         let m = Mlp::new([dims[0], dims[1], dims[2], dims[3]], &d);
         let params = ParamFilter::new().select(&m).unwrap();
-        let dist = [Distribution::Uniform, Distribution::Er, Distribution::Erk][kind].clone();
+        let dist = [SparsityDistribution::Uniform, SparsityDistribution::Er, SparsityDistribution::Erk][kind].clone();
         let sp = Sparsity::new(s).unwrap();
         let counts = dist.layer_counts(&params, sp, &Default::default()).unwrap();
         let dens = dist.layer_densities(&params, sp, &Default::default()).unwrap();

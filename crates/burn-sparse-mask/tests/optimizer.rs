@@ -76,16 +76,16 @@ fn adam_two_steps_by_hand() {
     // Two different gradients, so the second step's bias correction and moments matter:
     // Adam, Adam with L2 weight decay (added to the gradient) and AdamW (decoupled).
     for (cfg, wd, decoupled) in [
-        (AdamConfig::default(), 0.0, false),
+        (AdamRule::default(), 0.0, false),
         (
-            AdamConfig {
+            AdamRule {
                 weight_decay: 0.5,
-                ..AdamConfig::default()
+                ..AdamRule::default()
             },
             0.5,
             false,
         ),
-        (AdamConfig::adamw(0.5), 0.5, true),
+        (AdamRule::adamw(0.5), 0.5, true),
     ] {
         let (m, masks) = one();
         let mut opt = SparseOptimizer::new(cfg, masks).unwrap();
@@ -121,7 +121,7 @@ fn sgd_momentum_by_hand() {
     // v1 = g*m = [.5, 0, -1, 2]; w1 = w0 - .1 v1 = [.95, 0, 3.1, 3.8]
     // v2 = .9 v1 + g*m = [.95, 0, -1.9, 3.8]; w2 = [.855, 0, 3.29, 3.42]
     let (m, masks) = one();
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks).unwrap();
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks).unwrap();
     let g = linear_grads(&m);
     let m = opt.step(0.1, m, g).unwrap();
     close(&values(&m), &[0.95, 0.0, 3.1, 3.8], 1e-6);
@@ -138,7 +138,7 @@ fn sgd_nesterov_weight_decay_by_hand() {
     // g = C*m + .01 w0 = [.51, 0, -.97, 2.04]; v = g; step = g + .9 v = 1.9 g
     // w1 = w0 - .1 * 1.9 g = [.9031, 0, 3.1843, 3.6124]
     let (m, masks) = one();
-    let cfg = SgdConfig::default()
+    let cfg = SgdRule::default()
         .with_nesterov(true)
         .with_weight_decay(0.01);
     let mut opt = SparseOptimizer::new(cfg, masks).unwrap();
@@ -151,7 +151,7 @@ fn sgd_nesterov_weight_decay_by_hand() {
 fn adam_first_step_by_hand() {
     // After bias correction m_hat = g and v_hat = g^2, so w -= lr * g / (|g| + eps) = lr*sign(g).
     let (m, masks) = one();
-    let mut opt = SparseOptimizer::new(AdamConfig::default(), masks).unwrap();
+    let mut opt = SparseOptimizer::new(AdamRule::default(), masks).unwrap();
     let g = linear_grads(&m);
     let m = opt.step(0.1, m, g).unwrap();
     close(&values(&m), &[0.9, 0.0, 3.1, 3.9], 1e-5);
@@ -164,7 +164,7 @@ fn adam_first_step_by_hand() {
     );
     // AdamW decays decoupled: w0 * (1 - lr*wd) first.
     let (m, masks) = one();
-    let mut opt = SparseOptimizer::new(AdamConfig::adamw(0.5), masks).unwrap();
+    let mut opt = SparseOptimizer::new(AdamRule::adamw(0.5), masks).unwrap();
     let g = linear_grads(&m);
     let m = opt.step(0.1, m, g).unwrap();
     close(
@@ -178,19 +178,19 @@ fn adam_first_step_by_hand() {
 fn invalid_hyperparameters_are_typed_errors() {
     let (_, masks) = one();
     for cfg in [
-        SgdConfig::default().with_momentum(1.0),
-        SgdConfig::default().with_momentum(f64::NAN),
-        SgdConfig::default().with_weight_decay(-1.0),
-        SgdConfig::plain().with_nesterov(true),
+        SgdRule::default().with_momentum(1.0),
+        SgdRule::default().with_momentum(f64::NAN),
+        SgdRule::default().with_weight_decay(-1.0),
+        SgdRule::plain().with_nesterov(true),
     ] {
         assert!(matches!(
             SparseOptimizer::new(cfg, masks.clone()),
             Err(MaskError::InvalidConfig { .. })
         ));
     }
-    let bad = AdamConfig {
+    let bad = AdamRule {
         beta_2: 1.0,
-        ..AdamConfig::default()
+        ..AdamRule::default()
     };
     let err = SparseOptimizer::new(bad, masks).unwrap_err();
     assert!(err.to_string().contains("beta_2"), "{err}");
@@ -223,7 +223,7 @@ fn burn_optimizer_wrapper_keeps_fixed_mask() {
             .init()
     };
     let mut opt = MaskedOptimizer::new(sgd(), masks.clone());
-    let mut reference: burn::optim::ModuleOptimizer = sgd().into();
+    let mut reference: burn::optim::ModuleOptimizer = sgd();
     let start = masks.read_weights(&m).unwrap();
     let (mut a, mut b) = (m.clone(), m);
     for s in 0..20 {
@@ -272,7 +272,7 @@ proptest! {
         let masks = magnitude_masks(&m, &ParamFilter::new(), Sparsity::new(s).unwrap(), &Scope::Global).unwrap();
         let nnz = masks.nnz();
         let mut m = masks.apply(m);
-        let rule: Rule = if adam { AdamConfig::adamw(1e-2).into() } else { SgdConfig::default().with_weight_decay(1e-3).into() };
+        let rule: Rule = if adam { AdamRule::adamw(1e-2).into() } else { SgdRule::default().with_weight_decay(1e-3).into() };
         let mut opt = SparseOptimizer::new(rule, masks).unwrap();
         for step in 0..100 {
             let (_, g) = mlp_grads(&m, 4, seed.wrapping_add(step), &d);
@@ -292,12 +292,12 @@ proptest! {
 
 #[test]
 fn save_load_resumes_bit_identically() {
-    resumes_bit_identically(SgdConfig::default().into());
+    resumes_bit_identically(SgdRule::default().into());
 }
 
 #[test]
 fn adam_save_load_resumes_bit_identically() {
-    resumes_bit_identically(AdamConfig::adamw(1e-2).into());
+    resumes_bit_identically(AdamRule::adamw(1e-2).into());
 }
 
 fn resumes_bit_identically(rule: Rule) {
@@ -427,7 +427,7 @@ fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
     // Both of Adam's moments restart at 0 at grown (and dropped) positions; the others keep
     // theirs.
     let d = device();
-    let (mut m, mut opt, before) = swap_setup(AdamConfig::default());
+    let (mut m, mut opt, before) = swap_setup(AdamRule::default());
     let (_, g) = mlp_grads(&m, 4, 0, &d);
     m = opt.step(0.1, m, g).unwrap();
     let moments_1: Vec<Vec<Vec<f32>>> = opt
@@ -475,7 +475,7 @@ fn topology_update_zeroes_grown_weights_and_their_adam_moments() {
 #[test]
 fn topology_update_zeroes_grown_weights_and_their_momentum() {
     let d = device();
-    let (mut m, mut opt, before) = swap_setup(SgdConfig::default());
+    let (mut m, mut opt, before) = swap_setup(SgdRule::default());
     let (_, g) = mlp_grads(&m, 4, 0, &d);
     m = opt.step(0.1, m, g).unwrap();
     let (_, g) = mlp_grads(&m, 4, 1, &d);
@@ -514,7 +514,7 @@ fn topology_update_zeroes_grown_weights_and_their_momentum() {
         ms
     };
     let nnz = masks.nnz();
-    let mut opt = SparseOptimizer::new(SgdConfig::default(), masks)
+    let mut opt = SparseOptimizer::new(SgdRule::default(), masks)
         .unwrap()
         .with_updater(Box::new(Swap { break_budget: true }))
         .unwrap();
@@ -541,7 +541,7 @@ fn handle_steps_with_burn_train_learning_rate() {
     use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
     let d = device();
     let (m, masks) = one();
-    let handle = SparseHandle::new(SparseOptimizer::new(SgdConfig::default(), masks).unwrap());
+    let handle = SparseHandle::new(SparseOptimizer::new(SgdRule::default(), masks).unwrap());
     let lr: ModuleLearningRate = 0.1.into();
     let g = linear_grads(&m);
     let m = handle.step(m, &lr, g);

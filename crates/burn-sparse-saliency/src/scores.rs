@@ -6,9 +6,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Int, Tensor, TensorData};
-use burn_sparse_mask::{
-    MaskError, MaskSet, SparseRng, WriteWeights, flat_grads, read_grads, to_host,
-};
+use burn_sparse_mask::{MaskError, MaskSet, SparseRng, WriteWeights, flat_grads, read_grads};
 
 use crate::Saliency;
 use crate::error::{Result, SaliencyError};
@@ -23,13 +21,16 @@ fn check_batch(method: &'static str, b: &Batch) -> Result<()> {
     Ok(())
 }
 
+/// [`burn_sparse_mask::finite_loss`], said as this method's scoring loss.
 fn finite(method: &'static str, loss: &Tensor<1>) -> Result<()> {
-    let v = to_host(loss.clone())?;
-    let x = v.first().copied().unwrap_or(f32::NAN);
-    if !x.is_finite() {
-        return Err(SaliencyError::NonFiniteLoss { method, value: x });
+    match burn_sparse_mask::finite_loss(loss) {
+        Ok(_) => Ok(()),
+        Err(MaskError::NonFinite { value, .. }) => Err(SaliencyError::NonFiniteLoss {
+            method,
+            value: value as f32,
+        }),
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// Gradient of `loss(model)` with respect to every masked parameter, on the host.
@@ -299,7 +300,7 @@ impl<M: Module + 'static> Grasp<M> {
         temperature: f32,
     ) -> Result<Self> {
         check_batch("grasp", &batch)?;
-        if !(temperature > 0.0) {
+        if temperature.is_nan() || temperature <= 0.0 {
             return Err(SaliencyError::InvalidConfig {
                 field: "temperature",
                 message: format!("{temperature} must be positive"),
@@ -325,7 +326,7 @@ impl<M: Module> Saliency<M> for Grasp<M> {
         "grasp"
     }
     fn scores(&mut self, model: &M, masks: &MaskSet) -> Result<Vec<Vec<f32>>> {
-        if !(self.rel_eps > 0.0) {
+        if self.rel_eps.is_nan() || self.rel_eps <= 0.0 {
             return Err(SaliencyError::InvalidConfig {
                 field: "rel_eps",
                 message: "must be positive".into(),

@@ -242,7 +242,7 @@ fn mlp_forward(m: &Mlp, x: Tensor<4>) -> Tensor<2> {
 fn every_score_gives_exact_counts_global_and_layerwise() {
     let d = device();
     let s = Sparsity::new(0.9).unwrap();
-    for scope in [Scope::Global, Scope::Layerwise(Distribution::Erk)] {
+    for scope in [Scope::Global, Scope::Layerwise(SparsityDistribution::Erk)] {
         for method in [
             "magnitude",
             "random",

@@ -38,14 +38,14 @@
 //! };
 //! // 90% sparse, ERK per layer, largest |w| kept; conv [16,3,3,3] and fc [14400,10] together.
 //! let masks = magnitude_masks(&net, &ParamFilter::new(), Sparsity::new(0.9)?,
-//!                             &Scope::Layerwise(Distribution::Erk))?;
+//!                             &Scope::Layerwise(SparsityDistribution::Erk))?;
 //! // Exactly round(0.1 * (432 + 144_000)) kept; ERK's density follows sum(shape)/prod(shape),
 //! // so the small conv keeps 25 weights (5.8%) and the fc 14_418 (10.01%).
 //! assert_eq!(masks.nnz(), 14_443);
 //! let per_layer: Vec<usize> = masks.layers().iter().map(|l| l.nnz()).collect();
 //! assert_eq!(per_layer, [25, 14_418]);
 //! let net = masks.apply(net);
-//! let mut optim = SparseOptimizer::new(SgdConfig::default(), masks)?; // keeps the zeros exact
+//! let mut optim = SparseOptimizer::new(SgdRule::default(), masks)?; // keeps the zeros exact
 //! println!("{}", optim.masks());
 //!
 //! // One SGD step on a real gradient: the kept weights move, the pruned ones stay exactly 0.

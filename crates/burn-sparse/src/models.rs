@@ -302,7 +302,7 @@ pub struct SparseMlpConfig {
     /// Widths: input, hidden..., classes (LeNet-300-100: `[784, 300, 100, 10]`).
     pub widths: Vec<usize>,
     /// Density of each layer (one per layer, `widths.len() - 1`), e.g. from
-    /// [`burn_sparse_mask::Distribution::layer_densities`].
+    /// [`burn_sparse_mask::SparsityDistribution::layer_densities`].
     pub densities: Vec<f64>,
     /// Seed of the layers' random patterns (layer `i` uses `seed + i`).
     #[config(default = 0)]
@@ -319,11 +319,11 @@ impl SparseMlpConfig {
     /// largest-remainder split.
     ///
     /// # Errors
-    /// As [`burn_sparse_mask::Distribution::layer_densities`].
+    /// As [`burn_sparse_mask::SparsityDistribution::layer_densities`].
     pub fn distributed(
         widths: Vec<usize>,
         sparsity: burn_sparse_mask::Sparsity,
-        distribution: &burn_sparse_mask::Distribution,
+        distribution: &burn_sparse_mask::SparsityDistribution,
     ) -> Result<Self, burn_sparse_mask::MaskError> {
         let layers: Vec<burn_sparse_mask::ParamInfo> = widths
             .windows(2)

@@ -163,6 +163,14 @@ impl BatchSource for Augmented<'_> {
     }
 }
 
+/// The seed of epoch `epoch` (0-based) of a run seeded `seed`: the data order and the
+/// augmentation of that epoch draw from it. Every loop of the workspace (the CLI, the
+/// examples, [`train_steps`]) uses this one formula, so a run's epochs are the same whichever
+/// loop trains them.
+pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
+    seed.wrapping_mul(7919).wrapping_add(epoch)
+}
+
 /// A seeded permutation of `0..n`.
 pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..n).collect();
@@ -257,7 +265,7 @@ pub fn accuracy<M: Classifier, D: BatchSource>(
 
 /// Train from optimizer step `start` to `end` (exclusive, 0-based step indices) with a
 /// step-indexed data order: step `j` uses batch `j % steps_per_epoch` of the permutation of
-/// epoch `j / steps_per_epoch` (seeded by `seed` and the epoch), and learning rate
+/// epoch `j / steps_per_epoch` (seeded by [`epoch_seed`]), and learning rate
 /// `cfg.lr_at(j)`. So a run rewound to step `k` continues exactly as the original would have.
 /// `on_step(j + 1, &model)` is called after every step.
 ///
@@ -281,10 +289,7 @@ pub fn train_steps<M: Classifier, D: BatchSource>(
     for j in start..end {
         let epoch = j / spe;
         if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((
-                epoch,
-                permutation(data.len(), seed.wrapping_mul(1_000_003).wrapping_add(epoch)),
-            ));
+            order = Some((epoch, permutation(data.len(), epoch_seed(seed, epoch))));
         }
         let perm = &order.as_ref().expect("set above").1;
         let pos = (j % spe) as usize * bs;

@@ -118,7 +118,7 @@ fn rigl_inside_burn_train_learner() {
         &net,
         &ParamFilter::new(),
         Sparsity::new(0.7).unwrap(),
-        &Distribution::Erk,
+        &SparsityDistribution::Erk,
         1,
     )
     .unwrap();
@@ -133,7 +133,7 @@ fn rigl_inside_burn_train_learner() {
     };
     let initial_bits: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
     let build = |masks: MaskSet| {
-        SparseOptimizer::new(SgdConfig::default(), masks)
+        SparseOptimizer::new(SgdRule::default(), masks)
             .unwrap()
             .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap()))
             .unwrap()

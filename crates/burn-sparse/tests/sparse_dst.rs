@@ -97,19 +97,19 @@ fn same_topology_as_masked_path(rigl: bool) {
         &net,
         &ParamFilter::new(),
         Sparsity::new(0.95).unwrap(),
-        &Scope::Layerwise(Distribution::Erk),
+        &Scope::Layerwise(SparsityDistribution::Erk),
     )
     .unwrap();
     let net = masks.apply(net);
     let c = cfg(rigl, 10, 40);
     // Masked path: dense LeNet-300-100 with the updater inside SparseOptimizer.
-    let mut om = SparseOptimizer::new(SgdConfig::default(), masks.clone())
+    let mut om = SparseOptimizer::new(SgdRule::default(), masks.clone())
         .unwrap()
         .with_updater(updater(rigl, c))
         .unwrap();
     // Sparse path: SparseMlp on the kernels, the same updater through SparseDst.
     let mut snet = SparseMlp::from_lenet300(&net, &masks, Compute::Auto).unwrap();
-    let mut os = SparseOptimizer::new(SgdConfig::default(), MaskSet::empty()).unwrap();
+    let mut os = SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
     let mut dst = SparseDst::new(updater(rigl, c)).unwrap();
     let ce = CrossEntropyLossConfig::new().init(&device());
     let mut mnet = net;
@@ -181,7 +181,7 @@ fn nnz_exact_and_grown_slots_clean_over_1000_updates() {
         .init(&d)
         .unwrap();
     let nnz: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
-    let mut optim = SparseOptimizer::new(SgdConfig::default(), MaskSet::empty()).unwrap();
+    let mut optim = SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
     let mut dst = SparseDst::new(updater(false, cfg(false, 1, 1000))).unwrap();
     let ce = CrossEntropyLossConfig::new().init(&d);
     let mut moved_total = 0usize;
@@ -258,7 +258,7 @@ fn sparse_dst_resumes_bit_identically() {
         (net, optim)
     };
     let start = build();
-    let fresh_optim = || SparseOptimizer::new(SgdConfig::default(), MaskSet::empty()).unwrap();
+    let fresh_optim = || SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
     let (full, _) = run(start.clone(), fresh_optim(), 0, 20);
     let (half, optim) = run(start, fresh_optim(), 0, 10);
     let dir = tempfile::tempdir().unwrap();

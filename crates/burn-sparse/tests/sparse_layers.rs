@@ -66,7 +66,7 @@ fn masked_lenet(seed: u64) -> (LeNet300, MaskSet) {
         &net,
         &ParamFilter::new(),
         Sparsity::new(0.95).unwrap(),
-        &Scope::Layerwise(Distribution::Erk),
+        &Scope::Layerwise(SparsityDistribution::Erk),
     )
     .unwrap();
     (masks.apply(net), masks)
@@ -205,7 +205,7 @@ fn sparse_params_and_state_are_8x_smaller_at_95_percent() {
     let ce = CrossEntropyLossConfig::new().init(&d);
     // Dense: every weight and its momentum.
     let mut od = SparseOptimizer::new(
-        burn_sparse::mask::SgdConfig::default(),
+        burn_sparse::mask::SgdRule::default(),
         MaskSet::dense(&net, &ParamFilter::new()).unwrap(),
     )
     .unwrap();
@@ -217,7 +217,7 @@ fn sparse_params_and_state_are_8x_smaller_at_95_percent() {
     let dense = param_bytes(&net) + state_bytes(&net, &od);
     // Sparse: values, biases, i32 coordinates and the values' momentum.
     let mut os =
-        SparseOptimizer::new(burn_sparse::mask::SgdConfig::default(), MaskSet::empty()).unwrap();
+        SparseOptimizer::new(burn_sparse::mask::SgdRule::default(), MaskSet::empty()).unwrap();
     let g = GradientsParams::from_grads(ce.forward(sparse.logits(x), y).backward(), &sparse);
     let sparse = os.step(0.1, sparse, g).unwrap();
     let sp = param_bytes(&sparse) + state_bytes(&sparse, &os);
@@ -242,9 +242,12 @@ fn zoo_configs_have_exact_budgets() {
     let s = Sparsity::new(0.95).unwrap();
     // ERK over LeNet-300-100 matches the masked path's ERK counts layer by layer.
     let (_, masks) = masked_lenet(5);
-    let cfg =
-        SparseMlpConfig::distributed(SparseMlpConfig::lenet300_widths(10), s, &Distribution::Erk)
-            .unwrap();
+    let cfg = SparseMlpConfig::distributed(
+        SparseMlpConfig::lenet300_widths(10),
+        s,
+        &SparsityDistribution::Erk,
+    )
+    .unwrap();
     let sparse = cfg.init(&device()).unwrap();
     let counts: Vec<usize> = sparse.layers.iter().map(|l| l.nnz()).collect();
     let want: Vec<usize> = ["fc1.weight", "fc2.weight", "fc3.weight"]
@@ -257,11 +260,14 @@ fn zoo_configs_have_exact_budgets() {
         assert!((*c as i64 - *w as i64).abs() <= 1, "{counts:?} vs {want:?}");
     }
     // The SET paper's MLP at 95% (ER): 20.3M dense weights, about 1.0M non-zeros, built sparse.
-    let set =
-        SparseMlpConfig::distributed(SparseMlpConfig::set_cifar_widths(), s, &Distribution::Er)
-            .unwrap()
-            .init(&device())
-            .unwrap();
+    let set = SparseMlpConfig::distributed(
+        SparseMlpConfig::set_cifar_widths(),
+        s,
+        &SparsityDistribution::Er,
+    )
+    .unwrap()
+    .init(&device())
+    .unwrap();
     let dense: usize = [3072 * 4000, 4000 * 1000, 1000 * 4000, 4000 * 10]
         .iter()
         .sum();

@@ -17,6 +17,6 @@ mod topology;
 
 pub use handle::SparseHandle;
 pub use masked::{MaskedOptimizer, mask_gradients};
-pub use rule::{AdamConfig, Rule, SgdConfig};
+pub use rule::{AdamRule, Rule, SgdRule};
 pub use sparse::{ParamState, SparseOptimizer, StepReport, WriteWeights, flat_grads, read_grads};
 pub use topology::{LayerView, TopologyChange, TopologyUpdater};

@@ -13,7 +13,7 @@ use crate::error::{MaskError, Result};
 /// The default dampening is **0**, as in PyTorch and the papers. burn's own `MomentumConfig`
 /// defaults to 0.1; set `dampening` to match it if you compare against burn's optimizer.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct SgdConfig {
+pub struct SgdRule {
     /// Momentum factor `mu` (0 disables momentum and its state).
     pub momentum: f64,
     /// Dampening of the gradient in the momentum buffer.
@@ -24,7 +24,7 @@ pub struct SgdConfig {
     pub weight_decay: f64,
 }
 
-impl Default for SgdConfig {
+impl Default for SgdRule {
     fn default() -> Self {
         Self {
             momentum: 0.9,
@@ -35,7 +35,7 @@ impl Default for SgdConfig {
     }
 }
 
-impl SgdConfig {
+impl SgdRule {
     /// Plain SGD without momentum.
     pub fn plain() -> Self {
         Self {
@@ -68,7 +68,7 @@ impl SgdConfig {
 /// Adam (Kingma & Ba, arXiv:1412.6980) and AdamW (Loshchilov & Hutter, arXiv:1711.05101),
 /// following PyTorch's update with bias correction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct AdamConfig {
+pub struct AdamRule {
     /// First-moment decay.
     pub beta_1: f64,
     /// Second-moment decay.
@@ -81,7 +81,7 @@ pub struct AdamConfig {
     pub decoupled: bool,
 }
 
-impl Default for AdamConfig {
+impl Default for AdamRule {
     fn default() -> Self {
         Self {
             beta_1: 0.9,
@@ -93,7 +93,7 @@ impl Default for AdamConfig {
     }
 }
 
-impl AdamConfig {
+impl AdamRule {
     /// AdamW with the given decoupled weight decay.
     pub fn adamw(weight_decay: f64) -> Self {
         Self {
@@ -110,19 +110,19 @@ impl AdamConfig {
 #[non_exhaustive]
 pub enum Rule {
     /// SGD with momentum.
-    Sgd(SgdConfig),
+    Sgd(SgdRule),
     /// Adam or AdamW.
-    Adam(AdamConfig),
+    Adam(AdamRule),
 }
 
-impl From<SgdConfig> for Rule {
-    fn from(c: SgdConfig) -> Self {
+impl From<SgdRule> for Rule {
+    fn from(c: SgdRule) -> Self {
         Rule::Sgd(c)
     }
 }
 
-impl From<AdamConfig> for Rule {
-    fn from(c: AdamConfig) -> Self {
+impl From<AdamRule> for Rule {
+    fn from(c: AdamRule) -> Self {
         Rule::Adam(c)
     }
 }

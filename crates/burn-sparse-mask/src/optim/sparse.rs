@@ -42,7 +42,7 @@ pub struct StepReport {
 /// # use burn_sparse_mask::prelude::*;
 /// # fn demo<M: Module>(model: M, grads: GradientsParams) -> burn_sparse_mask::Result<M> {
 /// let masks = MaskSet::dense(&model, &ParamFilter::new())?;
-/// let mut optim = SparseOptimizer::new(SgdConfig::default(), masks)?;
+/// let mut optim = SparseOptimizer::new(SgdRule::default(), masks)?;
 /// let model = optim.step(0.1, model, grads)?; // masked weights stay exactly 0
 /// # Ok(model) }
 /// ```
@@ -521,10 +521,10 @@ pub fn flat_grads<M: Module>(
     }
     impl ModuleVisitor for Reader<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            if let Some(l) = self.masks.get(param.id) {
-                if let Some(g) = self.grads.get::<D>(param.id) {
-                    self.out.insert(param.id, g.inner().reshape([l.numel()]));
-                }
+            if let Some(l) = self.masks.get(param.id)
+                && let Some(g) = self.grads.get::<D>(param.id)
+            {
+                self.out.insert(param.id, g.inner().reshape([l.numel()]));
             }
         }
     }

@@ -1,0 +1,246 @@
+//! One place maps a method name to the library: the initial mask and optimizer of every
+//! method, the DST plan (and so the updater a resumed run re-attaches), the optimizer rule and
+//! the step budget. Adding a method touches the library and this file.
+
+use burn::tensor::{Device, Tensor};
+use burn_sparse::data::{Splits, VisionDataset};
+use burn_sparse::dynamic::{DstMethod, DstPlan};
+use burn_sparse::mask::{
+    AdamRule, MaskError, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
+    SparsityDistribution,
+};
+use burn_sparse::models::Classifier;
+use burn_sparse::saliency::{
+    Batch, Grasp, Magnitude, PruneConfig, RandomScore, Snip, SynFlow, prune_at_init,
+};
+use burn_sparse::train::TrainConfig;
+
+use crate::config::{DistributionName, ExperimentConfig, LrSchedule, MethodName, OptimizerKind};
+use crate::error::{Error, Result};
+
+/// The library's DST method of a mask-during-training method (static, SET, RigL, SNFS).
+pub(crate) fn dst_method(m: MethodName) -> Option<DstMethod> {
+    match m {
+        MethodName::Static => Some(DstMethod::Static),
+        MethodName::Set => Some(DstMethod::Set),
+        MethodName::Rigl => Some(DstMethod::Rigl),
+        MethodName::Snfs => Some(DstMethod::Snfs),
+        _ => None,
+    }
+}
+
+/// The topology updater a resumed run re-attaches to its loaded optimizer (SET, RigL, SNFS).
+///
+/// # Errors
+/// As [`plan`].
+pub(crate) fn reattach_updater(
+    cfg: &ExperimentConfig,
+    optim: SparseOptimizer,
+    total: u64,
+    spe: u64,
+) -> Result<SparseOptimizer> {
+    match dst_method(cfg.method) {
+        Some(dm) => match plan(cfg, dm, total, spe)?.updater()? {
+            Some(u) => Ok(optim.with_updater(u)?),
+            None => Ok(optim),
+        },
+        None => Ok(optim),
+    }
+}
+
+fn dist(d: DistributionName) -> SparsityDistribution {
+    match d {
+        DistributionName::Uniform | DistributionName::Global => SparsityDistribution::Uniform,
+        DistributionName::Er => SparsityDistribution::Er,
+        DistributionName::Erk => SparsityDistribution::Erk,
+    }
+}
+
+/// The optimizer rule of `cfg.optimizer`.
+pub(crate) fn rule_of(cfg: &ExperimentConfig) -> Rule {
+    let o = &cfg.optimizer;
+    match o.kind {
+        OptimizerKind::Sgd => SgdRule::default()
+            .with_momentum(o.momentum)
+            .with_nesterov(o.nesterov)
+            .with_weight_decay(o.weight_decay)
+            .into(),
+        OptimizerKind::Adam => AdamRule {
+            weight_decay: o.weight_decay,
+            ..AdamRule::default()
+        }
+        .into(),
+        OptimizerKind::Adamw => AdamRule::adamw(o.weight_decay).into(),
+    }
+}
+
+fn forward<M: Classifier>(m: &M, x: Tensor<4>) -> Tensor<2> {
+    m.logits(x)
+}
+
+fn per_class(ds: &VisionDataset, per_class: usize, seed: u64) -> Vec<usize> {
+    let mut counts = vec![0; ds.classes()];
+    let mut out = Vec::new();
+    for i in ds.shuffled_indices(seed) {
+        let c = ds.labels()[i] as usize;
+        if counts.get(c).is_some_and(|&k| k < per_class) {
+            counts[c] += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Result<Batch> {
+    let b = ds.batch(idx, device)?;
+    Ok((b.images, b.targets))
+}
+
+/// The initial mask of `cfg.method` written into `model`, and its optimizer: dense, a DST plan's
+/// random mask (with its updater), or a saliency score at initialisation.
+///
+/// # Errors
+/// [`Error::Config`] naming the field, or the library's error.
+pub(crate) fn initial<M: Classifier + 'static>(
+    cfg: &ExperimentConfig,
+    model: M,
+    data: &Splits,
+    device: &Device,
+    total: u64,
+    spe: u64,
+) -> Result<(M, SparseOptimizer)> {
+    let filter = ParamFilter::new();
+    let seed = cfg.seed();
+    let rule = rule_of(cfg);
+    let sparsity = || {
+        Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
+            field: "sparsity".into(),
+            message: e.to_string(),
+        })
+    };
+    let m = cfg.method;
+    if m == MethodName::Dense {
+        let masks = MaskSet::dense(&model, &filter)?;
+        return Ok((model, SparseOptimizer::new(rule, masks)?));
+    }
+    if let Some(dm) = dst_method(m) {
+        let plan = plan(cfg, dm, total, spe)?;
+        return Ok(plan.build(model, &filter, rule)?);
+    }
+    let scope = match cfg.distribution {
+        None | Some(DistributionName::Global) => Scope::Global,
+        Some(d) => Scope::Layerwise(dist(d)),
+    };
+    let rounds = cfg
+        .saliency
+        .rounds
+        .unwrap_or(if m == MethodName::Synflow { 100 } else { 1 });
+    let mut pc = PruneConfig::new(sparsity()?)
+        .with_scope(scope)
+        .with_rounds(rounds);
+    pc.allow_empty_layers = cfg.saliency.allow_empty_layers;
+    let (model, masks) = match m {
+        MethodName::Magnitude => prune_at_init(model, &filter, &pc, &mut Magnitude)?,
+        MethodName::Random => prune_at_init(model, &filter, &pc, &mut RandomScore::new(seed))?,
+        MethodName::Snip => {
+            let bs = cfg.optimizer.batch_size;
+            let order = data.train.shuffled_indices(seed ^ 0x5eed);
+            let k = cfg.saliency.snip_batches;
+            if k * bs > order.len() {
+                return Err(Error::Config {
+                    field: "saliency.snip_batches".into(),
+                    message: format!(
+                        "{k} batches of {bs} need more than the {} training images",
+                        order.len()
+                    ),
+                });
+            }
+            let batches = (0..k)
+                .map(|j| batch_of(&data.train, &order[j * bs..(j + 1) * bs], device))
+                .collect::<Result<Vec<_>>>()?;
+            let mut snip = Snip::cross_entropy(forward::<M>, batches)?;
+            prune_at_init(model, &filter, &pc, &mut snip)?
+        }
+        MethodName::Grasp => {
+            let idx = per_class(&data.train, cfg.saliency.grasp_per_class, seed);
+            let b = batch_of(&data.train, &idx, device)?;
+            let mut g =
+                Grasp::cross_entropy(forward::<M>, b, cfg.saliency.grasp_temperature as f32)?;
+            prune_at_init(model, &filter, &pc, &mut g)?
+        }
+        MethodName::Synflow => {
+            let shape = data.train.shape();
+            prune_at_init(model, &filter, &pc, &mut SynFlow::new(forward::<M>, shape))?
+        }
+        other => {
+            return Err(Error::Config {
+                field: "method".into(),
+                message: format!("`{other}` is not trained by this loop"),
+            });
+        }
+    };
+    Ok((model, SparseOptimizer::new(rule, masks)?))
+}
+
+/// The DST plan of `cfg` for a run of `total` steps of `spe` per epoch; its errors are said as
+/// the config's fields.
+///
+/// # Errors
+/// [`Error::Config`].
+pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) -> Result<DstPlan> {
+    let s = Sparsity::new(cfg.sparsity).map_err(|e| Error::Config {
+        field: "sparsity".into(),
+        message: e.to_string(),
+    })?;
+    let mut plan = DstPlan::new(dm, s, total, spe, cfg.seed());
+    plan.delta_t = cfg.schedule.delta_t;
+    plan.alpha = cfg.schedule.drop_fraction;
+    plan.end_fraction = cfg.schedule.end_fraction;
+    if let Some(d) = cfg.distribution {
+        plan.distribution = dist(d);
+    }
+    // The plan's errors name its fields; say them as the config's.
+    plan.validate().map_err(|e| match e {
+        MaskError::InvalidConfig { field, message } => Error::Config {
+            field: match field {
+                "total_steps" => "epochs",
+                "delta_t" => "schedule.delta_t",
+                "end_fraction" => "schedule.end_fraction",
+                "alpha" => "schedule.drop_fraction",
+                "steps_per_epoch" => "optimizer.batch_size",
+                f => f,
+            }
+            .into(),
+            message: if field == "total_steps" {
+                format!(
+                    "{message} ({} epochs of {spe} steps at batch size {})",
+                    cfg.epochs, cfg.optimizer.batch_size
+                )
+            } else {
+                message
+            },
+        },
+        e => Error::Mask(e),
+    })?;
+    Ok(plan)
+}
+
+/// The run's optimizer steps, `epochs x spe`; an overflow is a config error.
+pub(crate) fn total_steps(cfg: &ExperimentConfig, spe: u64) -> Result<u64> {
+    cfg.epochs.checked_mul(spe).ok_or_else(|| Error::Config {
+        field: "epochs".into(),
+        message: format!(
+            "{} epochs of {spe} steps overflow the step counter",
+            cfg.epochs
+        ),
+    })
+}
+
+/// The training loop's settings of `cfg` for a run of `total` steps.
+pub(crate) fn train_config(cfg: &ExperimentConfig, total: u64) -> TrainConfig {
+    TrainConfig {
+        batch_size: cfg.optimizer.batch_size,
+        lr: cfg.optimizer.lr,
+        cosine_total_steps: (cfg.optimizer.lr_schedule == LrSchedule::Cosine).then_some(total),
+    }
+}

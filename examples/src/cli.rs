@@ -1,0 +1,341 @@
+//! The examples' command lines, parsed with clap (derive) as the `burn-sparse` CLI is: an
+//! unknown or malformed flag is an error with a suggestion (`--epoch` -> `--epochs`), both
+//! `--k v` and `--k=v` work, and `--help` is generated. They live here, not in each example,
+//! so `tests/cli.rs` can check them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// Where the data comes from and what runs it (every example that trains).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// The data directory (MNIST or Fashion-MNIST is fetched into it if missing).
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Fashion-MNIST instead of MNIST.
+    #[arg(long)]
+    pub fashion: bool,
+    /// The backend (`flex`, `ndarray`, `wgpu`, `cuda`: those compiled in).
+    #[arg(long, value_name = "NAME", default_value = "flex")]
+    pub backend: String,
+}
+
+/// The LeNets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    /// LeNet-300-100.
+    Lenet300,
+    /// LeNet-5.
+    Lenet5,
+}
+
+/// A per-layer sparsity distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DistributionArg {
+    /// Erdős–Rényi-Kernel.
+    Erk,
+    /// Erdős–Rényi.
+    Er,
+    /// The same sparsity in every layer.
+    Uniform,
+}
+
+impl DistributionArg {
+    /// The library's distribution.
+    pub fn distribution(self) -> burn_sparse::mask::SparsityDistribution {
+        use burn_sparse::mask::SparsityDistribution;
+        match self {
+            DistributionArg::Erk => SparsityDistribution::Erk,
+            DistributionArg::Er => SparsityDistribution::Er,
+            DistributionArg::Uniform => SparsityDistribution::Uniform,
+        }
+    }
+}
+
+/// A sparsity in `[0, 1)`.
+pub fn sparsity(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(x.is_finite() && (0.0..1.0).contains(&x)) {
+        return Err(format!("{s} is outside [0, 1)"));
+    }
+    Ok(x)
+}
+
+/// A finite, non-negative number (a rate, a weight decay, a scale).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number"))?;
+    if !(x.is_finite() && x >= 0.0) {
+        return Err(format!("{s} is not a finite number >= 0"));
+    }
+    Ok(x)
+}
+
+/// A finite, positive number (a learning rate).
+pub fn positive(s: &str) -> Result<f64, String> {
+    match non_negative(s)? {
+        x if x > 0.0 => Ok(x),
+        _ => Err(format!("{s} is not above 0")),
+    }
+}
+
+/// A fraction in `[0, 1]`.
+pub fn fraction(s: &str) -> Result<f64, String> {
+    match non_negative(s)? {
+        x if x <= 1.0 => Ok(x),
+        _ => Err(format!("{s} is outside [0, 1]")),
+    }
+}
+
+/// `quickstart`: LeNet-300-100 dense and with RigL, both test accuracies.
+#[derive(Debug, Parser)]
+#[command(name = "quickstart", about, long_about = None)]
+pub struct QuickstartArgs {
+    /// Epochs of each run.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub epochs: u64,
+    /// RigL's target sparsity.
+    #[arg(long, default_value_t = 0.9, value_parser = sparsity)]
+    pub sparsity: f64,
+    /// The seed of the initialisation, the mask and the data order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Data and backend.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The DST methods of `dst_mnist`, and the dense baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DstArg {
+    /// RigL.
+    Rigl,
+    /// SET.
+    Set,
+    /// SNFS.
+    Snfs,
+    /// A fixed random mask.
+    Static,
+    /// No mask.
+    Dense,
+}
+
+/// How the sparse layers compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ComputeArg {
+    /// Masks on dense weights.
+    Masked,
+    /// Truly sparse layers (`SparseMlp`; LeNet-300-100 with rigl, set or static).
+    Sparse,
+}
+
+/// `dst_mnist`: dynamic sparse training of a LeNet.
+#[derive(Debug, Parser)]
+#[command(name = "dst_mnist", about, long_about = None)]
+pub struct DstArgs {
+    /// The method.
+    #[arg(long, value_enum, default_value = "rigl")]
+    pub method: DstArg,
+    /// The target sparsity.
+    #[arg(long, default_value_t = 0.9, value_parser = sparsity)]
+    pub sparsity: f64,
+    /// The initial distribution (default: the method's reference, ERK).
+    #[arg(long, value_enum)]
+    pub distribution: Option<DistributionArg>,
+    /// Epochs.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub epochs: u64,
+    /// The seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The model.
+    #[arg(long, value_enum, default_value = "lenet300")]
+    pub model: ModelArg,
+    /// The peak learning rate (cosine-decayed to 0).
+    #[arg(long, default_value_t = 0.1, value_parser = positive)]
+    pub lr: f64,
+    /// The batch size.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: u64,
+    /// The weight decay.
+    #[arg(long, default_value_t = 5e-4, value_parser = non_negative)]
+    pub weight_decay: f64,
+    /// RigL's update interval in steps.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub delta_t: u64,
+    /// The drop fraction (default: the method's, RigL and SET 0.3, SNFS 0.5).
+    #[arg(long, value_parser = fraction)]
+    pub alpha: Option<f64>,
+    /// Masked dense layers, or truly sparse ones.
+    #[arg(long, value_enum, default_value = "masked")]
+    pub compute: ComputeArg,
+    /// Data and backend.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The pruning-at-initialisation methods of `snip_mnist`, and the dense baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaliencyArg {
+    /// SNIP.
+    Snip,
+    /// GraSP.
+    Grasp,
+    /// SynFlow (iterative, data-free).
+    Synflow,
+    /// |w| at initialisation.
+    Magnitude,
+    /// Random scores.
+    Random,
+    /// No mask.
+    Dense,
+}
+
+/// Where the scores are ranked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// One ranking over all layers.
+    Global,
+    /// Per layer, ERK.
+    Erk,
+    /// Per layer, the same sparsity.
+    Uniform,
+}
+
+/// The input normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NormalizeArg {
+    /// The dataset's mean and std.
+    MeanStd,
+    /// Pixels in [0, 1].
+    Unit,
+}
+
+/// `snip_mnist`: pruning at initialisation, then training with the mask fixed.
+#[derive(Debug, Parser)]
+#[command(name = "snip_mnist", about, long_about = None)]
+pub struct SnipArgs {
+    /// The method.
+    #[arg(long, value_enum, default_value = "snip")]
+    pub method: SaliencyArg,
+    /// The target sparsity.
+    #[arg(long, default_value_t = 0.95, value_parser = sparsity)]
+    pub sparsity: f64,
+    /// Epochs.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub epochs: u64,
+    /// The seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The model.
+    #[arg(long, value_enum, default_value = "lenet300")]
+    pub model: ModelArg,
+    /// Pruning rounds (default: SynFlow 100, the others 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub rounds: Option<u64>,
+    /// SNIP: batches of 100 images averaged for the scores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub snip_batches: u64,
+    /// Where the scores are ranked.
+    #[arg(long, value_enum, default_value = "global")]
+    pub scope: ScopeArg,
+    /// The input normalisation.
+    #[arg(long, value_enum, default_value = "mean-std")]
+    pub normalize: NormalizeArg,
+    /// Multiply every initial weight by this (sqrt(3) = the SNIP paper's variance scaling).
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    pub init_scale: f64,
+    /// The weight decay.
+    #[arg(long, default_value_t = 1e-4, value_parser = non_negative)]
+    pub wd: f64,
+    /// The peak learning rate (cosine-decayed to 0).
+    #[arg(long, default_value_t = 0.1, value_parser = positive)]
+    pub lr: f64,
+    /// Random translation of the training images, in pixels (0: none).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=15))]
+    pub shift: u32,
+    /// Data and backend.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// The training recipe of `lottery_mnist`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecipeArg {
+    /// SGD, momentum 0.9, weight decay 5e-4, batch 100, lr 0.1 cosine-decayed.
+    SgdCosine,
+    /// The LTH paper's: Adam, lr 1.2e-3, batch 60, constant.
+    LthAdam,
+}
+
+/// The initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InitArg {
+    /// burn's default.
+    Default,
+    /// Glorot (Xavier) normal, the LTH paper's.
+    Glorot,
+}
+
+/// `lottery_mnist`: IMP with rewinding and its baselines.
+#[derive(Debug, Parser)]
+#[command(name = "lottery_mnist", about, long_about = None)]
+pub struct LotteryArgs {
+    /// IMP levels.
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub levels: u32,
+    /// Epochs of every training.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub epochs: u64,
+    /// Rewind to this step (0: to the initialisation).
+    #[arg(long, default_value_t = 0)]
+    pub rewind_step: u64,
+    /// One global rate per level instead of the LTH paper's per-layer rates.
+    #[arg(long, value_name = "P", value_parser = fraction)]
+    pub global: Option<f64>,
+    /// Also measure linear mode connectivity at this level.
+    #[arg(long, value_name = "LEVEL")]
+    pub lmc: Option<usize>,
+    /// The seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The run directory (resumable).
+    #[arg(long, value_name = "DIR", default_value = "runs/lottery")]
+    pub out: PathBuf,
+    /// The recipe.
+    #[arg(long, value_enum, default_value = "sgd-cosine")]
+    pub recipe: RecipeArg,
+    /// The initialisation.
+    #[arg(long, value_enum, default_value = "default")]
+    pub init: InitArg,
+    /// Data and backend.
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+/// `perf_probe`: where a training step spends its time.
+#[derive(Debug, Parser)]
+#[command(name = "perf_probe", about, long_about = None)]
+pub struct PerfArgs {
+    /// The backend.
+    #[arg(long, value_name = "NAME", default_value = "flex")]
+    pub backend: String,
+    /// Repetitions of each timing (the median is printed).
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub reps: u64,
+    /// Only the stages of SNIP scoring.
+    #[arg(long, conflicts_with = "amortised")]
+    pub snip_only: bool,
+    /// RigL's amortised step cost against static masked steps, paired.
+    #[arg(long)]
+    pub amortised: bool,
+    /// Paired rounds of `--amortised`.
+    #[arg(long, default_value_t = 30, requires = "amortised", value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub rounds: u64,
+}

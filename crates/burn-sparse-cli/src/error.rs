@@ -40,6 +40,10 @@ pub enum Error {
     Data(burn_sparse::data::DataError),
     /// From the saliency crate.
     Saliency(burn_sparse::saliency::SaliencyError),
+    /// From the lottery crate.
+    Lottery(burn_sparse::lottery::LotteryError),
+    /// From the dynamic crate (a DST plan the CLI could not say as a config field).
+    Dst(burn_sparse::dynamic::DstError),
     /// From the training loop.
     Train(burn_sparse::train::TrainError),
     /// A plot could not be drawn.
@@ -72,6 +76,8 @@ impl std::fmt::Display for Error {
             Error::Mask(e) => write!(f, "{e}"),
             Error::Data(e) => write!(f, "{e}"),
             Error::Saliency(e) => write!(f, "{e}"),
+            Error::Lottery(e) => write!(f, "{e}"),
+            Error::Dst(e) => write!(f, "{e}"),
             Error::Train(e) => write!(f, "{e}"),
             Error::Plot { path, message } => {
                 write!(f, "{}: cannot draw the plot: {message}", path.display())
@@ -103,6 +109,8 @@ impl std::error::Error for Error {
             Error::Mask(e) => Some(e),
             Error::Data(e) => Some(e),
             Error::Saliency(e) => Some(e),
+            Error::Lottery(e) => Some(e),
+            Error::Dst(e) => Some(e),
             Error::Train(e) => Some(e),
             _ => None,
         }
@@ -124,6 +132,18 @@ impl From<burn_sparse::data::DataError> for Error {
 impl From<burn_sparse::saliency::SaliencyError> for Error {
     fn from(e: burn_sparse::saliency::SaliencyError) -> Self {
         Error::Saliency(e)
+    }
+}
+
+impl From<burn_sparse::lottery::LotteryError> for Error {
+    fn from(e: burn_sparse::lottery::LotteryError) -> Self {
+        Error::Lottery(e)
+    }
+}
+
+impl From<burn_sparse::dynamic::DstError> for Error {
+    fn from(e: burn_sparse::dynamic::DstError) -> Self {
+        Error::Dst(e)
     }
 }
 

@@ -4,9 +4,9 @@
 
 use burn::tensor::{Device, Tensor};
 use burn_sparse::data::{Splits, VisionDataset};
-use burn_sparse::dynamic::{DstMethod, DstPlan};
+use burn_sparse::dynamic::{DstError, DstMethod, DstPlan};
 use burn_sparse::mask::{
-    AdamRule, MaskError, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
+    AdamRule, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
     SparsityDistribution,
 };
 use burn_sparse::models::Classifier;
@@ -201,7 +201,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     }
     // The plan's errors name its fields; say them as the config's.
     plan.validate().map_err(|e| match e {
-        MaskError::InvalidConfig { field, message } => Error::Config {
+        DstError::InvalidConfig { field, message } => Error::Config {
             field: match field {
                 "total_steps" => "epochs",
                 "delta_t" => "schedule.delta_t",
@@ -220,7 +220,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
                 message
             },
         },
-        e => Error::Mask(e),
+        e => Error::Dst(e),
     })?;
     Ok(plan)
 }

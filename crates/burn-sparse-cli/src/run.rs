@@ -20,12 +20,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::Device;
-use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, VisionDataset};
+use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, Synthetic, VisionDataset};
 use burn_sparse::device::device_from_name;
 use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant, save_masks};
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
-use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer, SparseRng};
-use burn_sparse::models::{Classifier, ConvNetConfig, LeNet5Config, LeNet300Config};
+use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer};
+use burn_sparse::models::{
+    Classifier, ConvNetConfig, InputShapeError, LeNet5Config, LeNet300Config,
+};
 use burn_sparse::train::{
     Augmented, StepTrainer, TrainConfig, accuracy, epoch_seed, train_epoch_with,
 };
@@ -143,38 +145,6 @@ pub struct Outcome {
     pub resumed_from: Option<u64>,
 }
 
-/// A generated 4-class problem of 1x8x8 images: class prototypes plus Gaussian noise, fixed
-/// (the run seed does not change the data). For tests and smoke runs.
-///
-/// # Errors
-/// Never in practice (sizes are consistent); typed for uniformity.
-pub fn synthetic(train: usize, test: usize) -> Result<Splits> {
-    let (classes, side) = (4usize, 8usize);
-    let per = side * side;
-    let mut rng = SparseRng::new(0x5eed_da7a);
-    let protos: Vec<Vec<f64>> = (0..classes)
-        .map(|_| (0..per).map(|_| rng.next_f64()).collect())
-        .collect();
-    let mut make = |n: usize, name: &str| {
-        let mut px = Vec::with_capacity(n * per);
-        let mut lb = Vec::with_capacity(n);
-        for i in 0..n {
-            let c = i % classes;
-            lb.push(c as u8);
-            for &p in &protos[c] {
-                let v = (p + 0.45 * rng.normal()).clamp(0.0, 1.0);
-                px.push((v * 255.0).round() as u8);
-            }
-        }
-        VisionDataset::new(name, [1, side, side], px, lb, classes, vec![0.5], vec![0.3])
-    };
-    Ok(Splits {
-        train: make(train, "synthetic-train")?,
-        test: make(test, "synthetic-test")?,
-        files: Vec::new(),
-    })
-}
-
 fn limit(ds: VisionDataset, n: Option<usize>) -> Result<VisionDataset> {
     match n {
         Some(n) if n < ds.len() => Ok(ds.subset(&(0..n).collect::<Vec<_>>())?),
@@ -192,10 +162,10 @@ pub fn load_data(cfg: &DatasetConfig) -> Result<Splits> {
         DatasetName::FashionMnist => FashionMnist::load_or_fetch(&cfg.dir)?,
         DatasetName::Cifar10 => Cifar10::load(&cfg.dir)?,
         DatasetName::Synthetic => {
-            return synthetic(
+            return Ok(Synthetic::generate(
                 cfg.train_limit.unwrap_or(600),
                 cfg.test_limit.unwrap_or(200),
-            );
+            )?);
         }
     };
     Ok(Splits {
@@ -409,32 +379,20 @@ impl Runner {
             field: "device".into(),
             message: m,
         })?;
-        let [c, h, w] = data.train.shape();
         let classes = data.train.classes();
-        let model_err = |message: String| Error::Config {
+        let model_err = |e: InputShapeError| Error::Config {
             field: "model".into(),
-            message,
+            message: e.to_string(),
         };
+        let shape = data.train.shape();
         let (result, resumed_from) = match cfg.model {
-            ModelName::Lenet300 => self.train_model(&cfg, &dir, &data, &device, |d| {
-                LeNet300Config::new()
-                    .with_inputs(c * h * w)
-                    .with_classes(classes)
-                    .init(d)
-            })?,
+            ModelName::Lenet300 => {
+                let m = LeNet300Config::for_data(shape, classes);
+                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+            }
             ModelName::Lenet5 => {
-                if h != w || h < 16 {
-                    return Err(model_err(format!(
-                        "LeNet-5 needs square images of at least 16 pixels, the data has {h}x{w}"
-                    )));
-                }
-                self.train_model(&cfg, &dir, &data, &device, |d| {
-                    LeNet5Config::new()
-                        .with_in_channels(c)
-                        .with_image_size(h)
-                        .with_classes(classes)
-                        .init(d)
-                })?
+                let m = LeNet5Config::for_data(shape, classes).map_err(model_err)?;
+                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
             }
             ModelName::Conv2 | ModelName::Conv4 | ModelName::Conv6 => {
                 let depth = match cfg.model {
@@ -442,22 +400,8 @@ impl Runner {
                     ModelName::Conv4 => 4,
                     _ => 6,
                 };
-                let pools = depth / 2;
-                if h != w || h % (1 << pools) != 0 {
-                    return Err(model_err(format!(
-                        "Conv-{depth} needs square images whose side divides by {}, the data \
-                         has {h}x{w}",
-                        1 << pools
-                    )));
-                }
-                self.train_model(&cfg, &dir, &data, &device, |d| {
-                    ConvNetConfig::new()
-                        .with_depth(depth)
-                        .with_in_channels(c)
-                        .with_image_size(h)
-                        .with_classes(classes)
-                        .init(d)
-                })?
+                let m = ConvNetConfig::for_data(depth, shape, classes).map_err(model_err)?;
+                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
             }
         };
         // The finished run's commit point; the checkpoint goes only after it.
@@ -674,9 +618,6 @@ impl Runner {
         // The per-level rate that lands the last level on the target: (1 - r)^L = 1 - s.
         let rate = 1.0 - (1.0 - s).powf(1.0 / levels as f64);
         let imp_dir = dir.join("imp");
-        let resumed = (0..=levels)
-            .take_while(|l| imp_dir.join(format!("level_{l:02}/metrics.json")).exists())
-            .count() as u64;
         let imp_cfg = ImpConfig {
             rate: PruneRate::Global(rate),
             levels,
@@ -696,6 +637,7 @@ impl Runner {
             .map(|p| (p.path.clone(), p.numel()))
             .collect();
         let imp = Imp::new(imp_cfg, &imp_dir, filter, method::rule_of(cfg), &init);
+        let resumed = imp.finished_levels() as u64;
         let mut trainer = StepTrainer {
             train: &data.train,
             test: &data.test,
@@ -799,9 +741,11 @@ impl Runner {
             levels: Some(rows),
         };
         self.run_plots(dir, &result, &[])?;
-        let ldir = imp_dir.join(format!("level_{:02}", last.level));
-        for (from, to) in [("masks.bsp", "masks.bsp"), ("final.bpk", "model.bpk")] {
-            write_atomic(&dir.join(to), &read(&ldir.join(from))?)?;
+        for (from, to) in [
+            (imp.masks_path(last.level), "masks.bsp"),
+            (imp.final_model_path(last.level), "model.bpk"),
+        ] {
+            write_atomic(&dir.join(to), &read(&from)?)?;
         }
         Ok((result, (resumed > 0).then_some(resumed)))
     }

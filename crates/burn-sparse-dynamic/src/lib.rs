@@ -32,11 +32,12 @@
 //! let plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9)?, 1000, 100, 7);
 //! let (model, optim) = plan.build(model, &ParamFilter::new(), SgdRule::default())?;
 //! assert_eq!(optim.masks().nnz(), 75); // round(0.1 * 750), ERK over a and b
-//! # Ok::<(), burn_sparse_mask::MaskError>(())
+//! # Ok::<(), burn_sparse_dynamic::DstError>(())
 //! ```
 
 mod drop_grow;
 mod engine;
+mod error;
 mod snfs;
 
 pub use drop_grow::{
@@ -44,12 +45,13 @@ pub use drop_grow::{
     SetUpdater, UpdateRecord,
 };
 pub use engine::{LayerUpdate, drop_and_grow, drop_count};
+pub use error::{DstError, Result};
 pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    MaskError, ParamFilter, Result, Rule, SparseOptimizer, Sparsity, SparsityDistribution,
-    TopologyUpdater, random_masks,
+    ParamFilter, Rule, SparseOptimizer, Sparsity, SparsityDistribution, TopologyUpdater,
+    random_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -69,7 +71,7 @@ pub enum DstMethod {
 }
 
 impl std::str::FromStr for DstMethod {
-    type Err = MaskError;
+    type Err = DstError;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s.to_ascii_lowercase().as_str() {
             "static" => DstMethod::Static,
@@ -77,7 +79,7 @@ impl std::str::FromStr for DstMethod {
             "rigl" => DstMethod::Rigl,
             "snfs" => DstMethod::Snfs,
             other => {
-                return Err(MaskError::InvalidConfig {
+                return Err(DstError::InvalidConfig {
                     field: "method",
                     message: format!("unknown method `{other}` (static, set, rigl, snfs)"),
                 });
@@ -163,11 +165,11 @@ impl DstPlan {
     /// Check the plan's fields; the error names the field of this struct.
     ///
     /// # Errors
-    /// [`MaskError::InvalidConfig`]: `delta_t` or `steps_per_epoch` 0, `end_fraction` outside
+    /// [`DstError::InvalidConfig`]: `delta_t` or `steps_per_epoch` 0, `end_fraction` outside
     /// `(0, 1]`, `alpha` outside `[0, 1]`, or `total_steps` too few for any topology update.
     pub fn validate(&self) -> Result<()> {
         let bad =
-            |field: &'static str, message: String| Err(MaskError::InvalidConfig { field, message });
+            |field: &'static str, message: String| Err(DstError::InvalidConfig { field, message });
         if self.delta_t == 0 {
             return bad("delta_t", "must be at least 1".into());
         }

@@ -9,10 +9,11 @@
 //!    its active weights, each layer capped at its free capacity, leftovers redistributed;
 //! 3. grow each layer's share at the inactive positions with the largest |m|.
 
+use crate::error::Result;
 use burn::tensor::Tensor;
+use burn_sparse_mask::Result as MaskResult;
 use burn_sparse_mask::{
-    DropFraction, LayerView, MaskError, Result, TopologyChange, TopologyUpdater, UpdateSchedule,
-    to_host,
+    DropFraction, LayerView, MaskError, TopologyChange, TopologyUpdater, UpdateSchedule, to_host,
 };
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,8 @@ impl Snfs {
                 what: "SNFS beta",
                 value: cfg.beta,
                 range: "[0, 1)",
-            });
+            }
+            .into());
         }
         Ok(Self {
             cfg,
@@ -144,7 +146,7 @@ impl TopologyUpdater for Snfs {
     fn observes_every_step(&self) -> bool {
         true
     }
-    fn observe(&mut self, _t: u64, grads: &[Tensor<1>]) -> Result<()> {
+    fn observe(&mut self, _t: u64, grads: &[Tensor<1>]) -> MaskResult<()> {
         self.ema = Some(match self.ema.take() {
             Some(m) if m.len() == grads.len() => m
                 .into_iter()
@@ -162,7 +164,7 @@ impl TopologyUpdater for Snfs {
         });
         Ok(())
     }
-    fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> Result<Option<TopologyChange>> {
+    fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> MaskResult<Option<TopologyChange>> {
         let Some(ema) = &self.ema else {
             return Ok(None);
         };
@@ -170,7 +172,7 @@ impl TopologyUpdater for Snfs {
         let mom: Vec<Vec<f32>> = ema
             .iter()
             .map(|m| to_host(m.clone()).map(|v| v.iter().map(|x| x.abs()).collect()))
-            .collect::<Result<_>>()?;
+            .collect::<MaskResult<_>>()?;
         if let Some((l, i)) = mom
             .iter()
             .enumerate()
@@ -240,7 +242,7 @@ impl TopologyUpdater for Snfs {
             .and_then(|e| e.iter().map(|m| to_host(m.clone()).ok()).collect());
         serde_json::json!({ "history": self.history, "ema": ema })
     }
-    fn load_state(&mut self, state: &serde_json::Value) -> Result<()> {
+    fn load_state(&mut self, state: &serde_json::Value) -> MaskResult<()> {
         let bad = |e: String| MaskError::InvalidConfig {
             field: "updater state",
             message: e,

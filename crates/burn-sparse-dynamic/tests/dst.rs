@@ -270,7 +270,7 @@ fn bad_inputs() {
             cfg(0, 10, 1, DropFraction::Cosine { alpha: 1.5 }, 0),
             RandomGrow
         ),
-        Err(MaskError::InvalidFraction { .. })
+        Err(DstError::Mask(MaskError::InvalidFraction { .. }))
     ));
     assert!(matches!(
         UpdateSchedule::new(0, 10, 0),
@@ -285,8 +285,48 @@ fn bad_inputs() {
     ));
     let mut plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9).unwrap(), 1000, 100, 0);
     plan.delta_t = 0;
-    assert!(plan.updater().is_err());
-    assert!("bogus".parse::<DstMethod>().is_err());
+    assert!(matches!(
+        plan.updater(),
+        Err(DstError::InvalidConfig {
+            field: "delta_t",
+            ..
+        })
+    ));
+    assert!(matches!(
+        "bogus".parse::<DstMethod>(),
+        Err(DstError::InvalidConfig {
+            field: "method",
+            ..
+        })
+    ));
+    // A run too short for any update names the plan's own field (it used to be the
+    // schedule's `end`): one step ends RigL's window, the first 75%, at step 0.
+    for (m, total) in [
+        (DstMethod::Rigl, 1),
+        (DstMethod::Set, 0),
+        (DstMethod::Snfs, 0),
+    ] {
+        let plan = DstPlan::new(m, Sparsity::new(0.9).unwrap(), total, 100, 0);
+        match plan.updater() {
+            Err(DstError::InvalidConfig {
+                field: "total_steps",
+                message,
+            }) => assert!(message.contains("no topology update"), "{message}"),
+            other => panic!("{m:?} with {total} steps: {:?}", other.map(|_| ())),
+        }
+    }
+    // Two steps leave RigL one (integer 3/4 of 2 is 1); static never updates.
+    assert!(
+        DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9).unwrap(), 2, 100, 0)
+            .updater()
+            .is_ok()
+    );
+    assert!(
+        DstPlan::new(DstMethod::Static, Sparsity::new(0.9).unwrap(), 0, 1, 0)
+            .updater()
+            .unwrap()
+            .is_none()
+    );
     // A NaN grow score skips the update and leaves the mask alone.
     let d = device();
     let m = Mlp::new([6, 5, 4, 3], &d);

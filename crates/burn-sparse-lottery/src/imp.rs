@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn_sparse_mask::checkpoint::{Archive, Blob, atomic_write, load_module, save_module_atomic};
 use burn_sparse_mask::{
-    MaskError, MaskSet, ParamFilter, ParamInfo, Result, Rule, SparseOptimizer, SparseRng,
-    top_k_segments,
+    MaskError, MaskSet, ParamFilter, ParamInfo, Rule, SparseOptimizer, SparseRng, top_k_segments,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::error::{LotteryError, Result, TrainerError};
 use crate::lmc::{LmcReport, linear_mode_connectivity};
 
 /// How much of the remaining weights each level prunes.
@@ -52,7 +52,7 @@ impl PruneRate {
             }
         };
         match self {
-            PruneRate::Global(r) => check(*r),
+            PruneRate::Global(r) => Ok(check(*r)?),
             PruneRate::PerLayer { default, overrides } => {
                 check(*default)?;
                 for (k, r) in overrides {
@@ -65,7 +65,8 @@ impl PruneRate {
                                 .map(|p| p.path.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", "),
-                        });
+                        }
+                        .into());
                     }
                 }
                 Ok(())
@@ -147,12 +148,12 @@ pub trait ImpTrainer<M: Module> {
         start: u64,
         data_seed: u64,
         on_step: &mut dyn FnMut(u64, &M),
-    ) -> Result<M>;
+    ) -> std::result::Result<M, TrainerError>;
     /// Test accuracy in percent.
     ///
     /// # Errors
     /// Any evaluation error.
-    fn accuracy(&mut self, model: &M) -> Result<f64>;
+    fn accuracy(&mut self, model: &M) -> std::result::Result<f64, TrainerError>;
 }
 
 /// The metrics of one level, written to `level_NN/metrics.json`.
@@ -184,6 +185,17 @@ fn level_dir(dir: &Path, level: usize) -> PathBuf {
     dir.join(format!("level_{level:02}"))
 }
 
+/// The most bytes a level's `metrics.json` can have (a few hundred in practice).
+const MAX_METRICS_FILE: u64 = 16 << 20;
+
+/// The metrics of a finished level in `dir`, or None while it is unfinished (or unreadable,
+/// which the driver treats as unfinished and trains again).
+fn finished_level(dir: &Path, level: usize) -> Option<LevelMetrics> {
+    let path = level_dir(dir, level).join("metrics.json");
+    let bytes = burn_sparse_mask::checkpoint::read_bounded(&path, MAX_METRICS_FILE).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// Save masks by path (one byte per weight) atomically.
 ///
 /// # Errors
@@ -199,7 +211,7 @@ pub fn save_masks(masks: &MaskSet, path: &Path) -> Result<()> {
         );
     }
     a.meta = serde_json::json!({ "layers": layers });
-    a.save(path)
+    Ok(a.save(path)?)
 }
 
 /// Load masks saved by [`save_masks`] for `model` (matched by path, shapes checked).
@@ -220,7 +232,7 @@ pub fn load_masks<M: Module>(model: &M, path: &Path) -> Result<MaskSet> {
         let b = a.u8(&format!("mask/{p}"), path)?;
         masks.push((p, b.iter().map(|&x| x != 0).collect()));
     }
-    MaskSet::from_paths(model, masks)
+    Ok(MaskSet::from_paths(model, masks)?)
 }
 
 /// Prune `rate` of the surviving weights of each layer (or globally) by smallest `|w|`.
@@ -257,7 +269,7 @@ pub fn prune_level(
                 .zip(&scores)
                 .map(|(l, s)| (l.param().path.as_str(), s.as_slice()))
                 .collect();
-            top_k_segments(&segs, keep)
+            Ok(top_k_segments(&segs, keep)?)
         }
         PruneRate::PerLayer { default, overrides } => masks
             .layers()
@@ -335,9 +347,11 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
                 *s = Some(m.clone());
             }
         };
-        let trained = trainer.train(model, &mut optim, start, self.cfg.seed, &mut on_step)?;
+        let trained = trainer
+            .train(model, &mut optim, start, self.cfg.seed, &mut on_step)
+            .map_err(LotteryError::Trainer)?;
         optim.masks().ensure_masked(&trained)?;
-        let acc = trainer.accuracy(&trained)?;
+        let acc = trainer.accuracy(&trained).map_err(LotteryError::Trainer)?;
         Ok((trained, acc))
     }
 
@@ -367,11 +381,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
         )?;
         let mut out = Vec::new();
         for level in 0..=self.cfg.levels {
-            let ldir = level_dir(&self.dir, level);
-            let metrics_path = ldir.join("metrics.json");
-            if let Ok(bytes) = std::fs::read(&metrics_path)
-                && let Ok(m) = serde_json::from_slice::<LevelMetrics>(&bytes)
-            {
+            if let Some(m) = finished_level(&self.dir, level) {
                 on_level(&m);
                 let stop = self.cfg.min_density.is_some_and(|d| m.density <= d);
                 out.push(m);
@@ -396,7 +406,27 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
     /// # Errors
     /// When level 0 has not finished.
     pub fn rewind_weights(&self) -> Result<M> {
-        load_module((self.init)(self.cfg.seed), &self.dir.join("rewind.bpk"))
+        Ok(load_module(
+            (self.init)(self.cfg.seed),
+            &self.dir.join("rewind.bpk"),
+        )?)
+    }
+
+    /// How many levels have finished (levels `0..n`): what a resumed run skips.
+    pub fn finished_levels(&self) -> usize {
+        (0..=self.cfg.levels)
+            .take_while(|&l| finished_level(&self.dir, l).is_some())
+            .count()
+    }
+
+    /// A finished level's mask file (`masks.bsp`, see [`load_masks`]).
+    pub fn masks_path(&self, level: usize) -> PathBuf {
+        level_dir(&self.dir, level).join("masks.bsp")
+    }
+
+    /// A finished level's trained model file (`final.bpk`).
+    pub fn final_model_path(&self, level: usize) -> PathBuf {
+        level_dir(&self.dir, level).join("final.bpk")
     }
 
     /// The mask of a finished level (bound to a fresh model; use
@@ -405,10 +435,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
     /// # Errors
     /// When the level has not finished.
     pub fn level_masks(&self, level: usize) -> Result<MaskSet> {
-        load_masks(
-            &(self.init)(self.cfg.seed),
-            &level_dir(&self.dir, level).join("masks.bsp"),
-        )
+        load_masks(&(self.init)(self.cfg.seed), &self.masks_path(level))
     }
 
     fn run_level(&self, level: usize, trainer: &mut impl ImpTrainer<M>) -> Result<LevelMetrics> {
@@ -424,7 +451,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
             }
             let (trained, acc) =
                 self.train_variant(trainer, init, masks.clone(), 0, Some(&mut captured))?;
-            let rewind = captured.ok_or_else(|| MaskError::InvalidConfig {
+            let rewind = captured.ok_or_else(|| LotteryError::InvalidConfig {
                 field: "rewind",
                 message: format!("the dense run ended before the rewind step {k}"),
             })?;
@@ -508,10 +535,14 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
         let mut run = |seed: u64| -> Result<M> {
             let model = masks.apply(rewind.clone());
             let mut optim = SparseOptimizer::new(self.rule, masks.clone())?;
-            trainer.train(model, &mut optim, k, seed, &mut |_, _| {})
+            trainer
+                .train(model, &mut optim, k, seed, &mut |_, _| {})
+                .map_err(LotteryError::Trainer)
         };
         let a = run(seeds.0)?;
         let b = run(seeds.1)?;
-        linear_mode_connectivity(&a, &b, points, |m| Ok(100.0 - trainer.accuracy(m)?))
+        linear_mode_connectivity(&a, &b, points, |m| {
+            Ok(100.0 - trainer.accuracy(m).map_err(LotteryError::Trainer)?)
+        })
     }
 }

@@ -14,9 +14,11 @@
 //! Training is the caller's: implement [`ImpTrainer`] (the facade `burn-sparse` has one for
 //! its models and datasets).
 
+mod error;
 mod imp;
 mod lmc;
 
+pub use error::{LotteryError, Result, TrainerError};
 pub use imp::{
     Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant, load_masks, prune_level,
     random_pruning, save_masks,

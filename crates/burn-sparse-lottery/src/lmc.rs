@@ -4,7 +4,7 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use burn_sparse_mask::Result;
+use crate::error::{LotteryError, Result};
 
 /// Every float parameter, flattened, in visit order (the module's field order).
 struct Collect {
@@ -57,7 +57,7 @@ impl ModuleMapper for Lerp {
 /// keeps `a`'s ids.
 ///
 /// # Errors
-/// [`burn_sparse_mask::MaskError::ModelMismatch`] when the two models do not have the same
+/// [`LotteryError::ModelMismatch`] when the two models do not have the same
 /// parameters (count and sizes).
 pub fn interpolate<M: Module>(a: &M, b: &M, alpha: f64) -> Result<M> {
     let mut c = Collect { out: Vec::new() };
@@ -73,7 +73,7 @@ pub fn interpolate<M: Module>(a: &M, b: &M, alpha: f64) -> Result<M> {
             .get_or_insert_with(|| "the second model has more parameters".into());
     }
     match lerp.mismatch {
-        Some(m) => Err(burn_sparse_mask::MaskError::ModelMismatch(format!(
+        Some(m) => Err(LotteryError::ModelMismatch(format!(
             "cannot interpolate: {m}"
         ))),
         None => Ok(mixed),

@@ -8,7 +8,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse_lottery::*;
 use burn_sparse_mask::prelude::*;
-use burn_sparse_mask::{Result, to_host};
+use burn_sparse_mask::to_host;
+
+/// What a trainer returns.
+type TrainResult<T> = std::result::Result<T, TrainerError>;
 use burn_sparse_test_support::{Mlp, device};
 
 /// Synthetic task: 96 points in 12-d, labels from a random linear teacher (3 classes).
@@ -64,7 +67,7 @@ impl ImpTrainer<Mlp> for Synthetic {
         start: u64,
         seed: u64,
         on_step: &mut dyn FnMut(u64, &Mlp),
-    ) -> Result<Mlp> {
+    ) -> TrainResult<Mlp> {
         self.starts.push(model.clone());
         for j in start..self.steps {
             let mut idx: Vec<usize> = (0..96).collect();
@@ -80,7 +83,7 @@ impl ImpTrainer<Mlp> for Synthetic {
         }
         Ok(model)
     }
-    fn accuracy(&mut self, model: &Mlp) -> Result<f64> {
+    fn accuracy(&mut self, model: &Mlp) -> TrainResult<f64> {
         let idx: Vec<usize> = (0..96).collect();
         let (x, y) = self.batch(&idx);
         let pred = model.valid().forward(x.inner()).argmax(1).reshape([96]);
@@ -236,7 +239,7 @@ fn global_rate_is_exact_and_bad_rates_are_errors() {
                 overrides: o
             }
         ),
-        Err(MaskError::UnknownParam { .. })
+        Err(LotteryError::Mask(MaskError::UnknownParam { .. }))
     ));
 }
 
@@ -326,14 +329,14 @@ impl ImpTrainer<Mlp> for SlowTrainer<'_> {
         s: u64,
         seed: u64,
         f: &mut dyn FnMut(u64, &Mlp),
-    ) -> Result<Mlp> {
+    ) -> TrainResult<Mlp> {
         let mut f2 = |t: u64, m: &Mlp| {
             std::thread::sleep(std::time::Duration::from_millis(15));
             f(t, m)
         };
         self.0.train(m, o, s, seed, &mut f2)
     }
-    fn accuracy(&mut self, m: &Mlp) -> Result<f64> {
+    fn accuracy(&mut self, m: &Mlp) -> TrainResult<f64> {
         self.0.accuracy(m)
     }
 }
@@ -421,7 +424,7 @@ fn lmc_barrier_of_a_hand_built_path() {
     let other = Mlp::seeded([12, 16, 11, 3], 1, &device());
     assert!(matches!(
         interpolate(&a, &other, 0.5),
-        Err(MaskError::ModelMismatch(_))
+        Err(LotteryError::ModelMismatch(_))
     ));
 }
 

@@ -13,11 +13,30 @@ use crate::fraction::Sparsity;
 /// starting at `begin`, written without state so that a resumed run needs no extra counter.
 /// So with RigL's defaults (`begin = 0`, `delta_t = 100`) updates happen at 100, 200, ... and
 /// none after `end`, where the mask is frozen.
+///
+/// Deserialising checks what [`UpdateSchedule::new`] checks (one validation convention: a
+/// config is valid when built and when read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "UpdateScheduleFields")]
 pub struct UpdateSchedule {
     begin: u64,
     end: u64,
     delta_t: u64,
+}
+
+/// [`UpdateSchedule`]'s serialised fields, checked on the way in.
+#[derive(Deserialize)]
+struct UpdateScheduleFields {
+    begin: u64,
+    end: u64,
+    delta_t: u64,
+}
+
+impl TryFrom<UpdateScheduleFields> for UpdateSchedule {
+    type Error = MaskError;
+    fn try_from(f: UpdateScheduleFields) -> Result<Self> {
+        Self::new(f.begin, f.end, f.delta_t)
+    }
 }
 
 impl UpdateSchedule {
@@ -162,13 +181,33 @@ impl DropFraction {
 /// Gradual magnitude pruning (Zhu & Gupta 2017, arXiv:1710.01878):
 /// `s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3` for `t0 <= t <= t0 + n*dt`,
 /// `s_i` before and `s_f` after. Pruning happens at `t0, t0 + dt, ..., t0 + n*dt`.
+///
+/// Deserialising checks what [`GradualPruning::new`] checks.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "GradualPruningFields")]
 pub struct GradualPruning {
     initial: Sparsity,
     target: Sparsity,
     begin: u64,
     steps: u64,
     delta_t: u64,
+}
+
+/// [`GradualPruning`]'s serialised fields, checked on the way in.
+#[derive(Deserialize)]
+struct GradualPruningFields {
+    initial: Sparsity,
+    target: Sparsity,
+    begin: u64,
+    steps: u64,
+    delta_t: u64,
+}
+
+impl TryFrom<GradualPruningFields> for GradualPruning {
+    type Error = MaskError;
+    fn try_from(f: GradualPruningFields) -> Result<Self> {
+        Self::new(f.initial, f.target, f.begin, f.steps, f.delta_t)
+    }
 }
 
 impl GradualPruning {
@@ -301,6 +340,40 @@ mod tests {
                 .abs()
                 < 1e-12
         );
+    }
+
+    #[test]
+    fn deserialising_checks_what_new_checks() {
+        let s: UpdateSchedule =
+            serde_json::from_str(r#"{"begin":0,"end":750,"delta_t":100}"#).unwrap();
+        assert_eq!(s, UpdateSchedule::new(0, 750, 100).unwrap());
+        let back: UpdateSchedule =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+        for bad in [
+            r#"{"begin":0,"end":750,"delta_t":0}"#,
+            r#"{"begin":5,"end":5,"delta_t":1}"#,
+        ] {
+            let e = serde_json::from_str::<UpdateSchedule>(bad).unwrap_err();
+            assert!(
+                e.to_string().contains("delta_t") || e.to_string().contains("end"),
+                "{e}"
+            );
+        }
+        let g =
+            GradualPruning::new(Sparsity::DENSE, Sparsity::new(0.9).unwrap(), 0, 10, 100).unwrap();
+        let back: GradualPruning =
+            serde_json::from_str(&serde_json::to_string(&g).unwrap()).unwrap();
+        assert_eq!(back, g);
+        let bad = r#"{"initial":0.9,"target":0.5,"begin":0,"steps":10,"delta_t":100}"#;
+        assert!(
+            serde_json::from_str::<GradualPruning>(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("below")
+        );
+        let bad = r#"{"initial":0.0,"target":0.5,"begin":0,"steps":0,"delta_t":100}"#;
+        assert!(serde_json::from_str::<GradualPruning>(bad).is_err());
     }
 
     #[test]

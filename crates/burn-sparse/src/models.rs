@@ -52,7 +52,31 @@ fn linear(i: usize, o: usize, init: &Option<Initializer>, device: &Device) -> Li
     .init(device)
 }
 
+/// Images a model cannot take: the model and why (the data's `[channels, height, width]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputShapeError {
+    /// The model (`LeNet-5`, `Conv-4`).
+    pub model: String,
+    /// What it needs and what the data has.
+    pub message: String,
+}
+
+impl std::fmt::Display for InputShapeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.model, self.message)
+    }
+}
+
+impl std::error::Error for InputShapeError {}
+
 impl LeNet300Config {
+    /// LeNet-300-100 for images of `shape` (`[c, h, w]`, flattened) and `classes` classes.
+    pub fn for_data(shape: [usize; 3], classes: usize) -> Self {
+        Self::new()
+            .with_inputs(shape.iter().product())
+            .with_classes(classes)
+    }
+
     /// Initialise on `device`.
     pub fn init(&self, device: &Device) -> LeNet300 {
         LeNet300 {
@@ -101,6 +125,25 @@ pub struct LeNet5Config {
 }
 
 impl LeNet5Config {
+    /// LeNet-5 for images of `shape` (`[c, h, w]`) and `classes` classes.
+    ///
+    /// # Errors
+    /// [`InputShapeError`] unless the images are square and at least 16 pixels wide (two valid
+    /// 5x5 convolutions, each followed by a 2x2 pool, must leave a pixel).
+    pub fn for_data(shape: [usize; 3], classes: usize) -> Result<Self, InputShapeError> {
+        let [c, h, w] = shape;
+        if h != w || h < 16 {
+            return Err(InputShapeError {
+                model: "LeNet-5".into(),
+                message: format!("needs square images of at least 16 pixels, the data has {h}x{w}"),
+            });
+        }
+        Ok(Self::new()
+            .with_in_channels(c)
+            .with_image_size(h)
+            .with_classes(classes))
+    }
+
     /// Initialise on `device`.
     pub fn init(&self, device: &Device) -> LeNet5 {
         // Two valid 5x5 convolutions, each followed by a 2x2 pool.
@@ -172,6 +215,34 @@ impl ConvNetConfig {
         Self::new().with_depth(6)
     }
 
+    /// Conv-`depth` (2, 4 or 6) for images of `shape` (`[c, h, w]`) and `classes` classes.
+    ///
+    /// # Errors
+    /// [`InputShapeError`] unless the images are square with a side divisible by
+    /// `2^(depth / 2)` (a 2x2 pool after every pair of convolutions).
+    pub fn for_data(
+        depth: usize,
+        shape: [usize; 3],
+        classes: usize,
+    ) -> Result<Self, InputShapeError> {
+        let [c, h, w] = shape;
+        let pools = depth / 2;
+        if h != w || h % (1 << pools) != 0 || h == 0 {
+            return Err(InputShapeError {
+                model: format!("Conv-{depth}"),
+                message: format!(
+                    "needs square images whose side divides by {}, the data has {h}x{w}",
+                    1 << pools
+                ),
+            });
+        }
+        Ok(Self::new()
+            .with_depth(depth)
+            .with_in_channels(c)
+            .with_image_size(h)
+            .with_classes(classes))
+    }
+
     /// The channel widths of the convolutions.
     pub fn widths(&self) -> Vec<usize> {
         (0..self.depth).map(|i| 64 << (i / 2)).collect()
@@ -241,6 +312,31 @@ mod tests {
             .iter()
             .map(|p| p.numel())
             .sum()
+    }
+
+    #[test]
+    fn models_for_data_check_the_image_shape() {
+        let l = LeNet300Config::for_data([3, 32, 32], 7);
+        assert_eq!((l.inputs, l.classes), (3072, 7));
+        let l5 = LeNet5Config::for_data([1, 28, 28], 10).unwrap();
+        assert_eq!((l5.in_channels, l5.image_size), (1, 28));
+        // 8x8 synthetic images leave no pixel after LeNet-5's convolutions and pools.
+        let e = LeNet5Config::for_data([1, 8, 8], 4).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "LeNet-5 needs square images of at least 16 pixels, the data has 8x8"
+        );
+        assert!(LeNet5Config::for_data([1, 28, 32], 10).is_err());
+        let c = ConvNetConfig::for_data(6, [3, 32, 32], 10).unwrap();
+        assert_eq!((c.depth, c.in_channels, c.image_size), (6, 3, 32));
+        // Conv-6 pools three times: 28 = 4 * 7 does not divide by 8.
+        let e = ConvNetConfig::for_data(6, [1, 28, 28], 10).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Conv-6 needs square images whose side divides by 8"),
+            "{e}"
+        );
+        assert!(ConvNetConfig::for_data(4, [1, 28, 28], 10).is_ok());
     }
 
     #[test]

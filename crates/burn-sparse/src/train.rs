@@ -41,13 +41,26 @@ pub struct EpochReport {
     pub updates: Vec<burn_sparse_mask::StepReport>,
 }
 
-/// Errors of the loop: the optimizer's, or a dataset's.
+/// A [`BatchSource`]'s error, kept typed: a [`burn_sparse_data::DataError`] for the datasets of
+/// this workspace (downcast it with `err.downcast_ref::<DataError>()`), a user source's own
+/// otherwise.
+pub type BatchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Errors of the loop: the optimizer's, a dataset's, or a sparse topology update's.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum TrainError {
     /// From the optimizer (NaN loss, bad update ...).
     Mask(MaskError),
-    /// From the data.
-    Data(String),
+    /// From the data: the batch source's error.
+    Data(BatchError),
+    /// A probe of a truly sparse layer had no gradient at a topology update.
+    MissingProbeGradient {
+        /// The probe's position (the layer index).
+        layer: usize,
+    },
+    /// A tensor could not be read back to the host.
+    ReadBack(String),
     /// From a topology update of truly sparse layers.
     Sparse(crate::sparse_dst::SparseDstError),
 }
@@ -57,12 +70,25 @@ impl std::fmt::Display for TrainError {
         match self {
             TrainError::Mask(e) => write!(f, "{e}"),
             TrainError::Data(e) => write!(f, "{e}"),
+            TrainError::MissingProbeGradient { layer } => {
+                write!(f, "the probe of sparse layer {layer} has no gradient")
+            }
+            TrainError::ReadBack(e) => write!(f, "cannot read a tensor back: {e}"),
             TrainError::Sparse(e) => write!(f, "{e}"),
         }
     }
 }
 
-impl std::error::Error for TrainError {}
+impl std::error::Error for TrainError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TrainError::Mask(e) => Some(e),
+            TrainError::Data(e) => Some(e.as_ref()),
+            TrainError::Sparse(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<MaskError> for TrainError {
     fn from(e: MaskError) -> Self {
@@ -87,12 +113,12 @@ pub trait BatchSource {
     /// Images `[B, C, H, W]` and targets `[B]` for these indices.
     ///
     /// # Errors
-    /// A message for bad indices.
+    /// The source's error for bad indices (any `std::error::Error`; a `String` converts).
     fn batch(
         &self,
         indices: &[usize],
         device: &Device,
-    ) -> Result<(Tensor<4>, Tensor<1, Int>), String>;
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), BatchError>;
 }
 
 #[cfg(feature = "data")]
@@ -104,9 +130,8 @@ impl BatchSource for burn_sparse_data::VisionDataset {
         &self,
         indices: &[usize],
         device: &Device,
-    ) -> Result<(Tensor<4>, Tensor<1, Int>), String> {
-        let b = burn_sparse_data::VisionDataset::batch(self, indices, device)
-            .map_err(|e| e.to_string())?;
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), BatchError> {
+        let b = burn_sparse_data::VisionDataset::batch(self, indices, device)?;
         Ok((b.images, b.targets))
     }
 }
@@ -154,11 +179,10 @@ impl BatchSource for Augmented<'_> {
         &self,
         indices: &[usize],
         device: &Device,
-    ) -> Result<(Tensor<4>, Tensor<1, Int>), String> {
+    ) -> Result<(Tensor<4>, Tensor<1, Int>), BatchError> {
         let b = self
             .data
-            .batch_augmented(indices, &self.aug, self.seed, device)
-            .map_err(|e| e.to_string())?;
+            .batch_augmented(indices, &self.aug, self.seed, device)?;
         Ok((b.images, b.targets))
     }
 }
@@ -257,7 +281,7 @@ pub fn accuracy<M: Classifier, D: BatchSource>(
             .into_data()
             .convert::<i64>()
             .try_to_vec::<i64>()
-            .map_err(|e| TrainError::Data(format!("{e:?}")))?;
+            .map_err(|e| TrainError::ReadBack(format!("{e:?}")))?;
         correct += c[0] as usize;
     }
     Ok(100.0 * correct as f64 / data.len().max(1) as f64)
@@ -329,8 +353,8 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
         start: u64,
         data_seed: u64,
         on_step: &mut dyn FnMut(u64, &M),
-    ) -> burn_sparse_mask::Result<M> {
-        train_steps(
+    ) -> Result<M, burn_sparse_lottery::TrainerError> {
+        Ok(train_steps(
             model,
             optim,
             self.train,
@@ -339,20 +363,10 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
             data_seed,
             &self.device,
             on_step,
-        )
-        .map_err(into_mask_error)
+        )?)
     }
-    fn accuracy(&mut self, model: &M) -> burn_sparse_mask::Result<f64> {
-        accuracy(model, self.test, &self.device).map_err(into_mask_error)
-    }
-}
-
-#[cfg(feature = "lottery")]
-fn into_mask_error(e: TrainError) -> MaskError {
-    match e {
-        TrainError::Mask(m) => m,
-        TrainError::Data(d) => MaskError::Data(d),
-        TrainError::Sparse(s) => MaskError::Data(s.to_string()),
+    fn accuracy(&mut self, model: &M) -> Result<f64, burn_sparse_lottery::TrainerError> {
+        Ok(accuracy(model, self.test, &self.device)?)
     }
 }
 
@@ -390,9 +404,10 @@ pub fn train_epoch_sparse<D: BatchSource + ?Sized>(
             let raw = loss.backward();
             let dense = probes
                 .iter()
-                .map(|p| match p.grad(&raw) {
+                .enumerate()
+                .map(|(layer, p)| match p.grad(&raw) {
                     Some(g) => burn_sparse_mask::to_host(g).map_err(TrainError::Mask),
-                    None => Err(TrainError::Data("a probe has no gradient".into())),
+                    None => Err(TrainError::MissingProbeGradient { layer }),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut grads = GradientsParams::from_grads(raw, &net);

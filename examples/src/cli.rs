@@ -53,17 +53,8 @@ impl DistributionArg {
     }
 }
 
-/// A sparsity in `[0, 1)`.
-pub fn sparsity(s: &str) -> Result<f64, String> {
-    let x: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number"))?;
-    if !(x.is_finite() && (0.0..1.0).contains(&x)) {
-        return Err(format!("{s} is outside [0, 1)"));
-    }
-    Ok(x)
-}
+/// A sparsity in `[0, 1)`: the `burn-sparse` CLI's parser.
+pub use burn_sparse_cli::cli::parse_sparsity as sparsity;
 
 /// A finite, non-negative number (a rate, a weight decay, a scale).
 pub fn non_negative(s: &str) -> Result<f64, String> {

@@ -99,7 +99,7 @@ pub struct Overrides {
     #[arg(long, value_enum, value_delimiter = ',', value_name = "METHOD")]
     pub method: Vec<MethodName>,
     /// The target sparsity (compare: a comma-separated list, the grid's sparsities).
-    #[arg(long, value_delimiter = ',', value_name = "S", value_parser = parse_fraction)]
+    #[arg(long, value_delimiter = ',', value_name = "S", value_parser = parse_sparsity)]
     pub sparsity: Vec<f64>,
     /// Training epochs.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
@@ -272,7 +272,11 @@ fn parse_shard(s: &str) -> std::result::Result<(usize, usize), String> {
     Ok((k, n))
 }
 
-fn parse_fraction(s: &str) -> std::result::Result<f64, String> {
+/// A sparsity flag's value: a number in `[0, 1)` (the examples parse theirs with it too).
+///
+/// # Errors
+/// A message for anything else (NaN, 1, a word).
+pub fn parse_sparsity(s: &str) -> std::result::Result<f64, String> {
     let x: f64 = s
         .trim()
         .parse()

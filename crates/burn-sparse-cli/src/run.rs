@@ -4,6 +4,7 @@
 //! ```text
 //! runs/lenet300-mnist-rigl-s0.9000-seed0-3fa2c1d9e0b1/
 //!   config.json          the resolved single-seed config
+//!   data.json            the data files trained on, with their sha256
 //!   metrics.csv|json     one row per epoch: loss, test accuracy, density per layer, churn
 //!   updates.csv|json     one row per topology update and layer (dynamic methods)
 //!   levels.csv|json      one row per IMP level (lottery)

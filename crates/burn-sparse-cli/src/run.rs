@@ -15,7 +15,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -176,95 +175,12 @@ pub fn load_data(cfg: &DatasetConfig) -> Result<Splits> {
     })
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_string_pretty(v)
-        .unwrap_or_default()
-        .into_bytes()
-}
-
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
-    if !path.exists() {
-        return Ok(None);
-    }
-    let bytes = read(path)?;
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| Error::RunDir {
-            path: path.to_path_buf(),
-            message: format!("unreadable ({e}); delete it to start this part again"),
-        })
-}
-
 fn layer_density(masks: &MaskSet) -> BTreeMap<String, f64> {
     masks
         .layers()
         .iter()
         .map(|l| (l.param().path.clone(), l.density()))
         .collect()
-}
-
-pub(crate) fn metrics_csv(rows: &[EpochMetrics]) -> String {
-    let layers: Vec<String> = rows
-        .first()
-        .map(|r| r.layer_density.keys().cloned().collect())
-        .unwrap_or_default();
-    let mut s = String::from("epoch,step,train_loss,test_accuracy,density,updates,churn,seconds");
-    for l in &layers {
-        let _ = write!(s, ",density:{l}");
-    }
-    s.push('\n');
-    for r in rows {
-        let _ = write!(
-            s,
-            "{},{},{},{},{},{},{},{:.3}",
-            r.epoch,
-            r.step,
-            r.train_loss,
-            r.test_accuracy,
-            r.density,
-            r.updates,
-            r.churn,
-            r.seconds
-        );
-        for l in &layers {
-            let _ = write!(
-                s,
-                ",{}",
-                r.layer_density.get(l).copied().unwrap_or(f64::NAN)
-            );
-        }
-        s.push('\n');
-    }
-    s
-}
-
-pub(crate) fn updates_csv(rows: &[UpdateRow]) -> String {
-    let mut s = String::from("step,layer,changed,nnz,churn\n");
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{}",
-            r.step, r.layer, r.changed, r.nnz, r.churn
-        );
-    }
-    s
-}
-
-fn levels_csv(rows: &[LevelRow]) -> String {
-    let f = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
-    let mut s = String::from("level,density,ticket,random_reinit,random_pruning\n");
-    for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{},{},{},{}",
-            r.level,
-            r.density,
-            r.ticket,
-            f(r.random_reinit),
-            f(r.random_pruning)
-        );
-    }
-    s
 }
 
 /// Churn per update step: connections changed over kept weights, all layers together.
@@ -301,7 +217,7 @@ impl Runner {
     /// # Errors
     /// [`Error::RunDir`] for an unreadable record.
     pub fn updates_of(&self, run_name: &str) -> Result<Vec<UpdateRow>> {
-        Ok(read_json(&self.runs_dir.join(run_name).join("updates.json"))?.unwrap_or_default())
+        rundir::read_updates(&self.runs_dir.join(run_name))
     }
 
     /// The run directory of a single-seed config.
@@ -362,7 +278,7 @@ impl Runner {
         } else {
             write_atomic(&cfg_path, cfg.to_json().as_bytes())?;
         }
-        if let Some(result) = read_json::<RunResult>(&dir.join("result.json"))? {
+        if let Some(result) = rundir::read_result(&dir)? {
             // Finished; a kill during the clean-up may have left the checkpoint.
             rundir::remove_checkpoint(&dir);
             return Ok(Outcome {
@@ -406,7 +322,7 @@ impl Runner {
             }
         };
         // The finished run's commit point; the checkpoint goes only after it.
-        write_atomic(&dir.join("result.json"), &json(&result))?;
+        rundir::write_result(&dir, &result)?;
         rundir::remove_checkpoint(&dir);
         Ok(Outcome {
             result,
@@ -680,8 +596,7 @@ impl Runner {
                 random_pruning: get(m, Variant::RandomPruning),
             })
             .collect();
-        write_atomic(&dir.join("levels.json"), &json(&rows))?;
-        write_atomic(&dir.join("levels.csv"), levels_csv(&rows).as_bytes())?;
+        rundir::write_levels(dir, &rows)?;
         let last = metrics.last().ok_or_else(|| Error::RunDir {
             path: imp_dir.clone(),
             message: "IMP finished no level".into(),

@@ -11,6 +11,7 @@
 //! the clean-up leaves a finished run (the next start finishes the clean-up).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use burn_sparse::mask::checkpoint::commit_point;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, read, write_atomic};
-use crate::run::{EpochMetrics, UpdateRow, metrics_csv, updates_csv};
+use crate::run::{EpochMetrics, LevelRow, RunResult, UpdateRow};
 
 /// The committed state of an unfinished run (`checkpoint/state.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,10 +41,125 @@ pub(crate) struct State {
     pub checksum: String,
 }
 
-fn json<T: Serialize>(v: &T) -> Vec<u8> {
+/// Pretty JSON bytes (every JSON file of a run directory).
+pub(crate) fn json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_string_pretty(v)
         .unwrap_or_default()
         .into_bytes()
+}
+
+/// A JSON file of the run directory, or None when it is absent.
+///
+/// # Errors
+/// [`Error::RunDir`] for an unreadable file, saying how to redo that part.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = read(path)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::RunDir {
+            path: path.to_path_buf(),
+            message: format!("unreadable ({e}); delete it to start this part again"),
+        })
+}
+
+/// A finished run's `result.json`, or None while it is unfinished.
+///
+/// # Errors
+/// As [`read_json`].
+pub(crate) fn read_result(dir: &Path) -> Result<Option<RunResult>> {
+    read_json(&dir.join("result.json"))
+}
+
+/// Commit a finished run: `result.json` (the checkpoint goes after it).
+///
+/// # Errors
+/// I/O.
+pub(crate) fn write_result(dir: &Path, result: &RunResult) -> Result<()> {
+    write_atomic(&dir.join("result.json"), &json(result))
+}
+
+/// A run's topology updates (`updates.json`; empty when it has none).
+///
+/// # Errors
+/// As [`read_json`].
+pub(crate) fn read_updates(dir: &Path) -> Result<Vec<UpdateRow>> {
+    Ok(read_json(&dir.join("updates.json"))?.unwrap_or_default())
+}
+
+/// A lottery run's level table, `levels.json` and `levels.csv`.
+///
+/// # Errors
+/// I/O.
+pub(crate) fn write_levels(dir: &Path, rows: &[LevelRow]) -> Result<()> {
+    write_atomic(&dir.join("levels.json"), &json(&rows))?;
+    write_atomic(&dir.join("levels.csv"), levels_csv(rows).as_bytes())
+}
+
+fn metrics_csv(rows: &[EpochMetrics]) -> String {
+    let layers: Vec<String> = rows
+        .first()
+        .map(|r| r.layer_density.keys().cloned().collect())
+        .unwrap_or_default();
+    let mut s = String::from("epoch,step,train_loss,test_accuracy,density,updates,churn,seconds");
+    for l in &layers {
+        let _ = write!(s, ",density:{l}");
+    }
+    s.push('\n');
+    for r in rows {
+        let _ = write!(
+            s,
+            "{},{},{},{},{},{},{},{:.3}",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.test_accuracy,
+            r.density,
+            r.updates,
+            r.churn,
+            r.seconds
+        );
+        for l in &layers {
+            let _ = write!(
+                s,
+                ",{}",
+                r.layer_density.get(l).copied().unwrap_or(f64::NAN)
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn updates_csv(rows: &[UpdateRow]) -> String {
+    let mut s = String::from("step,layer,changed,nnz,churn\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            r.step, r.layer, r.changed, r.nnz, r.churn
+        );
+    }
+    s
+}
+
+fn levels_csv(rows: &[LevelRow]) -> String {
+    let f = |x: Option<f64>| x.map_or(String::new(), |x| x.to_string());
+    let mut s = String::from("level,density,ticket,random_reinit,random_pruning\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{}",
+            r.level,
+            r.density,
+            r.ticket,
+            f(r.random_reinit),
+            f(r.random_pruning)
+        );
+    }
+    s
 }
 
 /// The placeholder the checksum replaces: the state's sha256 covers its file's exact bytes with

@@ -160,8 +160,8 @@ def sparse_layers_section(w):
     """Truly sparse layers (benches/benches/sparse_layers.rs), if that bench ran."""
     groups = [
         ("fc1 784x300 forward + dW", "fc1_fwd_dw_784x300_b128", ">= 2.5x / >= 4x / >= 7x"),
-        ("LeNet-300-100 training step", "lenet300_step_b128", "- / >= 2x (aim 3x) / -"),
-        ("784-4096-4096-10 training step", "mlp4096_step_b128", ">= 2.2x / >= 4.5x / >= 9x"),
+        ("LeNet-300-100 training step", "sparse_lenet300_step_b128", "- / >= 2x (aim 3x) / -"),
+        ("784-4096-4096-10 training step", "sparse_mlp4096_step_b128", ">= 2.2x / >= 4.5x / >= 9x"),
     ]
     if all(median_ms(g, "dense", "100%") is None for _, g, _ in groups):
         return

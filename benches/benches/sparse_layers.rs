@@ -3,9 +3,9 @@
 //! (2 cores, batch 128, SGD momentum 0.9):
 //! - `fc1_fwd_dw`: LeNet-300-100's first layer 784x300, forward + backward (no dX: the
 //!   input needs no gradient), dense `Linear` vs `SparseLinear` at 90/95/98% sparsity;
-//! - `lenet300_step`: a whole training step (forward, cross-entropy, backward, burn's SGD
+//! - `sparse_lenet300_step`: a whole training step (forward, cross-entropy, backward, burn's SGD
 //!   momentum step) of dense LeNet-300-100 vs `SparseMlp` with ERK densities;
-//! - `mlp4096_step`: the same for 784-4096-4096-10.
+//! - `sparse_mlp4096_step`: the same for 784-4096-4096-10.
 //!
 //! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
 
@@ -141,14 +141,16 @@ fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64
 fn steps(c: &mut Criterion) {
     step_group(
         c,
-        "lenet300_step_b128",
+        // Not `lenet300_step_b128`: that is train_step's group, and one criterion directory
+        // per group keeps the two benches' reports apart.
+        "sparse_lenet300_step_b128",
         &[784, 300, 100, 10],
         &[0.90, 0.95, 0.98],
         30,
     );
     step_group(
         c,
-        "mlp4096_step_b128",
+        "sparse_mlp4096_step_b128",
         &[784, 4096, 4096, 10],
         &[0.90, 0.95, 0.98],
         10,

@@ -649,35 +649,8 @@ impl ExperimentConfig {
         if !(o.lr.is_finite() && o.lr > 0.0) {
             return bad("optimizer.lr", format!("{} is not a positive number", o.lr));
         }
-        if !(o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum)) {
-            return bad(
-                "optimizer.momentum",
-                format!("{} is outside [0, 1)", o.momentum),
-            );
-        }
-        if !(o.weight_decay.is_finite() && o.weight_decay >= 0.0) {
-            return bad(
-                "optimizer.weight_decay",
-                format!("{} is negative or not finite", o.weight_decay),
-            );
-        }
         if o.batch_size == 0 {
             return bad("optimizer.batch_size", "must be at least 1".into());
-        }
-        let s = &self.schedule;
-        if s.delta_t == 0 {
-            return bad("schedule.delta_t", "must be at least 1".into());
-        }
-        if !(s.end_fraction > 0.0 && s.end_fraction <= 1.0) {
-            return bad(
-                "schedule.end_fraction",
-                format!("{} is outside (0, 1]", s.end_fraction),
-            );
-        }
-        if let Some(a) = s.drop_fraction
-            && !(a.is_finite() && (0.0..=1.0).contains(&a))
-        {
-            return bad("schedule.drop_fraction", format!("{a} is outside [0, 1]"));
         }
         if self.distribution == Some(DistributionName::Global)
             && (self.method.is_dynamic() || self.method == MethodName::Static)
@@ -724,6 +697,8 @@ impl ExperimentConfig {
         if let Some(0) = self.dataset.test_limit {
             return bad("dataset.test_limit", "must be at least 1".into());
         }
+        // The optimizer rule's and the DST plan's own checks, said as this config's fields.
+        crate::method::check_fields(self)?;
         let backends = burn_sparse::device::available_backends();
         if !backends.contains(&self.device.as_str()) && self.device != "cpu" {
             return bad(

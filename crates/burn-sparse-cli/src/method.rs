@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use burn_sparse::data::{Splits, VisionDataset};
 use burn_sparse::dynamic::{DstError, DstMethod, DstPlan};
 use burn_sparse::mask::{
-    AdamRule, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
+    AdamRule, MaskError, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
     SparsityDistribution,
 };
 use burn_sparse::models::Classifier;
@@ -223,6 +223,27 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
         e => Error::Dst(e),
     })?;
     Ok(plan)
+}
+
+/// The library's checks of the fields a config sets, before any data is read: the optimizer
+/// rule's, and for a mask-during-training method the DST plan's (its length is checked by
+/// [`plan`] once the data gives the steps per epoch). Errors are said as the config's fields.
+///
+/// # Errors
+/// [`Error::Config`] naming the field.
+pub(crate) fn check_fields(cfg: &ExperimentConfig) -> Result<()> {
+    rule_of(cfg).validate().map_err(|e| match e {
+        MaskError::InvalidConfig { field, message } => Error::Config {
+            field: format!("optimizer.{field}"),
+            message,
+        },
+        e => Error::Mask(e),
+    })?;
+    if let Some(dm) = dst_method(cfg.method) {
+        // A placeholder length: long enough for any update window.
+        plan(cfg, dm, u64::MAX, 1)?;
+    }
+    Ok(())
 }
 
 /// The run's optimizer steps, `epochs x spe`; an overflow is a config error.

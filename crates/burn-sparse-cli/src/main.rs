@@ -33,8 +33,19 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             // --help and --version print to stdout and succeed; a bad command line is status 2.
+            use std::io::IsTerminal;
             let code = if e.use_stderr() { 2 } else { 0 };
-            let text = e.render().ansi().to_string();
+            // Colours only on a terminal: piped or captured output stays plain text.
+            let tty = if e.use_stderr() {
+                std::io::stderr().is_terminal()
+            } else {
+                std::io::stdout().is_terminal()
+            };
+            let text = if tty {
+                e.render().ansi().to_string()
+            } else {
+                e.render().to_string()
+            };
             if e.use_stderr() {
                 errln!("{}", text.trim_end());
             } else {

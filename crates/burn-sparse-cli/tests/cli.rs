@@ -361,11 +361,16 @@ fn the_command_line_refuses_what_it_would_ignore() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(says), "{args:?}: {err}");
+        assert!(
+            !err.contains('\u{1b}'),
+            "colour codes in captured output: {err:?}"
+        );
         assert!(out.stdout.is_empty());
     }
     let out = run_bin(&["run", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
+    assert!(!help.contains('\u{1b}'), "colour codes in piped --help");
     for flag in [
         "--set",
         "--method",

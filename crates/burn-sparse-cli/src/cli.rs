@@ -8,9 +8,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use serde::Serialize;
 
-use crate::config::{DatasetName, DistributionName, MethodName, ModelName};
+use crate::config::{DatasetName, DistributionName, MethodName, ModelName, spelling};
 use crate::error::{Error, Result};
 
 /// `burn-sparse`: run, resume and compare sparse-training experiments.
@@ -128,14 +127,6 @@ pub struct Overrides {
     /// The sparsity distribution over layers.
     #[arg(long, value_enum, value_name = "D")]
     pub distribution: Option<DistributionName>,
-}
-
-/// A value in its config spelling (`rigl`, `fashion-mnist`), as serde writes it.
-fn spelling<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 /// A JSON list of values as an override value.

@@ -516,6 +516,14 @@ pub fn set_path(value: &mut serde_json::Value, path: &str, raw: &str) -> Result<
     Ok(())
 }
 
+/// A value in its config spelling (`rigl`, `fashion-mnist`, `cosine`), as serde writes it.
+pub fn spelling<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// The first value that occurs twice in `xs`.
 pub fn first_duplicate<T: PartialEq + Copy>(xs: &[T]) -> Option<T> {
     xs.iter()

@@ -383,14 +383,14 @@ impl Runner {
             let t0 = Instant::now();
             bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
             let base = epoch * spe;
-            let epoch_seed = epoch_seed(seed, epoch);
-            let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, epoch_seed);
+            let eseed = epoch_seed(seed, epoch);
+            let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, eseed);
             let (m, report) = train_epoch_with(
                 model,
                 &mut optim,
                 &source,
                 tc,
-                epoch_seed,
+                eseed,
                 device,
                 &mut |b, _| bar.set(base + b as u64),
             )?;

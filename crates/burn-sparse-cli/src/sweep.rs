@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ExperimentConfig, Format, MethodName, first_duplicate, load_file, load_text};
+use crate::config::{
+    ExperimentConfig, Format, MethodName, first_duplicate, load_file, load_text, spelling,
+};
 use crate::error::{Error, MAX_TEXT_FILE, Result, read_at_most, write_atomic};
 use crate::plot::{Series, bar_chart, line_chart};
 use crate::run::{LevelRow, Outcome, RunResult, Runner, churn_by_step};
@@ -194,14 +196,6 @@ pub struct SweepReport {
     pub files: Vec<PathBuf>,
 }
 
-/// A value's config spelling (`sgd`, `cosine`, `lenet300`).
-fn name_of<T: Serialize>(v: T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
-}
-
 fn key(s: f64) -> i64 {
     (s * 1e6).round() as i64
 }
@@ -304,21 +298,7 @@ fn run_shard(runner: &mut Runner, points: &[ExperimentConfig], k: usize, m: usiz
             message: format!("{k}/{m}: needs K/N with K < N"),
         });
     }
-    let n = points.len();
-    for (i, c) in points.iter().enumerate().filter(|(i, _)| i % m == k) {
-        let o = runner.run_one(c)?;
-        crate::progress::out(&format!(
-            "[{}/{n}] {} {:.2}%{}",
-            i + 1,
-            o.result.name,
-            o.result.test_accuracy,
-            if o.already_done {
-                " (already finished)"
-            } else {
-                ""
-            }
-        ));
-    }
+    run_points(runner, points, |i| i % m == k)?;
     crate::progress::out(&format!(
         "shard {k}/{m} done; run without --shard to write the summary"
     ));
@@ -327,22 +307,31 @@ fn run_shard(runner: &mut Runner, points: &[ExperimentConfig], k: usize, m: usiz
 
 /// Grid: every point, in order (finished ones are read, killed ones resumed).
 fn run_grid(runner: &mut Runner, points: &[ExperimentConfig]) -> Result<Vec<RunResult>> {
+    run_points(runner, points, |_| true)
+}
+
+/// Run the points `i` that `pick(i)` selects, one status line each.
+fn run_points(
+    runner: &mut Runner,
+    points: &[ExperimentConfig],
+    pick: impl Fn(usize) -> bool,
+) -> Result<Vec<RunResult>> {
     let n = points.len();
-    let mut results = Vec::with_capacity(n);
-    for (i, c) in points.iter().enumerate() {
+    let mut results = Vec::new();
+    for (i, c) in points.iter().enumerate().filter(|(i, _)| pick(*i)) {
         let o: Outcome = runner.run_one(c)?;
+        let how = if o.already_done {
+            " (already finished)".to_string()
+        } else if let Some(e) = o.resumed_from {
+            format!(" (resumed after {e})")
+        } else {
+            String::new()
+        };
         crate::progress::out(&format!(
-            "[{}/{n}] {} {:.2}% {}",
+            "[{}/{n}] {} {:.2}%{how}",
             i + 1,
             o.result.name,
-            o.result.test_accuracy,
-            if o.already_done {
-                "(already finished)".to_string()
-            } else if let Some(e) = o.resumed_from {
-                format!("(resumed after {e})")
-            } else {
-                String::new()
-            }
+            o.result.test_accuracy
         ));
         results.push(o.result);
     }
@@ -637,17 +626,17 @@ fn header(sweep: &SweepConfig, command: &str) -> String {
          {}, weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's \
          on the full test set, mean ± sample std over seeds (n per cell in brackets when not \
          all seeds finished).\n",
-        name_of(b.model),
-        name_of(b.dataset.name),
+        spelling(&b.model),
+        spelling(&b.dataset.name),
         b.epochs,
         if lottery {
             " (per IMP level for the lottery)"
         } else {
             ""
         },
-        name_of(b.optimizer.kind),
+        spelling(&b.optimizer.kind),
         b.optimizer.lr,
-        name_of(b.optimizer.lr_schedule),
+        spelling(&b.optimizer.lr_schedule),
         b.optimizer.momentum,
         b.optimizer.weight_decay,
         b.optimizer.batch_size,

@@ -5,7 +5,10 @@
 //!   input needs no gradient), dense `Linear` vs `SparseLinear` at 90/95/98% sparsity;
 //! - `sparse_lenet300_step`: a whole training step (forward, cross-entropy, backward, burn's SGD
 //!   momentum step) of dense LeNet-300-100 vs `SparseMlp` with ERK densities;
-//! - `sparse_mlp4096_step`: the same for 784-4096-4096-10.
+//! - `sparse_mlp4096_step`: the same for 784-4096-4096-10;
+//! - `sparse_lenet300_100_steps_erk95`: 100 steps of `train_epoch_sparse` (batching, forward,
+//!   backward, SGD momentum) on `SparseMlp` at 95% ERK, static against RigL with delta_t = 100
+//!   (one update, with its dense probe products, in the 100 steps).
 //!
 //! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
 
@@ -15,10 +18,14 @@ use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, SgdConfig, momentum::MomentumConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_sparse::data::VisionDataset;
 use burn_sparse::layers::{SparseLinear, SparseLinearConfig};
 use burn_sparse::mask::SparseRng;
 use burn_sparse::mask::prelude::*;
 use burn_sparse::models::SparseMlpConfig;
+use burn_sparse::sparse_dst::SparseDst;
+use burn_sparse::train::{TrainConfig, train_epoch_sparse};
+use burn_sparse_dynamic::{DstMethod, DstPlan};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const BATCH: usize = 128;
@@ -157,5 +164,58 @@ fn steps(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, fc1, steps);
+/// 100 steps of sparse training at 95% ERK: static against RigL updating once (delta_t = 100).
+fn rigl_amortised(c: &mut Criterion) {
+    let device = Device::flex().autodiff();
+    let steps = 100usize;
+    let mut rng = SparseRng::new(3);
+    let n = steps * BATCH;
+    let px: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
+    let data = VisionDataset::new("bench", [1, 28, 28], px, labels, 10, vec![0.5], vec![0.3])
+        .expect("dataset");
+    let s = Sparsity::new(0.95).expect("sparsity");
+    let cfg = TrainConfig {
+        batch_size: BATCH,
+        lr: 0.01,
+        cosine_total_steps: None,
+    };
+    let mut g = c.benchmark_group("sparse_lenet300_100_steps_erk95");
+    g.sample_size(10);
+    for kind in ["static_sparse", "rigl_dt100"] {
+        device.seed(0);
+        let net =
+            SparseMlpConfig::distributed(vec![784, 300, 100, 10], s, &SparsityDistribution::Erk)
+                .expect("densities")
+                .init(&device)
+                .expect("model");
+        let rule = SgdRule::default();
+        let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).expect("optimizer");
+        // A run long enough that every 100th step updates (RigL stops at 75% of it).
+        let mut dst = (kind == "rigl_dt100").then(|| {
+            let plan = DstPlan::new(DstMethod::Rigl, s, 1 << 40, steps as u64, 0);
+            SparseDst::new(plan.updater().expect("plan").expect("updater")).expect("dst")
+        });
+        let mut net = Some(net);
+        g.bench_function(BenchmarkId::new(kind, "100_steps"), |b| {
+            b.iter(|| {
+                let (m, report) = train_epoch_sparse(
+                    net.take().expect("model"),
+                    &mut optim,
+                    dst.as_mut(),
+                    &data,
+                    cfg,
+                    7,
+                    &device,
+                )
+                .expect("epoch");
+                assert_eq!(report.updates.len(), usize::from(dst.is_some()));
+                net = Some(m);
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, fc1, steps, rigl_amortised);
 criterion_main!(benches);

@@ -25,9 +25,12 @@ use burn_sparse::layers::Compute;
 use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
 use burn_sparse::prelude::*;
 use burn_sparse::sparse_dst::SparseDst;
-use burn_sparse::train::{TrainConfig, accuracy, epoch_seed, train_epoch_sparse};
+use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
 use burn_sparse_examples::cli::{ComputeArg, DstArg, DstArgs, ModelArg};
-use burn_sparse_examples::{check_masked, device, epoch_and_eval, fail, load_data};
+use burn_sparse_examples::{
+    check_masked, device, epoch_and_eval, fail, load_data, print_sparse_layers,
+    sparse_epoch_and_eval,
+};
 use clap::Parser;
 
 /// The run settings both compute paths share.
@@ -114,11 +117,7 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
     let mut net =
         SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto).unwrap_or_else(|e| fail(e));
     drop(model);
-    let kernels: Vec<bool> = net.layers.iter().map(|l| l.uses_kernels()).collect();
-    println!(
-        "sparse layers: {} non-zeros, on the sparse kernels: {kernels:?}",
-        net.nnz()
-    );
+    print_sparse_layers(&net);
     let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
     let mut dst = plan
         .updater()
@@ -131,14 +130,17 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
     };
     let t0 = std::time::Instant::now();
     for epoch in 0..epochs {
-        let epoch_seed = epoch_seed(seed, epoch);
-        let src =
-            burn_sparse::train::Augmented::for_epoch(&data.train, Default::default(), epoch_seed);
-        let (n, report) =
-            train_epoch_sparse(net, &mut optim, dst.as_mut(), &src, cfg, epoch_seed, device)
-                .unwrap_or_else(|e| fail(e));
+        let (n, report, acc) = sparse_epoch_and_eval(
+            net,
+            &mut optim,
+            dst.as_mut(),
+            data,
+            cfg,
+            epoch_seed(seed, epoch),
+            Default::default(),
+            device,
+        );
         net = n;
-        let acc = accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e));
         let changed: usize = report
             .updates
             .iter()

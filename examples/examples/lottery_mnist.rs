@@ -4,7 +4,12 @@
 //! ```text
 //! cargo run --release --example lottery_mnist -- [--levels 15] [--epochs 10] [--rewind-step 0]
 //!     [--global 0.2] [--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery]
+//!     [--compute masked|sparse]
 //! ```
+//!
+//! `--compute sparse` trains every level and baseline on truly sparse layers (`SparseMlp` built
+//! from the level's mask, a fresh nnz-sized optimizer, the same batches and learning rates),
+//! converted back to the dense LeNet-300-100 with exact zeros for pruning and the records.
 //!
 //! Defaults follow the LTH paper for LeNet-300-100: per-layer rates of 20% for fc1/fc2 and 10%
 //! for the output layer, rewinding to init, 15 levels (fc density 0.8^15 = 3.5%). Every
@@ -18,12 +23,13 @@ use std::fmt::Write as _;
 
 use burn::tensor::Device;
 
-use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant};
+use burn_sparse::layers::Compute;
+use burn_sparse::lottery::{Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant};
 use burn_sparse::models::{LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
-use burn_sparse::train::{StepTrainer, TrainConfig};
+use burn_sparse::train::{SparseStepTrainer, StepTrainer, TrainConfig};
 use burn_sparse_cli::plot::{Series, line_chart};
-use burn_sparse_examples::cli::{InitArg, LotteryArgs, RecipeArg};
+use burn_sparse_examples::cli::{ComputeArg, InitArg, LotteryArgs, RecipeArg};
 use burn_sparse_examples::{device, fail, load_data};
 use clap::Parser;
 
@@ -90,7 +96,7 @@ fn main() {
             .init(&init_device)
     };
     let imp = Imp::new(cfg, &out, ParamFilter::new(), rule, init);
-    let mut trainer = StepTrainer {
+    let steps = StepTrainer {
         train: &data.train,
         test: &data.test,
         cfg: TrainConfig {
@@ -101,6 +107,30 @@ fn main() {
         total_steps,
         device: device.clone(),
     };
+    match args.compute {
+        ComputeArg::Masked => {
+            let mut trainer = steps;
+            report(&imp, &mut trainer, &args, seed)
+        }
+        ComputeArg::Sparse => {
+            let mut trainer = SparseStepTrainer {
+                steps,
+                compute: Compute::Auto,
+            };
+            report(&imp, &mut trainer, &args, seed)
+        }
+    }
+}
+
+/// Run (or resume) every level with `trainer`, print the table, write the CSV and the plot,
+/// and measure linear mode connectivity if asked.
+fn report<I: Fn(u64) -> LeNet300>(
+    imp: &Imp<LeNet300, I>,
+    trainer: &mut impl ImpTrainer<LeNet300>,
+    args: &LotteryArgs,
+    seed: u64,
+) {
+    let out = &args.out;
     let t0 = std::time::Instant::now();
     println!(
         "{:>5} {:>9} {:>8} {:>8} {:>8} {:>8}",
@@ -109,7 +139,7 @@ fn main() {
     let get = |m: &LevelMetrics, v: Variant| m.accuracy.get(&v).copied();
     let fmt = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}"));
     let levels = imp
-        .run(&mut trainer, |m| {
+        .run(trainer, |m| {
             println!(
                 "{:>5} {:>8.2}% {:>8} {:>8} {:>8} {:>8}   ({:.0}s)",
                 m.level,
@@ -175,7 +205,7 @@ fn main() {
     );
     if let Some(level) = args.lmc {
         let r = imp
-            .instability(level, &mut trainer, (seed + 101, seed + 202), 30)
+            .instability(level, trainer, (seed + 101, seed + 202), 30)
             .unwrap_or_else(|e| fail(e));
         println!(
             "linear mode connectivity at level {level}: errors along the path {:?}",

@@ -4,7 +4,12 @@
 //! cargo run --release --example snip_mnist -- --method snip|grasp|synflow|magnitude|random|dense
 //!     --sparsity 0.95 --epochs N --seed S --data-dir DIR [--model lenet300|lenet5]
 //!     [--rounds R] [--snip-batches K] [--scope global|erk|uniform] [--shift P] [--wd W]
+//!     [--compute masked|sparse]
 //! ```
+//!
+//! `--compute sparse` (LeNet-300-100) trains the pruned network on truly sparse layers
+//! (`SparseMlp` built from the mask: only the non-zeros stored and, on the CPU, computed) with
+//! the same recipe and data order; the topology stays exactly the mask.
 //!
 //! One recipe for every method and the dense baseline: SGD with momentum 0.9, weight decay 1e-4
 //! (`--wd`), batch 100, learning rate 0.1 decayed by a cosine to 0 over the run, burn's default
@@ -22,12 +27,18 @@
 use burn::tensor::{Device, Tensor};
 use burn_sparse::data::Augmentation;
 use burn_sparse::data::{Splits, VisionDataset};
-use burn_sparse::models::{Classifier, LeNet5Config, LeNet300Config};
+use burn_sparse::layers::Compute;
+use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
 use burn_sparse::prelude::*;
 use burn_sparse::saliency::Batch;
 use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
-use burn_sparse_examples::cli::{ModelArg, NormalizeArg, SaliencyArg, ScopeArg, SnipArgs};
-use burn_sparse_examples::{check_masked, device, epoch_and_eval_augmented, fail, load_data};
+use burn_sparse_examples::cli::{
+    ComputeArg, ModelArg, NormalizeArg, SaliencyArg, ScopeArg, SnipArgs,
+};
+use burn_sparse_examples::{
+    check_masked, device, epoch_and_eval_augmented, fail, load_data, print_sparse_layers,
+    sparse_epoch_and_eval,
+};
 use clap::Parser;
 
 fn batch_of(ds: &VisionDataset, idx: &[usize], device: &Device) -> Batch {
@@ -84,7 +95,13 @@ fn scale_weights<M: Classifier>(model: M, scale: f32) -> M {
     }
 }
 
-fn run<M: Classifier + 'static>(model: M, args: &SnipArgs, data: &Splits, device: &Device) -> f64 {
+/// Score and prune `model` at initialisation: the masked model and its mask.
+fn prune<M: Classifier + 'static>(
+    model: M,
+    args: &SnipArgs,
+    data: &Splits,
+    device: &Device,
+) -> (M, MaskSet) {
     let model = scale_weights(model, args.init_scale as f32);
     let method = args.method;
     let seed = args.seed;
@@ -147,18 +164,35 @@ fn run<M: Classifier + 'static>(model: M, args: &SnipArgs, data: &Splits, device
         "method {method:?}, {s}, scored in {:.2}s\n{masks}",
         t0.elapsed().as_secs_f64()
     );
-    let mut optim = SparseOptimizer::new(SgdRule::default().with_weight_decay(args.wd), masks)
-        .unwrap_or_else(|e| fail(e));
-    let epochs = args.epochs;
+    (model, masks)
+}
+
+/// The training recipe: SGD momentum 0.9 with `--wd`, batch 100, `--lr` cosine-decayed.
+fn recipe(args: &SnipArgs, data: &Splits) -> (SgdRule, TrainConfig) {
     let batch = 100;
-    let total = epochs * data.train.len().div_ceil(batch) as u64;
+    let total = args.epochs * data.train.len().div_ceil(batch) as u64;
     let tc = TrainConfig {
         batch_size: batch,
         lr: args.lr,
         cosine_total_steps: Some(total),
     };
+    (SgdRule::default().with_weight_decay(args.wd), tc)
+}
+
+/// Train with the mask on the dense weights.
+fn train_masked<M: Classifier + 'static>(
+    model: M,
+    masks: MaskSet,
+    args: &SnipArgs,
+    data: &Splits,
+    device: &Device,
+) -> f64 {
+    let (rule, tc) = recipe(args, data);
+    let seed = args.seed;
+    let t0 = std::time::Instant::now();
+    let mut optim = SparseOptimizer::new(rule, masks).unwrap_or_else(|e| fail(e));
     let mut model = model;
-    for epoch in 0..epochs {
+    for epoch in 0..args.epochs {
         let (m, r, acc) = epoch_and_eval_augmented(
             model,
             &mut optim,
@@ -178,6 +212,58 @@ fn run<M: Classifier + 'static>(model: M, args: &SnipArgs, data: &Splits, device
     }
     check_masked(&optim, &model);
     accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e))
+}
+
+/// `--compute sparse`: the same training on truly sparse layers built from the mask.
+fn train_sparse(
+    model: LeNet300,
+    masks: MaskSet,
+    args: &SnipArgs,
+    data: &Splits,
+    device: &Device,
+) -> f64 {
+    let (rule, tc) = recipe(args, data);
+    let seed = args.seed;
+    let mut net =
+        SparseMlp::from_lenet300(&model, &masks, Compute::Auto).unwrap_or_else(|e| fail(e));
+    drop(model);
+    print_sparse_layers(&net);
+    let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
+    let t0 = std::time::Instant::now();
+    for epoch in 0..args.epochs {
+        let (n, r, acc) = sparse_epoch_and_eval(
+            net,
+            &mut optim,
+            None,
+            data,
+            tc,
+            epoch_seed(seed, epoch),
+            Augmentation::shift(args.shift as usize),
+            device,
+        );
+        net = n;
+        println!(
+            "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s",
+            epoch + 1,
+            r.loss,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    // The trained topology is the pruning mask, exactly.
+    for (l, path) in net
+        .layers
+        .iter()
+        .zip(["fc1.weight", "fc2.weight", "fc3.weight"])
+    {
+        let want = masks
+            .layer(path)
+            .map(|m| m.bits().to_vec())
+            .unwrap_or_else(|e| fail(e));
+        if l.active_mask().unwrap_or_else(|e| fail(e)) != want {
+            fail(format!("{path}: the sparse layer's topology left its mask"));
+        }
+    }
+    accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
 fn main() {
@@ -200,9 +286,22 @@ fn main() {
         }
     };
     device.seed(args.seed);
-    let acc = match args.model {
-        ModelArg::Lenet300 => run(LeNet300Config::new().init(&device), &args, &data, &device),
-        ModelArg::Lenet5 => run(LeNet5Config::new().init(&device), &args, &data, &device),
+    let acc = match (args.model, args.compute) {
+        (ModelArg::Lenet300, ComputeArg::Masked) => {
+            let (m, masks) = prune(LeNet300Config::new().init(&device), &args, &data, &device);
+            train_masked(m, masks, &args, &data, &device)
+        }
+        (ModelArg::Lenet300, ComputeArg::Sparse) => {
+            let (m, masks) = prune(LeNet300Config::new().init(&device), &args, &data, &device);
+            train_sparse(m, masks, &args, &data, &device)
+        }
+        (ModelArg::Lenet5, ComputeArg::Masked) => {
+            let (m, masks) = prune(LeNet5Config::new().init(&device), &args, &data, &device);
+            train_masked(m, masks, &args, &data, &device)
+        }
+        (ModelArg::Lenet5, ComputeArg::Sparse) => fail(
+            "--compute sparse supports LeNet-300-100 only (sparse conv layers are future work)",
+        ),
     };
     println!("test accuracy: {acc:.2}%");
 }

@@ -122,7 +122,8 @@ pub enum DstArg {
 pub enum ComputeArg {
     /// Masks on dense weights.
     Masked,
-    /// Truly sparse layers (`SparseMlp`; LeNet-300-100 with rigl, set or static).
+    /// Truly sparse layers (`SparseMlp`; LeNet-300-100: dst_mnist with rigl, set or static,
+    /// every snip_mnist method but dense, every lottery_mnist level).
     Sparse,
 }
 
@@ -251,6 +252,9 @@ pub struct SnipArgs {
     /// Random translation of the training images, in pixels (0: none).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=15))]
     pub shift: u32,
+    /// Masked dense layers, or truly sparse ones.
+    #[arg(long, value_enum, default_value = "masked")]
+    pub compute: ComputeArg,
     /// Data and backend.
     #[command(flatten)]
     pub data: DataArgs,
@@ -305,6 +309,9 @@ pub struct LotteryArgs {
     /// The initialisation.
     #[arg(long, value_enum, default_value = "default")]
     pub init: InitArg,
+    /// Masked dense layers, or truly sparse ones (every level and baseline).
+    #[arg(long, value_enum, default_value = "masked")]
+    pub compute: ComputeArg,
     /// Data and backend.
     #[command(flatten)]
     pub data: DataArgs,

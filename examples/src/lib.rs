@@ -66,3 +66,38 @@ pub fn epoch_and_eval_augmented<M: burn_sparse::models::Classifier>(
     let acc = burn_sparse::train::accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e));
     (model, report, acc)
 }
+
+/// [`epoch_and_eval_augmented`] for truly sparse layers: one epoch of
+/// [`burn_sparse::train::train_epoch_sparse`] (with `dst`'s topology updates, if any) followed
+/// by the test accuracy; exits on error.
+#[allow(clippy::too_many_arguments)]
+pub fn sparse_epoch_and_eval(
+    net: burn_sparse::models::SparseMlp,
+    optim: &mut burn_sparse::mask::SparseOptimizer,
+    dst: Option<&mut burn_sparse::sparse_dst::SparseDst>,
+    data: &burn_sparse::data::Splits,
+    cfg: burn_sparse::train::TrainConfig,
+    seed: u64,
+    aug: burn_sparse::data::Augmentation,
+    device: &burn::tensor::Device,
+) -> (
+    burn_sparse::models::SparseMlp,
+    burn_sparse::train::EpochReport,
+    f64,
+) {
+    let src = burn_sparse::train::Augmented::for_epoch(&data.train, aug, seed);
+    let (net, report) =
+        burn_sparse::train::train_epoch_sparse(net, optim, dst, &src, cfg, seed, device)
+            .unwrap_or_else(|e| fail(e));
+    let acc = burn_sparse::train::accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e));
+    (net, report, acc)
+}
+
+/// Print which layers of `net` run on the sparse kernels (the others compute masked-dense).
+pub fn print_sparse_layers(net: &burn_sparse::models::SparseMlp) {
+    let kernels: Vec<bool> = net.layers.iter().map(|l| l.uses_kernels()).collect();
+    println!(
+        "sparse layers: {} non-zeros, on the sparse kernels: {kernels:?}",
+        net.nnz()
+    );
+}

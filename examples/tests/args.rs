@@ -155,6 +155,14 @@ fn the_other_examples_parse_their_flags() {
         (l.recipe, l.global, l.lmc),
         (RecipeArg::LthAdam, Some(0.2), Some(3))
     );
+    // Truly sparse layers for pruning at init and for every IMP level; masked by default.
+    assert_eq!(s.compute, ComputeArg::Masked);
+    assert_eq!(l.compute, ComputeArg::Masked);
+    let s = parse::<SnipArgs>(&["--compute", "sparse"]).unwrap();
+    assert_eq!(s.compute, ComputeArg::Sparse);
+    let l = parse::<LotteryArgs>(&["--compute=sparse"]).unwrap();
+    assert_eq!(l.compute, ComputeArg::Sparse);
+    assert!(parse::<LotteryArgs>(&["--compute", "csr"]).is_err());
     let p = parse::<PerfArgs>(&["--amortised", "--rounds", "3"]).unwrap();
     assert!(p.amortised && p.rounds == 3 && !p.snip_only);
 }

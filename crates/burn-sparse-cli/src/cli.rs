@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{DatasetName, DistributionName, MethodName, ModelName, spelling};
+use crate::config::{ComputeName, DatasetName, DistributionName, MethodName, ModelName, spelling};
 use crate::error::{Error, Result};
 
 /// `burn-sparse`: run, resume and compare sparse-training experiments.
@@ -127,6 +127,10 @@ pub struct Overrides {
     /// The sparsity distribution over layers.
     #[arg(long, value_enum, value_name = "D")]
     pub distribution: Option<DistributionName>,
+    /// `masked` (masks on dense weights) or `sparse` (truly sparse layers: LeNet-300-100 with
+    /// static, set, rigl or a mask at initialisation).
+    #[arg(long, value_enum, value_name = "C")]
+    pub compute: Option<ComputeName>,
 }
 
 /// A JSON list of values as an override value.
@@ -237,6 +241,7 @@ impl Overrides {
             self.batch_size.map(|b| b.to_string()),
         );
         push("distribution", self.distribution.as_ref().map(spelling));
+        push("compute", self.compute.as_ref().map(spelling));
         out
     }
 }

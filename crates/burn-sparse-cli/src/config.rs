@@ -155,6 +155,27 @@ pub enum DistributionName {
     Erk,
 }
 
+/// How the prunable layers store and compute their weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComputeName {
+    /// Masks on dense weights: zeros stored and multiplied (every model, method and backend).
+    #[default]
+    Masked,
+    /// Truly sparse layers (`SparseMlp`): only the non-zeros are stored and, on the CPU
+    /// (flex), computed; LeNet-300-100 with a fixed-nnz method (static, SET, RigL, or a mask
+    /// from magnitude, random, SNIP, GraSP or SynFlow).
+    Sparse,
+}
+
+impl ComputeName {
+    /// The default, left out of the config's JSON so the hashes of configs written before
+    /// this field existed do not change.
+    pub fn is_masked(&self) -> bool {
+        *self == ComputeName::Masked
+    }
+}
+
 /// The dataset section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -334,6 +355,9 @@ pub struct ExperimentConfig {
     pub saliency: SaliencyConfig,
     /// Lottery options.
     pub lottery: LotteryConfig,
+    /// `masked` (the default) or `sparse` (truly sparse layers; see [`ComputeName`]).
+    #[serde(skip_serializing_if = "ComputeName::is_masked")]
+    pub compute: ComputeName,
 }
 
 impl Default for ExperimentConfig {
@@ -351,6 +375,7 @@ impl Default for ExperimentConfig {
             device: "flex".into(),
             saliency: SaliencyConfig::default(),
             lottery: LotteryConfig::default(),
+            compute: ComputeName::Masked,
         }
     }
 }
@@ -704,6 +729,36 @@ impl ExperimentConfig {
         }
         if let Some(0) = self.dataset.test_limit {
             return bad("dataset.test_limit", "must be at least 1".into());
+        }
+        if self.compute == ComputeName::Sparse {
+            if self.model != ModelName::Lenet300 {
+                return bad(
+                    "compute",
+                    format!(
+                        "`sparse` trains LeNet-300-100 (`model = \"lenet300\"`); `{}` has \
+                         convolutions, which have no sparse layer yet: use `masked`",
+                        spelling(&self.model)
+                    ),
+                );
+            }
+            match self.method {
+                MethodName::Dense => {
+                    return bad(
+                        "compute",
+                        "`sparse` needs a sparse method; a dense run is `masked`".into(),
+                    );
+                }
+                MethodName::Snfs => {
+                    return bad(
+                        "compute",
+                        "`snfs` grows by the momentum of inactive weights, which sparse layers \
+                         do not store (their optimizer state has one entry per non-zero): train \
+                         it with `compute = \"masked\"`"
+                            .into(),
+                    );
+                }
+                _ => {}
+            }
         }
         // The optimizer rule's and the DST plan's own checks, said as this config's fields.
         crate::method::check_fields(self)?;

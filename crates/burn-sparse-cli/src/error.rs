@@ -46,6 +46,8 @@ pub enum Error {
     Dst(burn_sparse::dynamic::DstError),
     /// From the training loop.
     Train(burn_sparse::train::TrainError),
+    /// From the truly sparse layers or their topology updates (`compute = "sparse"`).
+    Sparse(burn_sparse::sparse_dst::SparseDstError),
     /// A plot could not be drawn.
     Plot {
         /// The plot's file.
@@ -79,6 +81,7 @@ impl std::fmt::Display for Error {
             Error::Lottery(e) => write!(f, "{e}"),
             Error::Dst(e) => write!(f, "{e}"),
             Error::Train(e) => write!(f, "{e}"),
+            Error::Sparse(e) => write!(f, "{e}"),
             Error::Plot { path, message } => {
                 write!(f, "{}: cannot draw the plot: {message}", path.display())
             }
@@ -112,6 +115,7 @@ impl std::error::Error for Error {
             Error::Lottery(e) => Some(e),
             Error::Dst(e) => Some(e),
             Error::Train(e) => Some(e),
+            Error::Sparse(e) => Some(e),
             _ => None,
         }
     }
@@ -150,6 +154,18 @@ impl From<burn_sparse::dynamic::DstError> for Error {
 impl From<burn_sparse::train::TrainError> for Error {
     fn from(e: burn_sparse::train::TrainError) -> Self {
         Error::Train(e)
+    }
+}
+
+impl From<burn_sparse::sparse_dst::SparseDstError> for Error {
+    fn from(e: burn_sparse::sparse_dst::SparseDstError) -> Self {
+        Error::Sparse(e)
+    }
+}
+
+impl From<burn_sparse::layers::LayerError> for Error {
+    fn from(e: burn_sparse::layers::LayerError) -> Self {
+        Error::Sparse(e.into())
     }
 }
 

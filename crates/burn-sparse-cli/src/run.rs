@@ -22,18 +22,25 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, Synthetic, VisionDataset};
 use burn_sparse::device::device_from_name;
-use burn_sparse::lottery::{Imp, ImpConfig, LevelMetrics, PruneRate, Rewind, Variant, save_masks};
+use burn_sparse::layers::Compute;
+use burn_sparse::lottery::{
+    Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant, save_masks,
+};
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
 use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer};
 use burn_sparse::models::{
-    Classifier, ConvNetConfig, InputShapeError, LeNet5Config, LeNet300Config,
+    Classifier, ConvNetConfig, InputShapeError, LeNet5Config, LeNet300Config, SparseMlp,
 };
+use burn_sparse::sparse_dst::SparseDst;
 use burn_sparse::train::{
-    Augmented, StepTrainer, TrainConfig, accuracy, epoch_seed, train_epoch_with,
+    Augmented, EpochReport, SparseStepTrainer, StepTrainer, TrainConfig, accuracy, epoch_seed,
+    train_epoch_sparse_with, train_epoch_with,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DatasetConfig, DatasetName, ExperimentConfig, MethodName, ModelName, decode};
+use crate::config::{
+    ComputeName, DatasetConfig, DatasetName, ExperimentConfig, MethodName, ModelName, decode,
+};
 use crate::error::{Error, Result, read, write_atomic};
 use crate::method;
 use crate::plot::{Series, bar_chart, line_chart};
@@ -175,12 +182,191 @@ pub fn load_data(cfg: &DatasetConfig) -> Result<Splits> {
     })
 }
 
-fn layer_density(masks: &MaskSet) -> BTreeMap<String, f64> {
-    masks
-        .layers()
+/// The lottery's trainer: every level trains the run's budget of `total` steps.
+fn step_trainer<'a>(
+    cfg: &ExperimentConfig,
+    data: &'a Splits,
+    device: &Device,
+    total: u64,
+) -> StepTrainer<'a, VisionDataset> {
+    StepTrainer {
+        train: &data.train,
+        test: &data.test,
+        cfg: method::train_config(cfg, total),
+        total_steps: total,
+        device: device.clone(),
+    }
+}
+
+/// Kept and total weights per prunable layer, by path.
+type LayerCounts = BTreeMap<String, (usize, usize)>;
+
+fn layer_density(layers: &LayerCounts) -> BTreeMap<String, f64> {
+    layers
         .iter()
-        .map(|l| (l.param().path.clone(), l.density()))
+        .map(|(p, &(nnz, numel))| (p.clone(), nnz as f64 / numel.max(1) as f64))
         .collect()
+}
+
+fn totals(layers: &LayerCounts) -> (usize, usize) {
+    layers
+        .values()
+        .fold((0, 0), |(a, b), &(nnz, numel)| (a + nnz, b + numel))
+}
+
+/// What the epoch loop trains: a model with masks on its dense weights, or truly sparse
+/// layers. Both are checkpointed, resumed and reported the same way.
+trait Trainee: Sized {
+    /// One epoch over `source` in the order of `seed`.
+    fn epoch(
+        self,
+        source: &Augmented<'_>,
+        tc: TrainConfig,
+        seed: u64,
+        device: &Device,
+        on_batch: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Self, EpochReport)>;
+    /// Test accuracy (%).
+    fn accuracy(&self, test: &VisionDataset, device: &Device) -> Result<f64>;
+    /// Kept and total weights of every prunable layer, named as the dense model's parameters.
+    fn layers(&self) -> Result<LayerCounts>;
+    /// Optimizer steps taken.
+    fn steps(&self) -> u64;
+    /// The checkpoint's model and optimizer files.
+    fn save(&self, model: &Path, optim: &Path) -> Result<()>;
+    /// Check that every masked weight is exactly zero, then write the final model (dense, with
+    /// exact zeros: the same file whichever way it trained) and its mask.
+    fn finish(self, model: &Path, masks: &Path) -> Result<()>;
+}
+
+/// `compute = "masked"`.
+struct MaskedRun<M> {
+    model: M,
+    optim: SparseOptimizer,
+}
+
+impl<M: Classifier + 'static> Trainee for MaskedRun<M> {
+    fn epoch(
+        self,
+        source: &Augmented<'_>,
+        tc: TrainConfig,
+        seed: u64,
+        device: &Device,
+        on_batch: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Self, EpochReport)> {
+        let Self { model, mut optim } = self;
+        let (model, report) =
+            train_epoch_with(model, &mut optim, source, tc, seed, device, on_batch)?;
+        Ok((Self { model, optim }, report))
+    }
+    fn accuracy(&self, test: &VisionDataset, device: &Device) -> Result<f64> {
+        Ok(accuracy(&self.model, test, device)?)
+    }
+    fn layers(&self) -> Result<LayerCounts> {
+        Ok(self
+            .optim
+            .masks()
+            .layers()
+            .iter()
+            .map(|l| (l.param().path.clone(), (l.nnz(), l.numel())))
+            .collect())
+    }
+    fn steps(&self) -> u64 {
+        self.optim.steps()
+    }
+    fn save(&self, model: &Path, optim: &Path) -> Result<()> {
+        save_module_atomic(self.model.clone(), model)?;
+        Ok(self.optim.save(optim)?)
+    }
+    fn finish(self, model: &Path, masks: &Path) -> Result<()> {
+        self.optim.masks().ensure_masked(&self.model)?;
+        save_masks(self.optim.masks(), masks)?;
+        Ok(save_module_atomic(self.model, model)?)
+    }
+}
+
+/// `compute = "sparse"`: LeNet-300-100 as [`SparseMlp`], with the topology updater, if any.
+struct SparseRun {
+    net: SparseMlp,
+    optim: SparseOptimizer,
+    dst: Option<SparseDst>,
+}
+
+/// LeNet-300-100's weight paths, the names of a [`SparseMlp`]'s layers in every output.
+const LENET300_WEIGHTS: [&str; 3] = ["fc1.weight", "fc2.weight", "fc3.weight"];
+
+impl SparseRun {
+    /// The dense twin and its mask.
+    fn dense(&self) -> Result<(burn_sparse::models::LeNet300, MaskSet)> {
+        let model = self.net.to_lenet300()?;
+        let bits = self
+            .net
+            .layers
+            .iter()
+            .zip(LENET300_WEIGHTS)
+            .map(|(l, p)| Ok((p.to_string(), l.active_mask()?)))
+            .collect::<Result<Vec<_>>>()?;
+        let masks = MaskSet::from_paths(&model, bits)?;
+        Ok((model, masks))
+    }
+}
+
+impl Trainee for SparseRun {
+    fn epoch(
+        self,
+        source: &Augmented<'_>,
+        tc: TrainConfig,
+        seed: u64,
+        device: &Device,
+        on_batch: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Self, EpochReport)> {
+        let Self {
+            net,
+            mut optim,
+            mut dst,
+        } = self;
+        let (net, mut report) = train_epoch_sparse_with(
+            net,
+            &mut optim,
+            dst.as_mut(),
+            source,
+            tc,
+            seed,
+            device,
+            on_batch,
+        )?;
+        for u in &mut report.updates {
+            for ((path, _), name) in u.changed.iter_mut().zip(LENET300_WEIGHTS) {
+                *path = name.to_string();
+            }
+        }
+        Ok((Self { net, optim, dst }, report))
+    }
+    fn accuracy(&self, test: &VisionDataset, device: &Device) -> Result<f64> {
+        Ok(accuracy(&self.net, test, device)?)
+    }
+    fn layers(&self) -> Result<LayerCounts> {
+        Ok(self
+            .net
+            .layers
+            .iter()
+            .zip(LENET300_WEIGHTS)
+            .map(|(l, p)| (p.to_string(), (l.nnz(), l.d_input * l.d_output)))
+            .collect())
+    }
+    fn steps(&self) -> u64 {
+        self.optim.steps()
+    }
+    fn save(&self, model: &Path, optim: &Path) -> Result<()> {
+        save_module_atomic(self.net.clone(), model)?;
+        Ok(self.optim.save(optim)?)
+    }
+    fn finish(self, model: &Path, masks: &Path) -> Result<()> {
+        let (dense, m) = self.dense()?;
+        m.ensure_masked(&dense)?;
+        save_masks(&m, masks)?;
+        Ok(save_module_atomic(dense, model)?)
+    }
 }
 
 /// Churn per update step: connections changed over kept weights, all layers together.
@@ -305,7 +491,12 @@ impl Runner {
         let (result, resumed_from) = match cfg.model {
             ModelName::Lenet300 => {
                 let m = LeNet300Config::for_data(shape, classes);
-                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+                match cfg.compute {
+                    ComputeName::Masked => {
+                        self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+                    }
+                    ComputeName::Sparse => self.train_sparse(&cfg, &dir, &data, &device, &m)?,
+                }
             }
             ModelName::Lenet5 => {
                 let m = LeNet5Config::for_data(shape, classes).map_err(model_err)?;
@@ -345,32 +536,101 @@ impl Runner {
             device.seed(s);
             make(device)
         };
-        let bs = cfg.optimizer.batch_size;
-        let spe = data.train.len().div_ceil(bs) as u64;
+        let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
-        let tc = method::train_config(cfg, total);
         if cfg.method == MethodName::Lottery {
-            return self.lottery(cfg, dir, data, device, spe, tc, init);
+            let trainer = step_trainer(cfg, data, device, total);
+            return self.lottery(cfg, dir, spe, init, trainer);
         }
         let ck = dir.join("checkpoint");
         let state = rundir::load(&ck)?;
+        match state {
+            Some(st) => {
+                let model = load_module(init(seed), &ck.join(&st.model_file))?;
+                let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
+                let optim = method::reattach_updater(cfg, optim, total, spe)?;
+                self.epochs(cfg, dir, data, device, MaskedRun { model, optim }, Some(st))
+            }
+            None => {
+                let (model, optim) = method::initial(cfg, init(seed), data, device, total, spe)?;
+                self.epochs(cfg, dir, data, device, MaskedRun { model, optim }, None)
+            }
+        }
+    }
+
+    /// `compute = "sparse"`: LeNet-300-100 on truly sparse layers. The initial topology is
+    /// the masked path's (the same mask from the same seed); a resumed run rebuilds it as the
+    /// shape its checkpoint loads into (every method allowed here keeps each layer's nnz).
+    fn train_sparse(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        data: &Splits,
+        device: &Device,
+        make: &LeNet300Config,
+    ) -> Result<(RunResult, Option<u64>)> {
+        let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
+        let total = method::total_steps(cfg, spe)?;
+        if cfg.method == MethodName::Lottery {
+            let trainer = SparseStepTrainer {
+                steps: step_trainer(cfg, data, device, total),
+                compute: Compute::Auto,
+            };
+            let init = |s: u64| {
+                device.seed(s);
+                make.init(device)
+            };
+            return self.lottery(cfg, dir, spe, init, trainer);
+        }
+        device.seed(cfg.seed());
+        let (model, masked) = method::initial(cfg, make.init(device), data, device, total, spe)?;
+        let net = SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto)?;
+        drop((model, masked));
+        let dst = match method::dst_method(cfg.method) {
+            Some(dm) => method::plan(cfg, dm, total, spe)?
+                .updater()?
+                .map(SparseDst::new)
+                .transpose()?,
+            None => None,
+        };
+        let ck = dir.join("checkpoint");
+        let state = rundir::load(&ck)?;
+        let (net, optim) = match &state {
+            Some(st) => {
+                let net = load_module(net, &ck.join(&st.model_file))?;
+                let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &net)?;
+                (net, optim)
+            }
+            None => (
+                net,
+                SparseOptimizer::new(method::rule_of(cfg), MaskSet::empty())?,
+            ),
+        };
+        self.epochs(cfg, dir, data, device, SparseRun { net, optim, dst }, state)
+    }
+
+    /// The epochs of a run from `state` (None: from the start): train, evaluate, record and
+    /// checkpoint after each one, then the final model, masks, plots and result.
+    fn epochs<T: Trainee>(
+        &self,
+        cfg: &ExperimentConfig,
+        dir: &Path,
+        data: &Splits,
+        device: &Device,
+        mut run: T,
+        state: Option<State>,
+    ) -> Result<(RunResult, Option<u64>)> {
+        let seed = cfg.seed();
+        let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
+        let total = method::total_steps(cfg, spe)?;
+        let tc = method::train_config(cfg, total);
+        let ck = dir.join("checkpoint");
         if let Some(st) = &state {
             // Outputs follow the committed state, whatever a kill interrupted.
             rundir::write_outputs(dir, st, cfg.method.is_dynamic())?;
         }
         let resumed_from = state.as_ref().map(|s| s.epochs_done);
-        let (mut model, mut optim, mut st) = match state {
-            Some(st) => {
-                let model = load_module(init(seed), &ck.join(&st.model_file))?;
-                let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
-                let optim = method::reattach_updater(cfg, optim, total, spe)?;
-                (model, optim, st)
-            }
-            None => {
-                let (model, optim) = method::initial(cfg, init(seed), data, device, total, spe)?;
-                (model, optim, State::default())
-            }
-        };
+        let mut st = state.unwrap_or_default();
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
@@ -385,22 +645,17 @@ impl Runner {
             let base = epoch * spe;
             let eseed = epoch_seed(seed, epoch);
             let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, eseed);
-            let (m, report) = train_epoch_with(
-                model,
-                &mut optim,
-                &source,
-                tc,
-                eseed,
-                device,
-                &mut |b, _| bar.set(base + b as u64),
-            )?;
-            model = m;
-            let acc = accuracy(&model, &data.test, device)?;
-            let masks = optim.masks();
+            let (r, report) = run.epoch(&source, tc, eseed, device, &mut |b, _| {
+                bar.set(base + b as u64)
+            })?;
+            run = r;
+            let acc = run.accuracy(&data.test, device)?;
+            let layers = run.layers()?;
+            let (nnz, numel) = totals(&layers);
             let mut changed_total = 0usize;
             for r in &report.updates {
                 for (layer, changed) in &r.changed {
-                    let nnz = masks.layer(layer)?.nnz();
+                    let nnz = layers.get(layer).map_or(0, |l| l.0);
                     changed_total += changed;
                     st.updates.push(UpdateRow {
                         step: r.step,
@@ -415,13 +670,13 @@ impl Runner {
             st.seconds += seconds;
             let row = EpochMetrics {
                 epoch: epoch + 1,
-                step: optim.steps(),
+                step: run.steps(),
                 train_loss: report.loss,
                 test_accuracy: acc,
-                density: masks.density(),
-                layer_density: layer_density(masks),
+                density: nnz as f64 / numel.max(1) as f64,
+                layer_density: layer_density(&layers),
                 updates: report.updates.len(),
-                churn: changed_total as f64 / masks.nnz().max(1) as f64,
+                churn: changed_total as f64 / nnz.max(1) as f64,
                 seconds,
             };
             bar.println(&format!(
@@ -440,14 +695,13 @@ impl Runner {
             st.epochs_done = epoch + 1;
             st.model_file = format!("model-e{:04}.bpk", epoch + 1);
             st.optim_file = format!("optim-e{:04}.bsp", epoch + 1);
-            save_module_atomic(model.clone(), &ck.join(&st.model_file))?;
-            optim.save(&ck.join(&st.optim_file))?;
+            run.save(&ck.join(&st.model_file), &ck.join(&st.optim_file))?;
             rundir::commit(&ck, &mut st, &old)?;
             rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         }
         bar.finish();
-        optim.masks().ensure_masked(&model)?;
-        let masks = optim.masks();
+        let layers = run.layers()?;
+        let (nnz, numel) = totals(&layers);
         let acc = st.metrics.last().map_or(f64::NAN, |m| m.test_accuracy);
         let result = RunResult {
             name,
@@ -455,10 +709,10 @@ impl Runner {
             sparsity: cfg.effective_sparsity(),
             seed,
             test_accuracy: acc,
-            density: masks.density(),
-            nnz: masks.nnz(),
-            prunable: masks.numel(),
-            layer_density: layer_density(masks),
+            density: nnz as f64 / numel.max(1) as f64,
+            nnz,
+            prunable: numel,
+            layer_density: layer_density(&layers),
             epochs: cfg.epochs,
             seconds: st.seconds,
             curve: st.metrics.iter().map(|m| m.test_accuracy).collect(),
@@ -466,8 +720,7 @@ impl Runner {
         };
         rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         self.run_plots(dir, &result, &st.updates)?;
-        save_masks(masks, &dir.join("masks.bsp"))?;
-        save_module_atomic(model, &dir.join("model.bpk"))?;
+        run.finish(&dir.join("model.bpk"), &dir.join("masks.bsp"))?;
         Ok((result, resumed_from))
     }
 
@@ -515,16 +768,13 @@ impl Runner {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn lottery<M: Classifier + 'static>(
         &self,
         cfg: &ExperimentConfig,
         dir: &Path,
-        data: &Splits,
-        device: &Device,
         spe: u64,
-        tc: TrainConfig,
         init: impl Fn(u64) -> M,
+        mut trainer: impl ImpTrainer<M>,
     ) -> Result<(RunResult, Option<u64>)> {
         let seed = cfg.seed();
         let s = cfg.sparsity;
@@ -555,13 +805,6 @@ impl Runner {
             .collect();
         let imp = Imp::new(imp_cfg, &imp_dir, filter, method::rule_of(cfg), &init);
         let resumed = imp.finished_levels() as u64;
-        let mut trainer = StepTrainer {
-            train: &data.train,
-            test: &data.test,
-            cfg: tc,
-            total_steps: method::total_steps(cfg, spe)?,
-            device: device.clone(),
-        };
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().to_string())

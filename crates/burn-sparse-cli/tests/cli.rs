@@ -103,6 +103,11 @@ fn invalid_configs_name_the_field() {
         // TOML's nan and inf have no JSON spelling: they used to read as `null`.
         ("[optimizer]\nlr = nan", "optimizer.lr"),
         ("[optimizer]\nweight_decay = inf", "optimizer.weight_decay"),
+        // Truly sparse layers: LeNet-300-100 and a fixed-nnz method only.
+        ("compute = \"dense\"", "compute"),
+        ("compute = \"sparse\"\nmodel = \"lenet5\"", "compute"),
+        ("compute = \"sparse\"\nmethod = \"snfs\"", "compute"),
+        ("compute = \"sparse\"\nmethod = \"dense\"", "compute"),
     ];
     for (text, field) in cases {
         let e = ExperimentConfig::from_text(text, Format::Toml, "case", &[]).unwrap_err();
@@ -459,6 +464,103 @@ fn every_method_runs_with_the_exact_budget() {
         let again = runner.run_one(&c).unwrap();
         assert!(again.already_done, "{m}");
         assert_eq!(again.result, o.result);
+    }
+}
+
+/// `compute = "sparse"`: every fixed-nnz method trains LeNet-300-100 on truly sparse layers
+/// from the masked path's initial mask, with the same exact per-layer counts and update
+/// schedule; a fixed mask stays exactly the masked run's mask; the final `model.bpk` is a dense
+/// LeNet-300-100 whose non-zeros lie inside `masks.bsp`; a masked config's hash is unchanged.
+#[test]
+fn sparse_compute_trains_every_fixed_nnz_method() {
+    use burn::module::Module;
+    use burn_sparse_cli::config::ComputeName;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let d = burn::tensor::Device::default();
+    for m in [
+        MethodName::Static,
+        MethodName::Set,
+        MethodName::Rigl,
+        MethodName::Magnitude,
+        MethodName::Random,
+        MethodName::Snip,
+        MethodName::Grasp,
+        MethodName::Synflow,
+        MethodName::Lottery,
+    ] {
+        let mut c = synthetic(m, 0.9, 2);
+        c.saliency.rounds = (m == MethodName::Synflow).then_some(5);
+        c.lottery.levels = Some(2);
+        if m == MethodName::Magnitude {
+            c.distribution = Some(burn_sparse_cli::config::DistributionName::Erk);
+        }
+        assert!(
+            !c.to_json().contains("compute"),
+            "masked is left out of the hash"
+        );
+        let masked = runner.run_one(&c).unwrap_or_else(|e| panic!("{m}: {e}"));
+        c.compute = ComputeName::Sparse;
+        let sparse = runner
+            .run_one(&c)
+            .unwrap_or_else(|e| panic!("{m} sparse: {e}"));
+        assert_ne!(masked.dir, sparse.dir, "{m}: a run directory of its own");
+        let (a, b) = (&masked.result, &sparse.result);
+        assert!(b.test_accuracy > 40.0, "{m}: {}%", b.test_accuracy);
+        if m == MethodName::Lottery {
+            // IMP prunes the trained weights globally: the same count at every level (the
+            // per-layer split follows weights that differ by float rounding).
+            assert_eq!(a.nnz, b.nnz, "{m}");
+            let (la, lb) = (a.levels.as_ref().unwrap(), b.levels.as_ref().unwrap());
+            assert_eq!(la.len(), 3);
+            for (x, y) in la.iter().zip(lb) {
+                assert_eq!(x.density, y.density, "{m}: level {}", x.level);
+                assert!(y.ticket > 40.0, "{m}: level {}: {}%", y.level, y.ticket);
+            }
+            continue;
+        }
+        assert_eq!(b.nnz, 4960, "{m}: exactly round(0.1 n) kept");
+        assert_eq!(a.layer_density, b.layer_density, "{m}: per-layer counts");
+        let (ma, mb) = (
+            metrics_without_time(&masked.dir),
+            metrics_without_time(&sparse.dir),
+        );
+        // Same initial weights and data order; only the float summation order differs.
+        let rel = (ma[0].train_loss - mb[0].train_loss).abs() / ma[0].train_loss;
+        assert!(
+            rel < 1e-3,
+            "{m}: epoch-1 loss {} vs {}",
+            ma[0].train_loss,
+            mb[0].train_loss
+        );
+        for (x, y) in ma.iter().zip(&mb) {
+            assert_eq!(x.updates, y.updates, "{m}: updates in epoch {}", x.epoch);
+            assert_eq!(x.step, y.step, "{m}");
+        }
+        let masks =
+            |o: &burn_sparse_cli::run::Outcome| std::fs::read(o.dir.join("masks.bsp")).unwrap();
+        if !m.is_dynamic() {
+            assert!(
+                masks(&masked) == masks(&sparse),
+                "{m}: the fixed mask moved"
+            );
+        }
+        // The sparse run's final model is a dense LeNet-300-100 with zeros off its mask.
+        let template = burn_sparse::models::LeNet300Config::new()
+            .with_inputs(64)
+            .with_classes(4)
+            .init(&d);
+        let model =
+            burn_sparse::mask::checkpoint::load_module(template, &sparse.dir.join("model.bpk"))
+                .unwrap();
+        let set = burn_sparse::lottery::load_masks(&model, &sparse.dir.join("masks.bsp")).unwrap();
+        assert_eq!(set.nnz(), 4960, "{m}");
+        set.ensure_masked(&model).unwrap();
+        assert_eq!(
+            model.num_params(),
+            64 * 300 + 300 + 300 * 100 + 100 + 100 * 4 + 4
+        );
     }
 }
 

@@ -297,6 +297,21 @@ fn a_kill_at_every_commit_point_resumes_to_the_uninterrupted_result() {
 }
 
 #[test]
+fn a_sparse_run_killed_at_every_commit_point_resumes_to_the_uninterrupted_result() {
+    // RigL on truly sparse layers, 2 epochs: the checkpoint holds the sparse layers' values and
+    // coordinates and the nnz-sized optimizer state.
+    let mut c = synthetic(MethodName::Rigl, 0.9, 2);
+    c.compute = burn_sparse_cli::config::ComputeName::Sparse;
+    let (killed, tampered) = kill_at_every_commit_point(&c, DST_FILES, true);
+    eprintln!("sparse RigL: killed at {killed} commit points, each resumed to the same result");
+    assert!(killed >= 20, "only {killed} commit points");
+    assert!(
+        tampered,
+        "no kill left a committed checkpoint to tamper with"
+    );
+}
+
+#[test]
 fn a_lottery_run_killed_at_every_commit_point_resumes_to_the_uninterrupted_result() {
     // IMP, 2 levels of 1 epoch each with both baselines: every level's artifacts.
     let mut c = synthetic(MethodName::Lottery, 0.6, 1);

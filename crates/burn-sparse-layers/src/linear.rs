@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use burn::backend::DispatchDevice;
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param, ParamId};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::tensor::{DType, Device, Int, IntDType, Tensor, TensorData};
 use burn_sparse_kernels::SparsePattern;
 use burn_sparse_mask::SparseRng;
@@ -35,7 +35,7 @@ pub enum Compute {
 /// SparseProp swaps in only layers that are sparse enough to gain.
 pub const SPARSE_MAX_DENSITY: f64 = 0.3;
 
-/// Configuration of a [`SparseLinear`], mirroring burn's [`LinearConfig`] plus the density of
+/// Configuration of a [`SparseLinear`], mirroring burn's [`LinearConfig`](burn::nn::LinearConfig) plus the density of
 /// the random initial pattern.
 #[derive(Config, Debug)]
 pub struct SparseLinearConfig {
@@ -238,16 +238,19 @@ impl SparseLinear {
         let pattern = SparsePattern::from_mask(k, n, mask)?;
         let vals = pattern.gather(&host)?;
         let values = Tensor::<1>::from_data(TensorData::new(vals, [pattern.nnz()]), &device);
+        // The values keep the weight's id, so the dense twin (`to_linear`) has it again and a
+        // mask or record keyed by that id still names it.
         Self::from_parts(
             pattern,
-            Param::from_tensor(require_grad_like(values, autodiff)),
+            Param::initialized(linear.weight.id, require_grad_like(values, autodiff)),
             linear.bias.clone(),
             compute,
         )
     }
 
     /// The dense twin: a [`Linear`] whose weight holds the values at their coordinates and
-    /// exact zeros elsewhere, with the same bias.
+    /// exact zeros elsewhere, with the same bias; the weight's [`ParamId`] is the values' (so
+    /// `from_linear` then `to_linear` gives the original ids back).
     ///
     /// # Errors
     /// [`LayerError::Data`] or [`LayerError::Kernel`] if the parameters cannot be read or the
@@ -259,16 +262,16 @@ impl SparseLinear {
         let autodiff = v.is_require_grad();
         let host = read_host(v)?;
         let dense = p.to_dense(&host)?;
-        let mut lin = LinearConfig::new(self.d_input, self.d_output)
-            .with_bias(self.bias.is_some())
-            .init(&device);
         let w = Tensor::<2>::from_data(
             TensorData::new(dense, [self.d_input, self.d_output]),
             &device,
         );
-        lin.weight = Param::from_tensor(require_grad_like(w, autodiff));
-        lin.bias = self.bias.clone();
-        Ok(lin)
+        // Built directly: `LinearConfig::init` would draw a weight only to replace it (and
+        // advance the device's random stream).
+        Ok(Linear {
+            weight: Param::initialized(self.values.id, require_grad_like(w, autodiff)),
+            bias: self.bias.clone(),
+        })
     }
 
     /// Number of non-zeros.
@@ -487,11 +490,15 @@ impl SparseLinear {
     }
 
     /// The masked-dense weight `[d_input, d_output]`: the values scattered into zeros,
-    /// differentiable in the values.
+    /// differentiable in the values (a layer without non-zeros is all zeros, and its empty
+    /// values get no gradient).
     pub fn dense_weight(&self) -> Tensor<2> {
         let coords = self.coords.val();
         let device = coords.device();
         let nnz = self.nnz();
+        if nnz == 0 {
+            return Tensor::<2>::zeros([self.d_input, self.d_output], &device);
+        }
         let rows = coords.clone().slice([0..1, 0..nnz]).reshape([nnz]);
         let cols = coords.slice([1..2, 0..nnz]).reshape([nnz]);
         // Flat indices in 64 bits: `d_input * d_output` may exceed i32 (the coordinates do not).

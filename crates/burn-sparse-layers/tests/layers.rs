@@ -185,6 +185,9 @@ fn linear_round_trip_is_exact() {
     let sparse = SparseLinear::from_linear(&lin, &mask, Compute::Auto).unwrap();
     assert_eq!(sparse.nnz(), mask.iter().filter(|&&m| m).count());
     let back = sparse.to_linear().unwrap();
+    // The ids survive the round trip: a mask or optimizer keyed by them still names the layer.
+    assert_eq!(sparse.values.id, lin.weight.id);
+    assert_eq!(back.weight.id, lin.weight.id);
     let w = host(lin.weight.val());
     let w2 = host(back.weight.val());
     for i in 0..240 {

@@ -133,11 +133,30 @@ pub struct ImpConfig {
     pub seed: u64,
 }
 
+/// Where a trainer keeps the model as it is after one step: the rewind point `k` of weight
+/// rewinding, which the driver captures while training level 0.
+pub struct Capture<'a, M> {
+    /// The step (1-based) after which the model is kept.
+    pub step: u64,
+    /// Where it is kept.
+    pub slot: &'a mut Option<M>,
+}
+
+impl<M> Capture<'_, M> {
+    /// After step `t`: keep `model()` if `t` is the capture step. `model` runs only then, so
+    /// a trainer whose model must be converted (sparse layers to dense) pays once.
+    pub fn offer(&mut self, t: u64, model: impl FnOnce() -> M) {
+        if t == self.step {
+            *self.slot = Some(model());
+        }
+    }
+}
+
 /// Trains and evaluates a model for the driver.
 pub trait ImpTrainer<M: Module> {
     /// Train from optimizer step `start` to the end of the budget, in the data order of
-    /// `data_seed`. Call `on_step(t, &model)` after every step `t` (1-based), so the driver can
-    /// capture the rewind weights at exactly step `k`.
+    /// `data_seed`. With a `capture`, call [`Capture::offer`] after every step `t` (1-based),
+    /// so the driver gets the rewind weights of exactly step `k`.
     ///
     /// # Errors
     /// Any training error (NaN loss ...).
@@ -147,7 +166,7 @@ pub trait ImpTrainer<M: Module> {
         optim: &mut SparseOptimizer,
         start: u64,
         data_seed: u64,
-        on_step: &mut dyn FnMut(u64, &M),
+        capture: Option<Capture<'_, M>>,
     ) -> std::result::Result<M, TrainerError>;
     /// Test accuracy in percent.
     ///
@@ -338,17 +357,12 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
     ) -> Result<(M, f64)> {
         let model = masks.apply(model);
         let mut optim = SparseOptimizer::new(self.rule, masks)?;
-        let k = self.cfg.rewind.step();
-        let mut slot = capture;
-        let mut on_step = |t: u64, m: &M| {
-            if t == k
-                && let Some(s) = slot.as_deref_mut()
-            {
-                *s = Some(m.clone());
-            }
-        };
+        let capture = capture.map(|slot| Capture {
+            step: self.cfg.rewind.step(),
+            slot,
+        });
         let trained = trainer
-            .train(model, &mut optim, start, self.cfg.seed, &mut on_step)
+            .train(model, &mut optim, start, self.cfg.seed, capture)
             .map_err(LotteryError::Trainer)?;
         optim.masks().ensure_masked(&trained)?;
         let acc = trainer.accuracy(&trained).map_err(LotteryError::Trainer)?;
@@ -536,7 +550,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
             let model = masks.apply(rewind.clone());
             let mut optim = SparseOptimizer::new(self.rule, masks.clone())?;
             trainer
-                .train(model, &mut optim, k, seed, &mut |_, _| {})
+                .train(model, &mut optim, k, seed, None)
                 .map_err(LotteryError::Trainer)
         };
         let a = run(seeds.0)?;

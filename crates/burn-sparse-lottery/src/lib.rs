@@ -20,7 +20,7 @@ mod lmc;
 
 pub use error::{LotteryError, Result, TrainerError};
 pub use imp::{
-    Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant, load_masks, prune_level,
-    random_pruning, save_masks,
+    Capture, Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant, load_masks,
+    prune_level, random_pruning, save_masks,
 };
 pub use lmc::{LmcReport, interpolate, linear_mode_connectivity};

@@ -22,6 +22,8 @@ struct Synthetic {
     device: Device,
     /// The model each training started from (to check rewinding).
     starts: Vec<Mlp>,
+    /// A pause after every step (so a kill lands inside a level).
+    pause: Option<std::time::Duration>,
 }
 
 impl Synthetic {
@@ -44,6 +46,7 @@ impl Synthetic {
             steps,
             device,
             starts: Vec::new(),
+            pause: None,
         }
     }
     fn batch(&self, idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
@@ -66,7 +69,7 @@ impl ImpTrainer<Mlp> for Synthetic {
         optim: &mut SparseOptimizer,
         start: u64,
         seed: u64,
-        on_step: &mut dyn FnMut(u64, &Mlp),
+        mut capture: Option<Capture<'_, Mlp>>,
     ) -> TrainResult<Mlp> {
         self.starts.push(model.clone());
         for j in start..self.steps {
@@ -79,7 +82,12 @@ impl ImpTrainer<Mlp> for Synthetic {
                 .forward(model.forward(x), y);
             let g = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(0.1, model, g)?;
-            on_step(j + 1, &model);
+            if let Some(c) = capture.as_mut() {
+                c.offer(j + 1, || model.clone());
+            }
+            if let Some(p) = self.pause {
+                std::thread::sleep(p);
+            }
         }
         Ok(model)
     }
@@ -170,7 +178,7 @@ fn exact_counts_rewind_and_baselines() {
             let mut six = Synthetic::new(6, device());
             let dense = MaskSet::dense(&init(7), &ParamFilter::new()).unwrap();
             let mut o = SparseOptimizer::new(SgdRule::default(), dense).unwrap();
-            let wk = six.train(init(7), &mut o, 0, 7, &mut |_, _| {}).unwrap();
+            let wk = six.train(init(7), &mut o, 0, 7, None).unwrap();
             assert_eq!(rw.bits(), wk.bits(), "w_k is 6 steps from init");
             assert_ne!(rw.bits(), init(7).bits(), "w_k differs from w0");
         }
@@ -264,7 +272,7 @@ fn interpolation_endpoints_reproduce_errors() {
     for seed in [11, 12] {
         let mut o = SparseOptimizer::new(SgdRule::default(), masks.clone()).unwrap();
         let m = t
-            .train(masks.apply(rw.clone()), &mut o, 6, seed, &mut |_, _| {})
+            .train(masks.apply(rw.clone()), &mut o, 6, seed, None)
             .unwrap();
         errs.push(100.0 - t.accuracy(&m).unwrap());
         ends.push(m);
@@ -328,13 +336,10 @@ impl ImpTrainer<Mlp> for SlowTrainer<'_> {
         o: &mut SparseOptimizer,
         s: u64,
         seed: u64,
-        f: &mut dyn FnMut(u64, &Mlp),
+        capture: Option<Capture<'_, Mlp>>,
     ) -> TrainResult<Mlp> {
-        let mut f2 = |t: u64, m: &Mlp| {
-            std::thread::sleep(std::time::Duration::from_millis(15));
-            f(t, m)
-        };
-        self.0.train(m, o, s, seed, &mut f2)
+        self.0.pause = Some(std::time::Duration::from_millis(15));
+        self.0.train(m, o, s, seed, capture)
     }
     fn accuracy(&mut self, m: &Mlp) -> TrainResult<f64> {
         self.0.accuracy(m)

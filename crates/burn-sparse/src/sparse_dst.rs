@@ -16,6 +16,10 @@
 //! SNFS grows by the momentum of *inactive* weights, which a sparse layer does not store (its
 //! optimizer state is nnz-sized). It is refused here with a typed error; train SNFS on the
 //! masked path (`Compute::Masked` or a dense model with `SparseOptimizer`).
+//!
+//! [`SparseTrainHandle`] runs the same steps inside burn-train's `Learner` (the optimizer and
+//! updater behind `TrainStep::optimize`, the probes through the handle's forward and backward);
+//! tested bit for bit against the hand-written loop.
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
@@ -175,5 +179,178 @@ impl SparseDst {
             layers.push(nl);
         }
         Ok((SparseMlp { layers }, changed))
+    }
+}
+
+/// A [`SparseMlp`]'s optimizer and topology updater shared with the model, for burn-train's
+/// `Learner`: keep it in a `#[module(skip)]` field, run the forward and backward pass of
+/// `TrainStep::step` through [`SparseTrainHandle::forward`] and [`SparseTrainHandle::backward`]
+/// (on topology-update steps they add the dense probes and keep their gradients), and step in
+/// `TrainStep::optimize` with [`SparseTrainHandle::step`]:
+///
+/// ```ignore
+/// #[derive(Module, Debug)]
+/// struct Net { mlp: SparseMlp, #[module(skip)] train: Option<SparseTrainHandle> }
+///
+/// impl TrainStep for Net {
+///     fn step(&self, b: Batch) -> TrainOutput<ClassificationOutput> {
+///         let h = self.train.as_ref().expect("handle");
+///         let (logits, probes) = h.forward(&self.mlp, b.x);
+///         let loss = cross_entropy(logits.clone(), b.y.clone());
+///         let grads = h.backward(&loss, &probes);
+///         TrainOutput::new(self, grads, ClassificationOutput { loss, output: logits, targets: b.y })
+///     }
+///     fn optimize(self, _: &mut ModuleOptimizer, lr: ModuleLearningRate, g: GradientsParams) -> Self {
+///         let h = self.train.clone().expect("handle");
+///         Net { mlp: h.step(self.mlp, &lr, g), ..self }
+///     }
+/// }
+/// ```
+///
+/// One device, one optimizer: burn-train's gradient accumulation must stay off (each step's
+/// probe gradients belong to that step). `optimize` cannot return an error, so a failed step
+/// leaves the network unchanged and keeps the error in [`SparseTrainHandle::take_error`].
+#[derive(Clone)]
+pub struct SparseTrainHandle {
+    inner: std::sync::Arc<std::sync::Mutex<TrainState>>,
+}
+
+struct TrainState {
+    optim: SparseOptimizer,
+    dst: Option<SparseDst>,
+    /// The probes' dense gradients of the step in flight, kept by `backward` for `step`.
+    pending: Option<Vec<Vec<f32>>>,
+    /// Connections changed per layer by each topology update: (step, per layer).
+    updates: Vec<(u64, Vec<usize>)>,
+    error: Option<crate::train::TrainError>,
+}
+
+impl std::fmt::Debug for SparseTrainHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparseTrainHandle").finish_non_exhaustive()
+    }
+}
+
+impl SparseTrainHandle {
+    /// Share `optim` (over [`burn_sparse_mask::MaskSet::empty`]) and `dst` (None: a fixed
+    /// topology).
+    pub fn new(optim: SparseOptimizer, dst: Option<SparseDst>) -> Self {
+        Self {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(TrainState {
+                optim,
+                dst,
+                pending: None,
+                updates: Vec::new(),
+                error: None,
+            })),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TrainState> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the coming step updates the topology.
+    pub fn next_is_update(&self) -> bool {
+        let s = self.lock();
+        let t = s.optim.steps() + 1;
+        s.dst.as_ref().is_some_and(|d| d.is_update_step(t))
+    }
+
+    /// The logits of the coming step, with the dense probes (returned) on an update step.
+    pub fn forward(&self, net: &SparseMlp, x: Tensor<2>) -> (Tensor<2>, Vec<Tensor<2>>) {
+        if self.next_is_update() {
+            let probes = net.probes();
+            (net.forward_probed(x, &probes), probes)
+        } else {
+            (net.forward(x), Vec::new())
+        }
+    }
+
+    /// `loss.backward()`, keeping the probes' gradients for [`SparseTrainHandle::step`].
+    pub fn backward(&self, loss: &Tensor<1>, probes: &[Tensor<2>]) -> burn::tensor::Gradients {
+        let raw = loss.backward();
+        if !probes.is_empty() {
+            let dense: Result<Vec<Vec<f32>>, crate::train::TrainError> = probes
+                .iter()
+                .enumerate()
+                .map(|(layer, p)| match p.grad(&raw) {
+                    Some(g) => burn_sparse_mask::to_host(g).map_err(crate::train::TrainError::Mask),
+                    None => Err(crate::train::TrainError::MissingProbeGradient { layer }),
+                })
+                .collect();
+            let mut s = self.lock();
+            match dense {
+                Ok(d) => s.pending = Some(d),
+                Err(e) => s.error = Some(e),
+            }
+        }
+        raw
+    }
+
+    /// The step: the topology update first if this is an update step (with the gradients
+    /// `backward` kept), then the values' optimizer step at burn-train's learning rate.
+    pub fn step(
+        &self,
+        net: SparseMlp,
+        lr: &burn::optim::lr_scheduler::module_lr_scheduler::ModuleLearningRate,
+        mut grads: GradientsParams,
+    ) -> SparseMlp {
+        let mut s = self.lock();
+        let backup = net.clone();
+        let rate = net
+            .layers
+            .first()
+            .map_or(0.0, |l| lr.lr_from_param(l.values.id, None));
+        let t = s.optim.steps() + 1;
+        let pending = s.pending.take();
+        let TrainState {
+            optim,
+            dst,
+            updates,
+            ..
+        } = &mut *s;
+        let result = (|| -> Result<SparseMlp, crate::train::TrainError> {
+            let net = match (dst.as_mut().filter(|d| d.is_update_step(t)), pending) {
+                (Some(d), Some(dense)) => {
+                    let (net, changed) = d.update(t, net, &dense, optim, &mut grads)?;
+                    updates.push((t, changed));
+                    net
+                }
+                (Some(_), None) => {
+                    return Err(SparseDstError::Unsupported(format!(
+                        "step {t} updates the topology but no probe gradients were kept: run \
+                         the step's forward and backward through the handle"
+                    ))
+                    .into());
+                }
+                (None, _) => net,
+            };
+            Ok(optim.step(rate, net, grads)?)
+        })();
+        match result {
+            Ok(net) => net,
+            Err(e) => {
+                s.error = Some(e);
+                backup
+            }
+        }
+    }
+
+    /// Run `f` on the optimizer (to save it, read its step count).
+    pub fn with<R>(&self, f: impl FnOnce(&mut SparseOptimizer) -> R) -> R {
+        f(&mut self.lock().optim)
+    }
+
+    /// The topology updates so far: step and connections changed per layer.
+    pub fn updates(&self) -> Vec<(u64, Vec<usize>)> {
+        self.lock().updates.clone()
+    }
+
+    /// The error of the last failed step, if any.
+    pub fn take_error(&self) -> Option<crate::train::TrainError> {
+        self.lock().error.take()
     }
 }

@@ -287,6 +287,43 @@ pub fn accuracy<M: Classifier, D: BatchSource>(
     Ok(100.0 * correct as f64 / data.len().max(1) as f64)
 }
 
+/// The batches of a step-indexed run: step `j` (0-based) takes batch `j % steps_per_epoch` of
+/// the permutation of epoch `j / steps_per_epoch`, seeded by [`epoch_seed`] and drawn once per
+/// epoch.
+struct StepOrder {
+    len: usize,
+    batch: usize,
+    per_epoch: u64,
+    seed: u64,
+    order: Option<(u64, Vec<usize>)>,
+}
+
+impl StepOrder {
+    fn new(len: usize, batch: usize, seed: u64) -> Self {
+        let batch = batch.max(1);
+        Self {
+            len,
+            batch,
+            per_epoch: len.div_ceil(batch).max(1) as u64,
+            seed,
+            order: None,
+        }
+    }
+
+    fn indices(&mut self, j: u64) -> &[usize] {
+        let epoch = j / self.per_epoch;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.order = Some((epoch, permutation(self.len, epoch_seed(self.seed, epoch))));
+        }
+        let perm = match &self.order {
+            Some((_, p)) => p.as_slice(),
+            None => &[],
+        };
+        let pos = ((j % self.per_epoch) as usize * self.batch).min(perm.len());
+        &perm[pos..(pos + self.batch).min(perm.len())]
+    }
+}
+
 /// Train from optimizer step `start` to `end` (exclusive, 0-based step indices) with a
 /// step-indexed data order: step `j` uses batch `j % steps_per_epoch` of the permutation of
 /// epoch `j / steps_per_epoch` (seeded by [`epoch_seed`]), and learning rate
@@ -306,19 +343,12 @@ pub fn train_steps<M: Classifier, D: BatchSource>(
     device: &Device,
     on_step: &mut dyn FnMut(u64, &M),
 ) -> Result<M, TrainError> {
-    let bs = cfg.batch_size.max(1);
-    let spe = data.len().div_ceil(bs).max(1) as u64;
+    let mut order = StepOrder::new(data.len(), cfg.batch_size, seed);
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let mut order: Option<(u64, Vec<usize>)> = None;
     for j in start..end {
-        let epoch = j / spe;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, permutation(data.len(), epoch_seed(seed, epoch))));
-        }
-        let perm = &order.as_ref().expect("set above").1;
-        let pos = (j % spe) as usize * bs;
-        let idx = &perm[pos..(pos + bs).min(perm.len())];
-        let (x, y) = data.batch(idx, device).map_err(TrainError::Data)?;
+        let (x, y) = data
+            .batch(order.indices(j), device)
+            .map_err(TrainError::Data)?;
         let loss = loss_fn.forward(model.logits(x), y);
         finite_loss(&loss)?;
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -326,6 +356,38 @@ pub fn train_steps<M: Classifier, D: BatchSource>(
         on_step(j + 1, &model);
     }
     Ok(model)
+}
+
+/// [`train_steps`] for a network of truly sparse layers with a fixed topology (`optim` over
+/// [`MaskSet::empty`](burn_sparse_mask::MaskSet::empty) steps the values): the same batches
+/// and learning rates step for step.
+///
+/// # Errors
+/// [`TrainError`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_steps_sparse<D: BatchSource>(
+    mut net: crate::models::SparseMlp,
+    optim: &mut SparseOptimizer,
+    data: &D,
+    cfg: TrainConfig,
+    (start, end): (u64, u64),
+    seed: u64,
+    device: &Device,
+    on_step: &mut dyn FnMut(u64, &crate::models::SparseMlp),
+) -> Result<crate::models::SparseMlp, TrainError> {
+    let mut order = StepOrder::new(data.len(), cfg.batch_size, seed);
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    for j in start..end {
+        let (x, y) = data
+            .batch(order.indices(j), device)
+            .map_err(TrainError::Data)?;
+        let loss = loss_fn.forward(net.logits(x), y);
+        finite_loss(&loss)?;
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        net = optim.step(cfg.lr_at(j), net, grads)?;
+        on_step(j + 1, &net);
+    }
+    Ok(net)
 }
 
 /// An [`ImpTrainer`](burn_sparse_lottery::ImpTrainer) for the facade's models: trains
@@ -352,7 +414,7 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
         optim: &mut SparseOptimizer,
         start: u64,
         data_seed: u64,
-        on_step: &mut dyn FnMut(u64, &M),
+        mut capture: Option<burn_sparse_lottery::Capture<'_, M>>,
     ) -> Result<M, burn_sparse_lottery::TrainerError> {
         Ok(train_steps(
             model,
@@ -362,11 +424,84 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
             (start, self.total_steps),
             data_seed,
             &self.device,
-            on_step,
+            &mut |t, m| {
+                if let Some(c) = capture.as_mut() {
+                    c.offer(t, || m.clone());
+                }
+            },
         )?)
     }
     fn accuracy(&mut self, model: &M) -> Result<f64, burn_sparse_lottery::TrainerError> {
         Ok(accuracy(model, self.test, &self.device)?)
+    }
+}
+
+/// [`StepTrainer`] for LeNet-300-100 on truly sparse layers: every IMP level (and baseline)
+/// trains as a [`SparseMlp`](crate::models::SparseMlp) built from the level's mask
+/// ([`SparseMlp::from_lenet300`](crate::models::SparseMlp::from_lenet300)), with a fresh
+/// nnz-sized optimizer of the level optimizer's rule, the same batches and learning rates, and
+/// comes back as a dense [`LeNet300`](crate::models::LeNet300) with exact zeros. The rewind
+/// point is converted once, at its step. The dense level 0 computes masked-dense (a layer that
+/// dense never gains from the kernels, see [`Compute::Auto`](burn_sparse_layers::Compute)).
+#[cfg(feature = "lottery")]
+pub struct SparseStepTrainer<'a, D: BatchSource> {
+    /// The data, budget and device, as for [`StepTrainer`].
+    pub steps: StepTrainer<'a, D>,
+    /// How the layers compute.
+    pub compute: burn_sparse_layers::Compute,
+}
+
+#[cfg(feature = "lottery")]
+impl<D: BatchSource> burn_sparse_lottery::ImpTrainer<crate::models::LeNet300>
+    for SparseStepTrainer<'_, D>
+{
+    fn train(
+        &mut self,
+        model: crate::models::LeNet300,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        data_seed: u64,
+        capture: Option<burn_sparse_lottery::Capture<'_, crate::models::LeNet300>>,
+    ) -> Result<crate::models::LeNet300, burn_sparse_lottery::TrainerError> {
+        let net = crate::models::SparseMlp::from_lenet300(&model, optim.masks(), self.compute)
+            .map_err(crate::sparse_dst::SparseDstError::from)
+            .map_err(TrainError::from)?;
+        drop(model);
+        let mut values = SparseOptimizer::new(*optim.rule(), burn_sparse_mask::MaskSet::empty())?;
+        let k = capture.as_ref().map(|c| c.step);
+        let mut kept = None;
+        let s = &self.steps;
+        let net = train_steps_sparse(
+            net,
+            &mut values,
+            s.train,
+            s.cfg,
+            (start, s.total_steps),
+            data_seed,
+            &s.device,
+            // A handle copy; converted to dense once, after training.
+            &mut |t, n| {
+                if Some(t) == k {
+                    kept = Some(n.clone());
+                }
+            },
+        )?;
+        let dense = |n: &crate::models::SparseMlp| {
+            n.to_lenet300()
+                .map_err(crate::sparse_dst::SparseDstError::from)
+                .map_err(TrainError::from)
+        };
+        if let (Some(mut c), Some(n)) = (capture, kept) {
+            let m = dense(&n)?;
+            c.offer(c.step, || m);
+        }
+        Ok(dense(&net)?)
+    }
+    fn accuracy(
+        &mut self,
+        model: &crate::models::LeNet300,
+    ) -> Result<f64, burn_sparse_lottery::TrainerError> {
+        Ok(accuracy(model, self.steps.test, &self.steps.device)?)
     }
 }
 
@@ -377,6 +512,24 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
 /// # Errors
 /// A non-finite loss, an optimizer, topology or data error.
 pub fn train_epoch_sparse<D: BatchSource + ?Sized>(
+    net: crate::models::SparseMlp,
+    optim: &mut SparseOptimizer,
+    dst: Option<&mut crate::sparse_dst::SparseDst>,
+    data: &D,
+    cfg: TrainConfig,
+    seed: u64,
+    device: &Device,
+) -> Result<(crate::models::SparseMlp, EpochReport), TrainError> {
+    train_epoch_sparse_with(net, optim, dst, data, cfg, seed, device, &mut |_, _| {})
+}
+
+/// [`train_epoch_sparse`] that calls `on_batch(batches_done, batches_in_epoch)` after every
+/// step (for a progress bar).
+///
+/// # Errors
+/// As [`train_epoch_sparse`].
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch_sparse_with<D: BatchSource + ?Sized>(
     mut net: crate::models::SparseMlp,
     optim: &mut SparseOptimizer,
     mut dst: Option<&mut crate::sparse_dst::SparseDst>,
@@ -384,8 +537,10 @@ pub fn train_epoch_sparse<D: BatchSource + ?Sized>(
     cfg: TrainConfig,
     seed: u64,
     device: &Device,
+    on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<(crate::models::SparseMlp, EpochReport), TrainError> {
     let order = permutation(data.len(), seed);
+    let n_batches = order.len().div_ceil(cfg.batch_size.max(1));
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut total = 0.0;
     let mut batches = 0usize;
@@ -428,6 +583,7 @@ pub fn train_epoch_sparse<D: BatchSource + ?Sized>(
             net = optim.step(lr, net, grads)?;
         }
         batches += 1;
+        on_batch(batches, n_batches);
     }
     Ok((
         net,

@@ -234,3 +234,197 @@ fn rigl_inside_burn_train_learner() {
         );
     }
 }
+
+/// A network of truly sparse layers trained by RigL inside the `Learner`.
+#[derive(Module, Debug)]
+struct SparseNet {
+    mlp: burn_sparse::models::SparseMlp,
+    #[module(skip)]
+    train: Option<burn_sparse::sparse_dst::SparseTrainHandle>,
+}
+
+impl SparseNet {
+    fn output(&self, b: &Item) -> ClassificationOutput {
+        let logits = self.mlp.forward(b.x.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), b.y.clone());
+        ClassificationOutput {
+            loss,
+            output: logits,
+            targets: b.y.clone(),
+        }
+    }
+}
+
+impl TrainStep for SparseNet {
+    type Input = Item;
+    type Output = ClassificationOutput;
+    fn step(&self, b: Item) -> TrainOutput<ClassificationOutput> {
+        let h = self.train.as_ref().expect("the handle");
+        let (logits, probes) = h.forward(&self.mlp, b.x.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), b.y.clone());
+        let grads = h.backward(&loss, &probes);
+        TrainOutput::new(
+            self,
+            grads,
+            ClassificationOutput {
+                loss,
+                output: logits,
+                targets: b.y,
+            },
+        )
+    }
+    fn optimize(
+        self,
+        _burn: &mut ModuleOptimizer,
+        lr: ModuleLearningRate,
+        grads: GradientsParams,
+    ) -> Self {
+        let h = self.train.clone().expect("the handle");
+        SparseNet {
+            mlp: h.step(self.mlp, &lr, grads),
+            ..self
+        }
+    }
+}
+
+impl InferenceStep for SparseNet {
+    type Input = Item;
+    type Output = ClassificationOutput;
+    fn step(&self, item: Item) -> ClassificationOutput {
+        self.output(&item)
+    }
+}
+
+/// RigL on `SparseMlp` inside burn-train's `Learner` (probes on update steps through the
+/// handle): exact nnz, connections moved, and the same values and topology, bit for bit, as
+/// the hand-written loop of `train_epoch_sparse`'s steps over the same batches.
+#[test]
+fn rigl_on_sparse_layers_inside_burn_train_learner() {
+    use burn_sparse::layers::Compute;
+    use burn_sparse::models::{SparseMlp, SparseMlpConfig};
+    use burn_sparse::sparse_dst::{SparseDst, SparseTrainHandle};
+    let d = Device::flex().autodiff();
+    let mlp = SparseMlpConfig::new(vec![8, 32, 2], vec![0.25, 0.5])
+        .with_compute(Compute::Sparse)
+        .init(&d)
+        .unwrap();
+    let nnz: Vec<usize> = mlp.layers.iter().map(|l| l.nnz()).collect();
+    let initial: Vec<Vec<bool>> = mlp
+        .layers
+        .iter()
+        .map(|l| l.active_mask().unwrap())
+        .collect();
+    let updater = || {
+        let cfg = DropGrowConfig {
+            schedule: UpdateSchedule::new(0, 12, 2).unwrap(),
+            drop_fraction: DropFraction::Cosine { alpha: 0.3 },
+            init: GrowInit::Zero,
+            seed: 3,
+            skip_weight_update: false,
+        };
+        SparseDst::new(Box::new(RiglUpdater::rigl(cfg).unwrap())).unwrap()
+    };
+    let optim = || SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
+    let handle = SparseTrainHandle::new(optim(), Some(updater()));
+    let net = SparseNet {
+        mlp: mlp.clone(),
+        train: Some(handle.clone()),
+    };
+    let loader = || -> Arc<dyn DataLoader<Item>> {
+        DataLoaderBuilder::new(Points)
+            .batch_size(8)
+            .build(InMemDataset::new(data()))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let result = SupervisedTraining::new(dir.path(), loader(), loader())
+        .num_epochs(2)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_application_logger(None)
+        .launch(Learner::new(
+            net,
+            burn::optim::SgdConfig::new().init(),
+            ConstantLr::new(0.1),
+        ));
+    let model = result.model.mlp;
+    assert!(handle.take_error().is_none());
+    assert_eq!(handle.with(|o| o.steps()), 16);
+    let updates = handle.updates();
+    assert_eq!(
+        updates.iter().map(|u| u.0).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10, 12],
+        "RigL updates at every second step until its end (12)"
+    );
+    assert!(
+        updates.iter().any(|u| u.1.iter().sum::<usize>() > 0),
+        "nothing moved"
+    );
+    let final_masks: Vec<Vec<bool>> = model
+        .layers
+        .iter()
+        .map(|l| l.active_mask().unwrap())
+        .collect();
+    assert_ne!(
+        final_masks, initial,
+        "RigL moved connections inside the Learner"
+    );
+    let got: Vec<usize> = model.layers.iter().map(|l| l.nnz()).collect();
+    assert_eq!(got, nnz, "exact nnz per layer");
+
+    // The hand-written loop: the same steps train_epoch_sparse takes, over the same batches.
+    let ce = CrossEntropyLossConfig::new().init(&d);
+    let (mut twin, mut dst, mut opt) = (mlp, updater(), optim());
+    let items = data();
+    for _epoch in 0..2 {
+        for chunk in items.chunks(8) {
+            let b = Points.batch(chunk.to_vec(), &d);
+            let t = opt.steps() + 1;
+            twin = if dst.is_update_step(t) {
+                let probes = twin.probes();
+                let raw = ce
+                    .forward(twin.forward_probed(b.x, &probes), b.y)
+                    .backward();
+                let dense: Vec<Vec<f32>> = probes
+                    .iter()
+                    .map(|p| to_host(p.grad(&raw).unwrap()).unwrap())
+                    .collect();
+                let mut g = GradientsParams::from_grads(raw, &twin);
+                let (n, _) = dst.update(t, twin, &dense, &mut opt, &mut g).unwrap();
+                opt.step(0.1, n, g).unwrap()
+            } else {
+                let g = GradientsParams::from_grads(
+                    ce.forward(twin.forward(b.x), b.y).backward(),
+                    &twin,
+                );
+                opt.step(0.1, twin, g).unwrap()
+            };
+        }
+    }
+    let bits = |n: &SparseMlp| -> Vec<Vec<u32>> {
+        n.layers
+            .iter()
+            .map(|l| {
+                l.host_values()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .collect()
+            })
+            .collect()
+    };
+    let twin_masks: Vec<Vec<bool>> = twin
+        .layers
+        .iter()
+        .map(|l| l.active_mask().unwrap())
+        .collect();
+    assert_eq!(
+        final_masks, twin_masks,
+        "same topology as the hand-written loop"
+    );
+    assert_eq!(bits(&model), bits(&twin), "same values, bit for bit");
+}

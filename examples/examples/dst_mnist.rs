@@ -21,16 +21,11 @@
 
 use burn::tensor::Device;
 use burn_sparse::data::Splits;
-use burn_sparse::layers::Compute;
-use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
+use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
-use burn_sparse::sparse_dst::SparseDst;
 use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
 use burn_sparse_examples::cli::{ComputeArg, DstArg, DstArgs, ModelArg};
-use burn_sparse_examples::{
-    check_masked, device, epoch_and_eval, fail, load_data, print_sparse_layers,
-    sparse_epoch_and_eval,
-};
+use burn_sparse_examples::{SparseRun, check_masked, device, epoch_and_eval, fail, load_data};
 use clap::Parser;
 
 /// The run settings both compute paths share.
@@ -114,15 +109,8 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
         .build(model, &ParamFilter::new(), rule)
         .unwrap_or_else(|e| fail(e));
     println!("{}", masked.masks());
-    let mut net =
-        SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto).unwrap_or_else(|e| fail(e));
-    drop(model);
-    print_sparse_layers(&net);
-    let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
-    let mut dst = plan
-        .updater()
-        .unwrap_or_else(|e| fail(e))
-        .map(|u| SparseDst::new(u).unwrap_or_else(|e| fail(e)));
+    let mut run = SparseRun::new(&model, masked.masks(), rule, Some(&plan));
+    drop((model, masked));
     let cfg = TrainConfig {
         batch_size: batch,
         lr: args.lr,
@@ -130,17 +118,13 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
     };
     let t0 = std::time::Instant::now();
     for epoch in 0..epochs {
-        let (n, report, acc) = sparse_epoch_and_eval(
-            net,
-            &mut optim,
-            dst.as_mut(),
+        let (report, acc) = run.epoch(
             data,
             cfg,
             epoch_seed(seed, epoch),
             Default::default(),
             device,
         );
-        net = n;
         let changed: usize = report
             .updates
             .iter()
@@ -154,9 +138,9 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
             report.updates.len(),
         );
     }
-    let nnz: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
+    let nnz: Vec<usize> = run.net.layers.iter().map(|l| l.nnz()).collect();
     println!("non-zeros per layer at the end: {nnz:?}");
-    accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e))
+    accuracy(&run.net, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
 fn train<M: Classifier>(model: M, args: &DstArgs, data: &Splits, device: &Device) -> f64 {

@@ -12,16 +12,10 @@
 
 use burn::tensor::Device;
 use burn_sparse::data::Splits;
-use burn_sparse::layers::Compute;
-use burn_sparse::models::SparseMlp;
 use burn_sparse::prelude::*;
-use burn_sparse::sparse_dst::SparseDst;
 use burn_sparse::train::{EpochReport, TrainConfig, accuracy, epoch_seed};
 use burn_sparse_examples::cli::QuickstartArgs;
-use burn_sparse_examples::{
-    check_masked, device, epoch_and_eval, fail, load_data, print_sparse_layers,
-    sparse_epoch_and_eval,
-};
+use burn_sparse_examples::{SparseRun, check_masked, device, epoch_and_eval, fail, load_data};
 use clap::Parser;
 
 /// How a run stores its weights.
@@ -92,30 +86,19 @@ fn run(
     };
     if layers == Layers::Sparse {
         // The same initial mask, updater, data order and recipe on truly sparse layers.
-        let mut net = SparseMlp::from_lenet300(&model, optim.masks(), Compute::Auto)
-            .unwrap_or_else(|e| fail(e));
+        let mut run = SparseRun::new(&model, optim.masks(), rule, Some(&plan));
         drop(model);
-        print_sparse_layers(&net);
-        let mut values = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
-        let mut dst = plan
-            .updater()
-            .unwrap_or_else(|e| fail(e))
-            .map(|u| SparseDst::new(u).unwrap_or_else(|e| fail(e)));
         for epoch in 0..epochs {
-            let (n, report, acc) = sparse_epoch_and_eval(
-                net,
-                &mut values,
-                dst.as_mut(),
+            let (report, acc) = run.epoch(
                 data,
                 cfg,
                 epoch_seed(seed, epoch),
                 Default::default(),
                 device,
             );
-            net = n;
             line(epoch, &report, acc);
         }
-        let acc = accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e));
+        let acc = accuracy(&run.net, &data.test, device).unwrap_or_else(|e| fail(e));
         return (acc, t0.elapsed().as_secs_f64());
     }
     for epoch in 0..epochs {

@@ -27,8 +27,7 @@
 use burn::tensor::{Device, Tensor};
 use burn_sparse::data::Augmentation;
 use burn_sparse::data::{Splits, VisionDataset};
-use burn_sparse::layers::Compute;
-use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config, SparseMlp};
+use burn_sparse::models::{Classifier, LeNet5Config, LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::saliency::Batch;
 use burn_sparse::train::{TrainConfig, accuracy, epoch_seed};
@@ -36,8 +35,7 @@ use burn_sparse_examples::cli::{
     ComputeArg, ModelArg, NormalizeArg, SaliencyArg, ScopeArg, SnipArgs,
 };
 use burn_sparse_examples::{
-    check_masked, device, epoch_and_eval_augmented, fail, load_data, print_sparse_layers,
-    sparse_epoch_and_eval,
+    SparseRun, check_masked, device, epoch_and_eval_augmented, fail, load_data,
 };
 use clap::Parser;
 
@@ -179,6 +177,15 @@ fn recipe(args: &SnipArgs, data: &Splits) -> (SgdRule, TrainConfig) {
     (SgdRule::default().with_weight_decay(args.wd), tc)
 }
 
+/// One epoch's line: loss, test accuracy, seconds since `t0`.
+fn print_epoch(epoch: u64, loss: f64, acc: f64, t0: std::time::Instant) {
+    println!(
+        "epoch {:>3}  loss {loss:.4}  test {acc:.2}%  {:.0}s",
+        epoch + 1,
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 /// Train with the mask on the dense weights.
 fn train_masked<M: Classifier + 'static>(
     model: M,
@@ -203,12 +210,7 @@ fn train_masked<M: Classifier + 'static>(
             device,
         );
         model = m;
-        println!(
-            "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s",
-            epoch + 1,
-            r.loss,
-            t0.elapsed().as_secs_f64()
-        );
+        print_epoch(epoch, r.loss, acc, t0);
     }
     check_masked(&optim, &model);
     accuracy(&model, &data.test, device).unwrap_or_else(|e| fail(e))
@@ -224,33 +226,22 @@ fn train_sparse(
 ) -> f64 {
     let (rule, tc) = recipe(args, data);
     let seed = args.seed;
-    let mut net =
-        SparseMlp::from_lenet300(&model, &masks, Compute::Auto).unwrap_or_else(|e| fail(e));
+    let mut run = SparseRun::new(&model, &masks, rule, None);
     drop(model);
-    print_sparse_layers(&net);
-    let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
     let t0 = std::time::Instant::now();
     for epoch in 0..args.epochs {
-        let (n, r, acc) = sparse_epoch_and_eval(
-            net,
-            &mut optim,
-            None,
+        let (r, acc) = run.epoch(
             data,
             tc,
             epoch_seed(seed, epoch),
             Augmentation::shift(args.shift as usize),
             device,
         );
-        net = n;
-        println!(
-            "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s",
-            epoch + 1,
-            r.loss,
-            t0.elapsed().as_secs_f64()
-        );
+        print_epoch(epoch, r.loss, acc, t0);
     }
     // The trained topology is the pruning mask, exactly.
-    for (l, path) in net
+    for (l, path) in run
+        .net
         .layers
         .iter()
         .zip(["fc1.weight", "fc2.weight", "fc3.weight"])
@@ -263,7 +254,7 @@ fn train_sparse(
             fail(format!("{path}: the sparse layer's topology left its mask"));
         }
     }
-    accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e))
+    accuracy(&run.net, &data.test, device).unwrap_or_else(|e| fail(e))
 }
 
 fn main() {

@@ -67,37 +67,70 @@ pub fn epoch_and_eval_augmented<M: burn_sparse::models::Classifier>(
     (model, report, acc)
 }
 
-/// [`epoch_and_eval_augmented`] for truly sparse layers: one epoch of
-/// [`burn_sparse::train::train_epoch_sparse`] (with `dst`'s topology updates, if any) followed
-/// by the test accuracy; exits on error.
-#[allow(clippy::too_many_arguments)]
-pub fn sparse_epoch_and_eval(
-    net: burn_sparse::models::SparseMlp,
-    optim: &mut burn_sparse::mask::SparseOptimizer,
-    dst: Option<&mut burn_sparse::sparse_dst::SparseDst>,
-    data: &burn_sparse::data::Splits,
-    cfg: burn_sparse::train::TrainConfig,
-    seed: u64,
-    aug: burn_sparse::data::Augmentation,
-    device: &burn::tensor::Device,
-) -> (
-    burn_sparse::models::SparseMlp,
-    burn_sparse::train::EpochReport,
-    f64,
-) {
-    let src = burn_sparse::train::Augmented::for_epoch(&data.train, aug, seed);
-    let (net, report) =
-        burn_sparse::train::train_epoch_sparse(net, optim, dst, &src, cfg, seed, device)
-            .unwrap_or_else(|e| fail(e));
-    let acc = burn_sparse::train::accuracy(&net, &data.test, device).unwrap_or_else(|e| fail(e));
-    (net, report, acc)
+/// A run on truly sparse layers: the [`burn_sparse::models::SparseMlp`] of a masked
+/// LeNet-300-100, an optimizer of its values (nnz-sized state) and, for SET/RigL/static, the
+/// topology updater of the DST plan.
+pub struct SparseRun {
+    /// The network.
+    pub net: burn_sparse::models::SparseMlp,
+    /// The values' optimizer.
+    pub optim: burn_sparse::mask::SparseOptimizer,
+    /// The topology updater (None: the mask stays fixed).
+    pub dst: Option<burn_sparse::sparse_dst::SparseDst>,
 }
 
-/// Print which layers of `net` run on the sparse kernels (the others compute masked-dense).
-pub fn print_sparse_layers(net: &burn_sparse::models::SparseMlp) {
-    let kernels: Vec<bool> = net.layers.iter().map(|l| l.uses_kernels()).collect();
-    println!(
-        "sparse layers: {} non-zeros, on the sparse kernels: {kernels:?}",
-        net.nnz()
-    );
+impl SparseRun {
+    /// The sparse twin of `model` under `masks`, its optimizer of `rule`, and `plan`'s updater;
+    /// prints which layers run on the kernels. Exits on error.
+    pub fn new(
+        model: &burn_sparse::models::LeNet300,
+        masks: &burn_sparse::mask::MaskSet,
+        rule: impl Into<burn_sparse::mask::Rule>,
+        plan: Option<&burn_sparse::dynamic::DstPlan>,
+    ) -> Self {
+        use burn_sparse::layers::Compute;
+        let net = burn_sparse::models::SparseMlp::from_lenet300(model, masks, Compute::Auto)
+            .unwrap_or_else(|e| fail(e));
+        let kernels: Vec<bool> = net.layers.iter().map(|l| l.uses_kernels()).collect();
+        println!(
+            "sparse layers: {} non-zeros, on the sparse kernels: {kernels:?}",
+            net.nnz()
+        );
+        let optim =
+            burn_sparse::mask::SparseOptimizer::new(rule, burn_sparse::mask::MaskSet::empty())
+                .unwrap_or_else(|e| fail(e));
+        let dst = plan.and_then(|p| {
+            p.updater()
+                .unwrap_or_else(|e| fail(e))
+                .map(|u| burn_sparse::sparse_dst::SparseDst::new(u).unwrap_or_else(|e| fail(e)))
+        });
+        Self { net, optim, dst }
+    }
+
+    /// One epoch of [`burn_sparse::train::train_epoch_sparse`] (training images augmented by
+    /// `aug`, seeded by `seed`) and the test accuracy; exits on error.
+    pub fn epoch(
+        &mut self,
+        data: &burn_sparse::data::Splits,
+        cfg: burn_sparse::train::TrainConfig,
+        seed: u64,
+        aug: burn_sparse::data::Augmentation,
+        device: &burn::tensor::Device,
+    ) -> (burn_sparse::train::EpochReport, f64) {
+        let src = burn_sparse::train::Augmented::for_epoch(&data.train, aug, seed);
+        let (net, report) = burn_sparse::train::train_epoch_sparse(
+            self.net.clone(),
+            &mut self.optim,
+            self.dst.as_mut(),
+            &src,
+            cfg,
+            seed,
+            device,
+        )
+        .unwrap_or_else(|e| fail(e));
+        self.net = net;
+        let acc =
+            burn_sparse::train::accuracy(&self.net, &data.test, device).unwrap_or_else(|e| fail(e));
+        (report, acc)
+    }
 }

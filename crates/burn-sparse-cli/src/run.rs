@@ -239,6 +239,17 @@ trait Trainee: Sized {
     fn finish(self, model: &Path, masks: &Path) -> Result<()>;
 }
 
+/// A checkpoint's two files: the model's record and the optimizer's archive.
+fn checkpoint<M: burn::module::Module>(
+    model: M,
+    optim: &SparseOptimizer,
+    model_path: &Path,
+    optim_path: &Path,
+) -> Result<()> {
+    save_module_atomic(model, model_path)?;
+    Ok(optim.save(optim_path)?)
+}
+
 /// `compute = "masked"`.
 struct MaskedRun<M> {
     model: M,
@@ -275,8 +286,7 @@ impl<M: Classifier + 'static> Trainee for MaskedRun<M> {
         self.optim.steps()
     }
     fn save(&self, model: &Path, optim: &Path) -> Result<()> {
-        save_module_atomic(self.model.clone(), model)?;
-        Ok(self.optim.save(optim)?)
+        checkpoint(self.model.clone(), &self.optim, model, optim)
     }
     fn finish(self, model: &Path, masks: &Path) -> Result<()> {
         self.optim.masks().ensure_masked(&self.model)?;
@@ -358,8 +368,7 @@ impl Trainee for SparseRun {
         self.optim.steps()
     }
     fn save(&self, model: &Path, optim: &Path) -> Result<()> {
-        save_module_atomic(self.net.clone(), model)?;
-        Ok(self.optim.save(optim)?)
+        checkpoint(self.net.clone(), &self.optim, model, optim)
     }
     fn finish(self, model: &Path, masks: &Path) -> Result<()> {
         let (dense, m) = self.dense()?;

@@ -358,38 +358,6 @@ pub fn train_steps<M: Classifier, D: BatchSource>(
     Ok(model)
 }
 
-/// [`train_steps`] for a network of truly sparse layers with a fixed topology (`optim` over
-/// [`MaskSet::empty`](burn_sparse_mask::MaskSet::empty) steps the values): the same batches
-/// and learning rates step for step.
-///
-/// # Errors
-/// [`TrainError`].
-#[allow(clippy::too_many_arguments)]
-pub fn train_steps_sparse<D: BatchSource>(
-    mut net: crate::models::SparseMlp,
-    optim: &mut SparseOptimizer,
-    data: &D,
-    cfg: TrainConfig,
-    (start, end): (u64, u64),
-    seed: u64,
-    device: &Device,
-    on_step: &mut dyn FnMut(u64, &crate::models::SparseMlp),
-) -> Result<crate::models::SparseMlp, TrainError> {
-    let mut order = StepOrder::new(data.len(), cfg.batch_size, seed);
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
-    for j in start..end {
-        let (x, y) = data
-            .batch(order.indices(j), device)
-            .map_err(TrainError::Data)?;
-        let loss = loss_fn.forward(net.logits(x), y);
-        finite_loss(&loss)?;
-        let grads = GradientsParams::from_grads(loss.backward(), &net);
-        net = optim.step(cfg.lr_at(j), net, grads)?;
-        on_step(j + 1, &net);
-    }
-    Ok(net)
-}
-
 /// An [`ImpTrainer`](burn_sparse_lottery::ImpTrainer) for the facade's models: trains
 /// `total_steps` with [`train_steps`] and evaluates on `test`.
 #[cfg(feature = "lottery")]
@@ -471,7 +439,8 @@ impl<D: BatchSource> burn_sparse_lottery::ImpTrainer<crate::models::LeNet300>
         let k = capture.as_ref().map(|c| c.step);
         let mut kept = None;
         let s = &self.steps;
-        let net = train_steps_sparse(
+        // `SparseMlp` is a `Classifier`: the masked trainer's loop, step for step.
+        let net = train_steps(
             net,
             &mut values,
             s.train,

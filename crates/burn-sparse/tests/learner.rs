@@ -18,7 +18,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn::train::logger::InMemoryMetricLogger;
 use burn::train::metric::LossMetric;
 use burn::train::{
-    ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainOutput, TrainStep,
+    ClassificationOutput, InferenceStep, Learner, LearnerModel, SupervisedTraining, TrainOutput,
+    TrainStep,
 };
 use burn_sparse::dynamic::{DropGrowConfig, GrowInit, RiglUpdater};
 use burn_sparse::mask::{SparseHandle, to_host};
@@ -37,15 +38,19 @@ impl Net {
         self.l2.forward(relu(self.l1.forward(x)))
     }
     fn output(&self, b: &Item) -> ClassificationOutput {
-        let logits = self.forward(b.x.clone());
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), b.y.clone());
-        ClassificationOutput {
-            loss,
-            output: logits,
-            targets: b.y.clone(),
-        }
+        classify(self.forward(b.x.clone()), b.y.clone())
+    }
+}
+
+/// Cross-entropy of `logits` against `y`, as burn-train's classification output.
+fn classify(logits: Tensor<2>, y: Tensor<1, Int>) -> ClassificationOutput {
+    let loss = CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.clone(), y.clone());
+    ClassificationOutput {
+        loss,
+        output: logits,
+        targets: y,
     }
 }
 
@@ -93,6 +98,34 @@ impl InferenceStep for Net {
     fn step(&self, item: Item) -> ClassificationOutput {
         self.output(&item)
     }
+}
+
+/// Two epochs of burn-train's `Learner` over [`data`] in batches of 8 (in order), burn's SGD
+/// at a constant 0.1 (which the models' own `optimize` replaces): the trained model.
+fn fit<M>(net: M) -> M
+where
+    M: LearnerModel
+        + TrainStep<Input = Item, Output = ClassificationOutput>
+        + InferenceStep<Input = Item, Output = ClassificationOutput>,
+{
+    let loader = || -> Arc<dyn DataLoader<Item>> {
+        DataLoaderBuilder::new(Points)
+            .batch_size(8)
+            .build(InMemDataset::new(data()))
+    };
+    let dir = tempfile::tempdir().unwrap();
+    SupervisedTraining::new(dir.path(), loader(), loader())
+        .num_epochs(2)
+        .with_metric_logger(InMemoryMetricLogger::new())
+        .metric_train_numeric(LossMetric::new())
+        .metric_valid_numeric(LossMetric::new())
+        .with_application_logger(None)
+        .launch(Learner::new(
+            net,
+            burn::optim::SgdConfig::new().init(),
+            ConstantLr::new(0.1),
+        ))
+        .model
 }
 
 fn data() -> Vec<(Vec<f32>, i64)> {
@@ -149,25 +182,7 @@ fn rigl_inside_burn_train_learner() {
     };
     let w_before = to_host(net.l1.weight.val()).unwrap();
 
-    let train: Arc<dyn DataLoader<Item>> = DataLoaderBuilder::new(Points)
-        .batch_size(8)
-        .build(InMemDataset::new(data()));
-    let valid: Arc<dyn DataLoader<Item>> = DataLoaderBuilder::new(Points)
-        .batch_size(8)
-        .build(InMemDataset::new(data()));
-    let dir = tempfile::tempdir().unwrap();
-    let result = SupervisedTraining::new(dir.path(), train, valid)
-        .num_epochs(2)
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .with_application_logger(None)
-        .launch(Learner::new(
-            net,
-            burn::optim::SgdConfig::new().init(),
-            ConstantLr::new(0.1),
-        ));
-    let model = result.model;
+    let model = fit(net);
 
     assert!(handle.take_error().is_none());
     // 2 epochs x 8 batches = 16 sparse steps; RigL updated at steps 2, 4, ..., 12.
@@ -245,15 +260,7 @@ struct SparseNet {
 
 impl SparseNet {
     fn output(&self, b: &Item) -> ClassificationOutput {
-        let logits = self.mlp.forward(b.x.clone());
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), b.y.clone());
-        ClassificationOutput {
-            loss,
-            output: logits,
-            targets: b.y.clone(),
-        }
+        classify(self.mlp.forward(b.x.clone()), b.y.clone())
     }
 }
 
@@ -263,19 +270,9 @@ impl TrainStep for SparseNet {
     fn step(&self, b: Item) -> TrainOutput<ClassificationOutput> {
         let h = self.train.as_ref().expect("the handle");
         let (logits, probes) = h.forward(&self.mlp, b.x.clone());
-        let loss = CrossEntropyLossConfig::new()
-            .init(&logits.device())
-            .forward(logits.clone(), b.y.clone());
-        let grads = h.backward(&loss, &probes);
-        TrainOutput::new(
-            self,
-            grads,
-            ClassificationOutput {
-                loss,
-                output: logits,
-                targets: b.y,
-            },
-        )
+        let out = classify(logits, b.y);
+        let grads = h.backward(&out.loss, &probes);
+        TrainOutput::new(self, grads, out)
     }
     fn optimize(
         self,
@@ -334,24 +331,7 @@ fn rigl_on_sparse_layers_inside_burn_train_learner() {
         mlp: mlp.clone(),
         train: Some(handle.clone()),
     };
-    let loader = || -> Arc<dyn DataLoader<Item>> {
-        DataLoaderBuilder::new(Points)
-            .batch_size(8)
-            .build(InMemDataset::new(data()))
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let result = SupervisedTraining::new(dir.path(), loader(), loader())
-        .num_epochs(2)
-        .with_metric_logger(InMemoryMetricLogger::new())
-        .metric_train_numeric(LossMetric::new())
-        .metric_valid_numeric(LossMetric::new())
-        .with_application_logger(None)
-        .launch(Learner::new(
-            net,
-            burn::optim::SgdConfig::new().init(),
-            ConstantLr::new(0.1),
-        ));
-    let model = result.model.mlp;
+    let model = fit(net).mlp;
     assert!(handle.take_error().is_none());
     assert_eq!(handle.with(|o| o.steps()), 16);
     let updates = handle.updates();

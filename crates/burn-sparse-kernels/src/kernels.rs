@@ -236,10 +236,27 @@ fn sddmm_cols(
     }
 }
 
-/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..`, in 8 x 8 tiles held in
-/// registers (scalar at the edges).
+/// One 8 x 8 tile: `dst[j * ds + i] = src[i * ss + j]` for `i, j < 8`.
 #[inline(always)]
-fn transpose_strip(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
+fn tile8(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+    let tile: [[f32; 8]; 8] = std::array::from_fn(|i| src[i * ss..][..8].try_into().unwrap());
+    for j in 0..8 {
+        let col: [f32; 8] = std::array::from_fn(|i| tile[i][j]);
+        dst[j * ds..][..8].copy_from_slice(&col);
+    }
+}
+
+/// `dst[c * rows + r] = src[r * cols + c]` for the columns `c0..`, in 8 x 8 tiles moved by
+/// `tile` (scalar at the edges).
+#[inline(always)]
+fn transpose_strip(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    c0: usize,
+    dst: &mut [f32],
+    tile: impl Fn(&[f32], usize, &mut [f32], usize),
+) {
     const T: usize = 8;
     let c1 = c0 + dst.len() / rows;
     let mut r0 = 0;
@@ -249,12 +266,12 @@ fn transpose_strip(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [
         while cb < c1 {
             let ce = (cb + T).min(c1);
             if r1 - r0 == T && ce - cb == T {
-                let tile: [[f32; T]; T] =
-                    std::array::from_fn(|i| src[(r0 + i) * cols + cb..][..T].try_into().unwrap());
-                for j in 0..T {
-                    let col: [f32; T] = std::array::from_fn(|i| tile[i][j]);
-                    dst[(cb + j - c0) * rows + r0..][..T].copy_from_slice(&col);
-                }
+                tile(
+                    &src[r0 * cols + cb..],
+                    cols,
+                    &mut dst[(cb - c0) * rows + r0..],
+                    rows,
+                );
             } else {
                 for r in r0..r1 {
                     for c in cb..ce {
@@ -265,6 +282,53 @@ fn transpose_strip(src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [
             cb = ce;
         }
         r0 = r1;
+    }
+}
+
+/// [`tile8`] with AVX shuffles: eight row loads, three rounds of unpack/shuffle/permute,
+/// eight column stores (the portable body compiles to scalar moves).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86tile {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx")]
+    pub(super) fn tile8_avx(src: &[f32], ss: usize, dst: &mut [f32], ds: usize) {
+        // The bounds the loads and stores below rely on (the same slices `tile8` indexes).
+        assert!(src.len() >= 7 * ss + 8 && dst.len() >= 7 * ds + 8);
+        // SAFETY: row `i < 8` reads src[i * ss..i * ss + 8], in bounds by the assert.
+        let r: [__m256; 8] =
+            std::array::from_fn(|i| unsafe { _mm256_loadu_ps(src.as_ptr().add(i * ss)) });
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let c = [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ];
+        for (j, cj) in c.into_iter().enumerate() {
+            // SAFETY: column `j < 8` writes dst[j * ds..j * ds + 8], in bounds by the assert.
+            unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(j * ds), cj) }
+        }
     }
 }
 
@@ -311,9 +375,27 @@ fn sddmm_mv(
         _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot),
     }
 }
-multiversion!(fn transpose_mv => transpose_strip, (
-    src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32],
-));
+fn transpose_mv(isa: Isa, src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512
+            if isa.available() && std::arch::is_x86_feature_detected!("avx") =>
+        {
+            #[target_feature(enable = "avx")]
+            fn go(s: &[f32], rows: usize, cols: usize, c0: usize, d: &mut [f32]) {
+                transpose_strip(s, rows, cols, c0, d, |s, ss, d, ds| {
+                    x86tile::tile8_avx(s, ss, d, ds)
+                })
+            }
+            // SAFETY: the CPU has AVX (checked by the match guard).
+            #[allow(unsafe_code)]
+            unsafe {
+                go(src, rows, cols, c0, dst)
+            }
+        }
+        _ => transpose_strip(src, rows, cols, c0, dst, tile8),
+    }
+}
 
 /// The kernels, bound to an instruction set. [`Kernels::default`] uses [`Isa::detected`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -180,19 +180,36 @@ fn results_do_not_depend_on_thread_count() {
 }
 
 #[test]
-fn transpose_is_exact() {
-    let k = Kernels::default();
-    for (r, c) in [(1, 1), (3, 17), (128, 784), (300, 33), (17, 5)] {
-        let mut s = 1;
-        let src: Vec<f32> = (0..r * c).map(|_| uniform(&mut s)).collect();
-        let mut dst = vec![0.0; r * c];
-        k.transpose(&src, r, c, &mut dst).unwrap();
-        for i in 0..r {
-            for j in 0..c {
-                assert_eq!(dst[j * r + i], src[i * c + j]);
+fn transpose_is_exact_on_every_instruction_set() {
+    // Shapes with whole 8 x 8 tiles, ragged edges on either side, and parallel strips.
+    for isa in Isa::all_available() {
+        let k = Kernels::with_isa(isa).unwrap();
+        for (r, c) in [
+            (1, 1),
+            (3, 17),
+            (8, 8),
+            (16, 24),
+            (128, 784),
+            (300, 33),
+            (17, 5),
+            (9, 1031),
+        ] {
+            let mut s = 1;
+            let src: Vec<f32> = (0..r * c).map(|_| uniform(&mut s)).collect();
+            let mut dst = vec![f32::NAN; r * c];
+            k.transpose(&src, r, c, &mut dst).unwrap();
+            for i in 0..r {
+                for j in 0..c {
+                    assert_eq!(
+                        dst[j * r + i].to_bits(),
+                        src[i * c + j].to_bits(),
+                        "{isa:?} {r}x{c}"
+                    );
+                }
             }
         }
     }
+    let k = Kernels::default();
     let mut dst = vec![0.0; 5];
     assert!(matches!(
         k.transpose(&[0.0; 6], 2, 3, &mut dst),

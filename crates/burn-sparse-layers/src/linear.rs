@@ -467,26 +467,43 @@ impl SparseLinear {
             });
         }
         let batch: usize = dims[..D - 1].iter().product();
-        let x2 = x.reshape([batch, self.d_input]);
+        // Flex copies a non-contiguous tensor on every reshape, even to its own shape, which
+        // would turn a feature-major activation row-major: reshape only inputs of rank != 2.
+        let x2: Tensor<2> = if D == 2 {
+            Tensor::from_dispatch(x.into_dispatch())
+        } else {
+            x.reshape([batch, self.d_input])
+        };
         let y = if self.uses_kernels() {
             let p = self.pattern()?;
-            Tensor::<2>::from_dispatch(
+            let y = Tensor::<2>::from_dispatch(
                 <burn::backend::Dispatch as SparseLinearBackend>::sparse_matmul(
                     x2.into_dispatch(),
                     self.values.val().into_dispatch(),
                     p,
                 ),
-            )
+            );
+            // `y` is a feature-major view; the bias is added to its `[d_output, batch]`
+            // transpose, which Flex does in place, so the output stays feature-major (`y + b`
+            // would allocate a row-major copy and the next layer would transpose it back).
+            match &self.bias {
+                Some(b) => (y.transpose() + b.val().unsqueeze_dim::<2>(1)).transpose(),
+                None => y,
+            }
         } else {
-            x2.matmul(self.dense_weight())
-        };
-        let y = match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<2>(),
-            None => y,
+            let y = x2.matmul(self.dense_weight());
+            match &self.bias {
+                Some(b) => y + b.val().unsqueeze::<2>(),
+                None => y,
+            }
         };
         let mut out = dims;
         out[D - 1] = self.d_output;
-        Ok(y.reshape(out))
+        Ok(if D == 2 {
+            Tensor::from_dispatch(y.into_dispatch())
+        } else {
+            y.reshape(out)
+        })
     }
 
     /// The masked-dense weight `[d_input, d_output]`: the values scattered into zeros,

@@ -426,8 +426,13 @@ impl SparseLinear {
     /// d_output]` added, whose gradient is the dense `dL/dW = xᵀ dY` that RigL grows by (and
     /// that a grown weight receives on its first step). Use it on topology-update steps only:
     /// it costs one dense product forward and one backward.
+    ///
+    /// # Panics
+    /// As [`SparseLinear::forward`], and if `probe` is not `[d_input, d_output]`.
     pub fn forward_probe(&self, x: Tensor<2>, probe: Tensor<2>) -> Tensor<2> {
-        self.forward(x.clone()) + x.matmul(probe)
+        assert_eq!(probe.dims(), [self.d_input, self.d_output], "probe shape");
+        self.forward_with(x, Some(probe))
+            .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
     }
 
     /// Whether the sparse kernels compute this layer on `device` (else masked-dense).
@@ -458,6 +463,15 @@ impl SparseLinear {
     /// As [`SparseLinear::pattern`]; [`LayerError::Shape`] for an input whose last dimension
     /// is not `d_input`.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> LResult<Tensor<D>> {
+        self.forward_with(x, None)
+    }
+
+    /// The forward pass, with the dense `probe` of [`SparseLinear::forward_probe`] if any.
+    fn forward_with<const D: usize>(
+        &self,
+        x: Tensor<D>,
+        probe: Option<Tensor<2>>,
+    ) -> LResult<Tensor<D>> {
         let dims = x.dims();
         if dims[D - 1] != self.d_input {
             return Err(LayerError::Shape {
@@ -476,13 +490,17 @@ impl SparseLinear {
         };
         let y = if self.uses_kernels() {
             let p = self.pattern()?;
-            let y = Tensor::<2>::from_dispatch(
-                <burn::backend::Dispatch as SparseLinearBackend>::sparse_matmul(
-                    x2.into_dispatch(),
-                    self.values.val().into_dispatch(),
+            let (x2, v) = (x2.into_dispatch(), self.values.val().into_dispatch());
+            type Ops = burn::backend::Dispatch;
+            let y = Tensor::<2>::from_dispatch(match probe {
+                None => <Ops as SparseLinearBackend>::sparse_matmul(x2, v, p),
+                Some(probe) => <Ops as SparseLinearBackend>::sparse_matmul_probe(
+                    x2,
+                    v,
+                    probe.into_dispatch(),
                     p,
                 ),
-            );
+            });
             // `y` is a feature-major view; the bias is added to its `[d_output, batch]`
             // transpose, which Flex does in place, so the output stays feature-major (`y + b`
             // would allocate a row-major copy and the next layer would transpose it back).
@@ -491,7 +509,10 @@ impl SparseLinear {
                 None => y,
             }
         } else {
-            let y = x2.matmul(self.dense_weight());
+            let y = match probe {
+                None => x2.matmul(self.dense_weight()),
+                Some(probe) => x2.clone().matmul(self.dense_weight()) + x2.matmul(probe),
+            };
             match &self.bias {
                 Some(b) => y + b.val().unsqueeze::<2>(),
                 None => y,

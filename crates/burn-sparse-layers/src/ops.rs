@@ -15,6 +15,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex, backend_extension};
 use burn::tensor::TensorData;
@@ -30,6 +31,16 @@ pub trait SparseLinearBackend: burn::backend::Backend {
     fn sparse_matmul(
         x: FloatTensor<Self>,
         values: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self>;
+
+    /// `y = x · (W + probe)` for a dense `probe: [K, N]`, whose gradient is the dense
+    /// `dL/dW = xᵀ dY` (RigL's grow score). A zero probe (the intended use) costs no dense
+    /// product forward and one backward (`xᵀ dY`); a non-zero one is added exactly, densely.
+    fn sparse_matmul_probe(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        probe: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self>;
 }
@@ -118,6 +129,33 @@ fn contiguous_values(values: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
+/// Whether a dense probe holds anything but zeros (then it takes part in the products).
+fn is_nonzero(probe: &FlexTensor) -> bool {
+    probe
+        .to_contiguous()
+        .as_slice::<f32>()
+        .expect("contiguous f32")
+        .iter()
+        .any(|&v| v != 0.0)
+}
+
+/// [`forward`], plus `x · probe` when the probe is not zero.
+fn forward_probe(
+    x: &FlexTensor,
+    values: &FlexTensor,
+    probe: &FlexTensor,
+    p: &SparsePattern,
+) -> (SavedXt, FlexTensor, bool) {
+    let (xt, y) = forward(x, values, p);
+    let nonzero = is_nonzero(probe);
+    let y = if nonzero {
+        Flex::float_add(y, Flex::float_matmul(x.clone(), probe.clone()))
+    } else {
+        y
+    };
+    (xt, y, nonzero)
+}
+
 impl SparseLinearBackend for Flex {
     fn sparse_matmul(
         x: FloatTensor<Self>,
@@ -125,6 +163,15 @@ impl SparseLinearBackend for Flex {
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self> {
         forward(&x, &values, &pattern).1
+    }
+
+    fn sparse_matmul_probe(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        probe: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        forward_probe(&x, &values, &probe, &pattern).1
     }
 }
 
@@ -142,6 +189,29 @@ struct SavedForward {
     pattern: Arc<SparsePattern>,
 }
 
+impl SavedForward {
+    /// `dv = SDDMM(xᵀ, dyᵀ)` at the active positions.
+    fn grad_values(&self, dyt: &[f32]) -> FlexTensor {
+        let p = &*self.pattern;
+        let mut dv = vec![0.0f32; p.nnz()];
+        Kernels::default()
+            .backward_values(p, &self.xt.data(), dyt, self.batch, &mut dv)
+            .expect("shapes fixed at forward");
+        FlexTensor::from_data(TensorData::new(dv, [p.nnz()]))
+    }
+
+    /// `dx = (W · dyᵀ)ᵀ`, feature-major.
+    fn grad_input(&self, dyt: &[f32]) -> FlexTensor {
+        let (p, b) = (&*self.pattern, self.batch);
+        let v = contiguous_values(&self.values);
+        let mut dxt = vec![0.0f32; p.rows() * b];
+        Kernels::default()
+            .backward_input(p, &v, dyt, b, &mut dxt)
+            .expect("shapes fixed at forward");
+        from_feature_major(dxt, b, p.rows())
+    }
+}
+
 impl Backward<Flex, 2> for SparseMatmulBackward {
     type State = SavedForward;
 
@@ -149,24 +219,57 @@ impl Backward<Flex, 2> for SparseMatmulBackward {
         let [node_x, node_v] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node);
         let s = ops.state;
-        let (p, b) = (&*s.pattern, s.batch);
         let dyt = as_feature_major(&dy);
-        let k = Kernels::default();
         if let Some(node) = node_v {
-            let mut dv = vec![0.0f32; p.nnz()];
-            k.backward_values(p, &s.xt.data(), &dyt, b, &mut dv)
-                .expect("shapes fixed at forward");
-            grads.register::<Flex>(
-                node.id,
-                FlexTensor::from_data(TensorData::new(dv, [p.nnz()])),
-            );
+            grads.register::<Flex>(node.id, s.grad_values(&dyt));
         }
         if let Some(node) = node_x {
-            let v = contiguous_values(&s.values);
-            let mut dxt = vec![0.0f32; p.rows() * b];
-            k.backward_input(p, &v, &dyt, b, &mut dxt)
-                .expect("shapes fixed at forward");
-            grads.register::<Flex>(node.id, from_feature_major(dxt, b, p.rows()));
+            grads.register::<Flex>(node.id, s.grad_input(&dyt));
+        }
+    }
+}
+
+/// The backward pass of [`SparseLinearBackend::sparse_matmul_probe`]: the values' and the
+/// input's as in [`SparseMatmulBackward`], and the probe's `xᵀ dY` as one dense product of the
+/// feature-major `xᵀ: [K, B]` (read in place) and `dY: [B, N]`.
+#[derive(Debug)]
+struct SparseMatmulProbeBackward;
+
+/// [`SavedForward`] and the probe, when it is not zero (then it takes part in `dx`).
+#[derive(Debug, Clone)]
+struct SavedProbeForward {
+    saved: SavedForward,
+    nonzero_probe: Option<FlexTensor>,
+}
+
+impl Backward<Flex, 3> for SparseMatmulProbeBackward {
+    type State = SavedProbeForward;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_v, node_p] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        let SavedProbeForward {
+            saved: s,
+            nonzero_probe,
+        } = ops.state;
+        let dyt = as_feature_major(&dy);
+        if let Some(node) = node_v {
+            grads.register::<Flex>(node.id, s.grad_values(&dyt));
+        }
+        if let Some(node) = node_p {
+            let (k, b) = (s.pattern.rows(), s.batch);
+            let xt = FlexTensor::from_data(TensorData::new(s.xt.data().into_owned(), [k, b]));
+            grads.register::<Flex>(node.id, Flex::float_matmul(xt, dy.clone()));
+        }
+        if let Some(node) = node_x {
+            let dx = s.grad_input(&dyt);
+            let dx = match nonzero_probe {
+                Some(probe) => {
+                    Flex::float_add(dx, Flex::float_matmul(dy, Flex::float_transpose(probe)))
+                }
+                None => dx,
+            };
+            grads.register::<Flex>(node.id, dx);
         }
     }
 }
@@ -196,6 +299,46 @@ impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
             }
             OpsKind::UnTracked(prep) => {
                 let y = forward(x.primitive(), values.primitive(), &pattern).1;
+                prep.finish(y)
+            }
+        }
+    }
+
+    fn sparse_matmul_probe(
+        x: FloatTensor<Self>,
+        values: FloatTensor<Self>,
+        probe: FloatTensor<Self>,
+        pattern: Arc<SparsePattern>,
+    ) -> FloatTensor<Self> {
+        match SparseMatmulProbeBackward
+            .prepare::<C>([x.node(), values.node(), probe.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let xp = x.primitive().clone();
+                let vp = values.primitive().clone();
+                let pp = probe.primitive().clone();
+                let (xt, y, nonzero) = forward_probe(&xp, &vp, &pp, &pattern);
+                let state = SavedProbeForward {
+                    saved: SavedForward {
+                        xt,
+                        batch: dims2(&xp).0,
+                        values: vp,
+                        pattern,
+                    },
+                    nonzero_probe: nonzero.then_some(pp),
+                };
+                prep.finish(state, y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let y = forward_probe(
+                    x.primitive(),
+                    values.primitive(),
+                    probe.primitive(),
+                    &pattern,
+                )
+                .1;
                 prep.finish(y)
             }
         }

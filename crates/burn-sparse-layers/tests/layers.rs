@@ -83,6 +83,60 @@ fn one_layer(
     )
 }
 
+/// [`one_layer`] through `forward_probe` with the dense `probe`: also the probe's gradient.
+fn one_layer_probed(
+    l: &SparseLinear,
+    x: &[f32],
+    b: usize,
+    g: &[f32],
+    probe: &[f32],
+) -> [Vec<f32>; 5] {
+    let device = device();
+    let x = tensor2(x.to_vec(), [b, l.d_input], &device).require_grad();
+    let probe = tensor2(probe.to_vec(), [l.d_input, l.d_output], &device).require_grad();
+    let y = l.forward_probe(x.clone(), probe.clone());
+    let loss = (y.clone() * tensor2(g.to_vec(), [b, l.d_output], &device)).sum();
+    let grads = loss.backward();
+    [
+        host(y),
+        host(l.values.grad(&grads).unwrap()),
+        host(x.grad(&grads).unwrap()),
+        host(probe.grad(&grads).unwrap()),
+        l.bias
+            .as_ref()
+            .map(|bb| host(bb.grad(&grads).unwrap()))
+            .unwrap_or_default(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(burn_sparse_test_support::proptest_config(24))]
+    #[test]
+    fn probed_kernel_path_equals_masked_path(
+        k in 1usize..40, n in 1usize..40, density in 0.0f64..1.0, batch in 1usize..80,
+        bias in any::<bool>(), zero_probe in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let sparse = layer(k, n, density, bias, seed, Compute::Sparse);
+        prop_assume!(sparse.nnz() > 0);
+        let masked = with_compute(&sparse, Compute::Masked);
+        let mut rng = SparseRng::new(seed ^ 2);
+        let x: Vec<f32> = (0..batch * k).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let g: Vec<f32> = (0..batch * n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        // RigL's probe is zero; a non-zero one must still be added exactly.
+        let probe: Vec<f32> = (0..k * n)
+            .map(|_| if zero_probe { 0.0 } else { rng.next_f32() - 0.5 })
+            .collect();
+        let a = one_layer_probed(&sparse, &x, batch, &g, &probe);
+        let b = one_layer_probed(&masked, &x, batch, &g, &probe);
+        for (i, what) in ["y", "d values", "dx", "d probe", "d bias"].into_iter().enumerate() {
+            close(&a[i], &b[i], 1e-5, what);
+        }
+        // The probe's gradient is the dense dL/dW: at each slot's position, the slot's gradient.
+        let at_slots = sparse.pattern().unwrap().gather(&a[3]).unwrap();
+        close(&at_slots, &a[1], 1e-5, "probe grad at the slots");
+    }
+}
+
 proptest! {
     #![proptest_config(burn_sparse_test_support::proptest_config(24))]
     #[test]

@@ -425,7 +425,9 @@ impl SparseLinear {
     /// `y = x W + b + x · probe`: the forward pass with a zero dense `probe: [d_input,
     /// d_output]` added, whose gradient is the dense `dL/dW = xᵀ dY` that RigL grows by (and
     /// that a grown weight receives on its first step). Use it on topology-update steps only:
-    /// it costs one dense product forward and one backward.
+    /// on the kernels a zero probe costs one dense product (`xᵀ dY`, in the backward pass); a
+    /// non-zero one is added exactly, with dense products; the masked-dense fallback computes
+    /// `x · probe` as written.
     ///
     /// # Panics
     /// As [`SparseLinear::forward`], and if `probe` is not `[d_input, d_output]`.

@@ -4,11 +4,12 @@
 //!
 //! ```text
 //! cargo run --release --example perf_probe -- [--backend flex] [--reps 20] [--snip-only]
-//! cargo run --release --example perf_probe -- --amortised [--rounds 30]
+//! cargo run --release --example perf_probe -- --amortised [--sparse] [--rounds 30]
 //! ```
 //!
 //! `--amortised` times 100 training steps with RigL (delta_t = 100) against 100 static masked
-//! steps in alternation and prints the median of the paired ratios.
+//! steps in alternation and prints the median of the paired ratios; with `--sparse`, the same on
+//! truly sparse layers (`SparseMlp` at 95% ERK).
 //!
 //! With `PROBE_MEAN=1` in the environment it prints means instead of medians (criterion's figures
 //! are means over many iterations, so a heavy tail shows up there and not in a median).
@@ -219,10 +220,93 @@ fn amortised_rigl(d: &Device, rounds: usize) {
     );
 }
 
+/// [`amortised_rigl`] on truly sparse layers: 100 steps of `train_epoch_sparse` (batching,
+/// forward, backward, SGD momentum) on `SparseMlp` at 95% ERK, static against RigL with
+/// delta_t = 100 (one update with its dense probe products per 100 steps), in alternation.
+fn amortised_rigl_sparse(d: &Device, rounds: usize) {
+    use burn_sparse::data::VisionDataset;
+    use burn_sparse::dynamic::{DstMethod, DstPlan};
+    use burn_sparse::mask::{MaskSet, SgdRule, SparseOptimizer, SparseRng, SparsityDistribution};
+    use burn_sparse::models::SparseMlpConfig;
+    use burn_sparse::sparse_dst::SparseDst;
+    use burn_sparse::train::{TrainConfig, train_epoch_sparse};
+    let steps = 100usize;
+    let mut rng = SparseRng::new(3);
+    let n = steps * 128;
+    let px: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
+    let labels: Vec<u8> = (0..n).map(|_| rng.below(10) as u8).collect();
+    let data = VisionDataset::new("probe", [1, 28, 28], px, labels, 10, vec![0.5], vec![0.3])
+        .unwrap_or_else(|e| fail(e));
+    let s = Sparsity::new(0.95).unwrap_or_else(|e| fail(e));
+    let cfg = TrainConfig {
+        batch_size: 128,
+        lr: 0.01,
+        cosine_total_steps: None,
+    };
+    let setup = |rigl: bool| {
+        d.seed(0);
+        let net =
+            SparseMlpConfig::distributed(vec![784, 300, 100, 10], s, &SparsityDistribution::Erk)
+                .unwrap_or_else(|e| fail(e))
+                .init(d)
+                .unwrap_or_else(|e| fail(e));
+        let optim =
+            SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap_or_else(|e| fail(e));
+        // A run long enough that every 100th step updates (RigL stops at 75% of it).
+        let dst = rigl.then(|| {
+            let plan = DstPlan::new(DstMethod::Rigl, s, 1 << 40, steps as u64, 0);
+            let updater = plan.updater().unwrap_or_else(|e| fail(e));
+            SparseDst::new(updater.unwrap_or_else(|| fail("rigl has an updater")))
+                .unwrap_or_else(|e| fail(e))
+        });
+        (Some(net), optim, dst)
+    };
+    let run100 = |state: &mut (
+        Option<burn_sparse::models::SparseMlp>,
+        SparseOptimizer,
+        Option<SparseDst>,
+    )| {
+        let t = Instant::now();
+        let net = state.0.take().unwrap_or_else(|| fail("model"));
+        let (net, report) =
+            train_epoch_sparse(net, &mut state.1, state.2.as_mut(), &data, cfg, 7, d)
+                .unwrap_or_else(|e| fail(e));
+        assert_eq!(report.updates.len(), usize::from(state.2.is_some()));
+        state.0 = Some(net);
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut stat, mut rigl) = (setup(false), setup(true));
+    let (mut ratios, mut ts, mut tr) = (Vec::new(), Vec::new(), Vec::new());
+    for r in 0..=rounds {
+        let a = run100(&mut stat);
+        let b = run100(&mut rigl);
+        if r > 0 {
+            ratios.push(b / a);
+            ts.push(a);
+            tr.push(b);
+        }
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!(
+        "\nSparseMlp LeNet-300-100, 100 steps at 95% ERK, {rounds} alternating pairs (median)\n\
+         static sparse {:.2} ms, RigL delta_t=100 {:.2} ms, paired ratio {:.4}",
+        med(&mut ts),
+        med(&mut tr),
+        med(&mut ratios)
+    );
+}
+
 fn main() {
     let args = PerfArgs::parse();
     let d: Device = device_from_name(&args.backend).unwrap_or_else(|e| fail(e));
     let reps = args.reps as usize;
+    if args.amortised && args.sparse {
+        amortised_rigl_sparse(&d, args.rounds as usize);
+        return;
+    }
     if args.amortised {
         amortised_rigl(&d, args.rounds as usize);
         return;

@@ -333,6 +333,10 @@ pub struct PerfArgs {
     /// RigL's amortised step cost against static masked steps, paired.
     #[arg(long)]
     pub amortised: bool,
+    /// `--amortised` on truly sparse layers (`SparseMlp`, 95% ERK, the data path of
+    /// `train_epoch_sparse`) instead of masked ones.
+    #[arg(long, requires = "amortised")]
+    pub sparse: bool,
     /// Paired rounds of `--amortised`.
     #[arg(long, default_value_t = 30, requires = "amortised", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rounds: u64,

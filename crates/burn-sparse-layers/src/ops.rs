@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -45,6 +46,18 @@ pub trait SparseLinearBackend: burn::backend::Backend {
     ) -> FloatTensor<Self>;
 }
 
+/// How many activations or gradients the op has transposed since the process started (see
+/// [`transposes`]).
+static TRANSPOSES: AtomicU64 = AtomicU64::new(0);
+
+/// How many activations or output gradients the sparse op had to transpose into feature-major
+/// order since the process started (one relaxed counter; reading it costs nothing). Through a
+/// chain of sparse layers only the network's input and row-major gradients from a dense
+/// consumer should be; a higher count means a layout copy crept in between layers.
+pub fn transposes() -> u64 {
+    TRANSPOSES.load(Ordering::Relaxed)
+}
+
 /// A `[rows, cols]` f32 tensor as feature-major `[cols, rows]` data: borrowed when its layout
 /// already is (a transposed view of contiguous storage), else transposed into a new buffer.
 fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -59,6 +72,7 @@ fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
     if feature_major && off + n <= storage.len() {
         return Cow::Borrowed(&storage[off..off + n]);
     }
+    TRANSPOSES.fetch_add(1, Ordering::Relaxed);
     let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
     let mut out = vec![0.0f32; n];
     if row_major && off + n <= storage.len() {

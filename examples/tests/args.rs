@@ -140,6 +140,10 @@ fn values_outside_their_range_are_refused() {
         "--rounds without --amortised"
     );
     assert!(parse::<PerfArgs>(&["--amortised", "--snip-only"]).is_err());
+    assert!(
+        parse::<PerfArgs>(&["--sparse"]).is_err(),
+        "--sparse without --amortised"
+    );
 }
 
 #[test]
@@ -164,5 +168,7 @@ fn the_other_examples_parse_their_flags() {
     assert_eq!(l.compute, ComputeArg::Sparse);
     assert!(parse::<LotteryArgs>(&["--compute", "csr"]).is_err());
     let p = parse::<PerfArgs>(&["--amortised", "--rounds", "3"]).unwrap();
-    assert!(p.amortised && p.rounds == 3 && !p.snip_only);
+    assert!(p.amortised && p.rounds == 3 && !p.snip_only && !p.sparse);
+    let p = parse::<PerfArgs>(&["--amortised", "--sparse"]).unwrap();
+    assert!(p.amortised && p.sparse);
 }

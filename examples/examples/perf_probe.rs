@@ -196,28 +196,34 @@ fn amortised_rigl(d: &Device, rounds: usize) {
         s.elapsed().as_secs_f64() * 1e3
     };
     let (mut stat, mut rigl) = (setup(false), setup(true));
-    let mut ratios = Vec::new();
-    let (mut ts, mut tr) = (Vec::new(), Vec::new());
+    let (ts, tr, ratio) = paired(rounds, || run100(&mut stat), || run100(&mut rigl));
+    println!(
+        "\nLeNet-300-100, 100 steps at 90% ERK, {rounds} alternating pairs (median)\n\
+         static masked {ts:.2} ms, RigL delta_t=100 {tr:.2} ms, paired ratio {ratio:.4}"
+    );
+}
+
+/// `rounds` alternating timings of `a` and `b` (after one warm-up pair): the medians of `a`, of
+/// `b` and of the per-pair ratios `b / a`, so that the machine's drift hits both sides alike.
+fn paired(
+    rounds: usize,
+    mut a: impl FnMut() -> f64,
+    mut b: impl FnMut() -> f64,
+) -> (f64, f64, f64) {
+    let (mut ratios, mut ta, mut tb) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..=rounds {
-        let a = run100(&mut stat);
-        let b = run100(&mut rigl);
+        let (x, y) = (a(), b());
         if r > 0 {
-            ratios.push(b / a);
-            ts.push(a);
-            tr.push(b);
+            ratios.push(y / x);
+            ta.push(x);
+            tb.push(y);
         }
     }
-    let med = |v: &mut Vec<f64>| {
+    let med = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    println!(
-        "\nLeNet-300-100, 100 steps at 90% ERK, {rounds} alternating pairs (median)\n\
-         static masked {:.2} ms, RigL delta_t=100 {:.2} ms, paired ratio {:.4}",
-        med(&mut ts),
-        med(&mut tr),
-        med(&mut ratios)
-    );
+    (med(ta), med(tb), med(ratios))
 }
 
 /// [`amortised_rigl`] on truly sparse layers: 100 steps of `train_epoch_sparse` (batching,
@@ -276,26 +282,10 @@ fn amortised_rigl_sparse(d: &Device, rounds: usize) {
         t.elapsed().as_secs_f64() * 1e3
     };
     let (mut stat, mut rigl) = (setup(false), setup(true));
-    let (mut ratios, mut ts, mut tr) = (Vec::new(), Vec::new(), Vec::new());
-    for r in 0..=rounds {
-        let a = run100(&mut stat);
-        let b = run100(&mut rigl);
-        if r > 0 {
-            ratios.push(b / a);
-            ts.push(a);
-            tr.push(b);
-        }
-    }
-    let med = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    let (ts, tr, ratio) = paired(rounds, || run100(&mut stat), || run100(&mut rigl));
     println!(
         "\nSparseMlp LeNet-300-100, 100 steps at 95% ERK, {rounds} alternating pairs (median)\n\
-         static sparse {:.2} ms, RigL delta_t=100 {:.2} ms, paired ratio {:.4}",
-        med(&mut ts),
-        med(&mut tr),
-        med(&mut ratios)
+         static sparse {ts:.2} ms, RigL delta_t=100 {tr:.2} ms, paired ratio {ratio:.4}"
     );
 }
 

@@ -437,6 +437,19 @@ impl SparseLinear {
             .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
     }
 
+    /// ReLU of this layer's output `y`, keeping the layout the next sparse layer reads in
+    /// place. On the kernels `y` is a feature-major view, and Flex writes ReLU's backward (a
+    /// binary op of two transposed views) into a new row-major buffer that the next kernel
+    /// would transpose back; on the `[d_output, batch]` transpose the same ops run in place.
+    /// On the masked-dense path it is plain ReLU. Same values and gradients either way.
+    pub fn relu(&self, y: Tensor<2>) -> Tensor<2> {
+        if self.uses_kernels() {
+            burn::tensor::activation::relu(y.transpose()).transpose()
+        } else {
+            burn::tensor::activation::relu(y)
+        }
+    }
+
     /// Whether the sparse kernels compute this layer on `device` (else masked-dense).
     pub fn uses_kernels(&self) -> bool {
         let v = self.values.val();

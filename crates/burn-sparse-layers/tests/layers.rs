@@ -202,13 +202,16 @@ fn stacked_layers_match_masked_path() {
     let l1 = layer(50, 40, 0.2, true, 1, Compute::Sparse);
     let l2 = layer(40, 30, 0.2, true, 2, Compute::Sparse);
     let l3 = LinearConfig::new(30, 10).init(&device());
-    let run = |c: Compute| {
+    // `layer_relu`: the layers' own `SparseLinear::relu` (ReLU on the transpose when on the
+    // kernels) instead of burn's `relu`; both must give the masked-dense values and gradients.
+    let run = |c: Compute, layer_relu: bool| {
         let (a, b) = (with_compute(&l1, c), with_compute(&l2, c));
+        let act = |l: &SparseLinear, y: Tensor<2>| if layer_relu { l.relu(y) } else { relu(y) };
         let device = device();
         let mut rng = SparseRng::new(9);
         let x: Vec<f32> = (0..70 * 50).map(|_| rng.next_f32()).collect();
         let x = tensor2(x, [70, 50], &device).require_grad();
-        let y = l3.forward(relu(b.forward(relu(a.forward(x.clone())))));
+        let y = l3.forward(act(&b, b.forward(act(&a, a.forward(x.clone())))));
         let loss = (y.clone() * y.clone()).sum();
         let grads = loss.backward();
         (
@@ -220,14 +223,21 @@ fn stacked_layers_match_masked_path() {
             host(l3.weight.grad(&grads).unwrap()),
         )
     };
-    let s = run(Compute::Sparse);
-    let m = run(Compute::Masked);
-    close(&s.0, &m.0, 1e-4, "y");
-    close(&s.1, &m.1, 1e-4, "dv1");
-    close(&s.2, &m.2, 1e-4, "dv2");
-    close(&s.3, &m.3, 1e-4, "db1");
-    close(&s.4, &m.4, 1e-4, "dx");
-    close(&s.5, &m.5, 1e-4, "dW3");
+    let m = run(Compute::Masked, false);
+    assert_eq!(
+        run(Compute::Masked, true),
+        m,
+        "masked-dense: SparseLinear::relu is relu"
+    );
+    for layer_relu in [false, true] {
+        let s = run(Compute::Sparse, layer_relu);
+        close(&s.0, &m.0, 1e-4, "y");
+        close(&s.1, &m.1, 1e-4, "dv1");
+        close(&s.2, &m.2, 1e-4, "dv2");
+        close(&s.3, &m.3, 1e-4, "db1");
+        close(&s.4, &m.4, 1e-4, "dx");
+        close(&s.5, &m.5, 1e-4, "dW3");
+    }
 }
 
 #[test]

@@ -557,7 +557,7 @@ impl SparseMlp {
             .enumerate()
             .fold(x, |h, (i, (l, p))| {
                 let y = l.forward_probe(h, p.clone());
-                if i < last { hidden_relu(l, y) } else { y }
+                if i < last { l.relu(y) } else { y }
             })
     }
 
@@ -566,20 +566,8 @@ impl SparseMlp {
         let last = self.layers.len().saturating_sub(1);
         self.layers.iter().enumerate().fold(x, |h, (i, l)| {
             let y = l.forward(h);
-            if i < last { hidden_relu(l, y) } else { y }
+            if i < last { l.relu(y) } else { y }
         })
-    }
-}
-
-/// ReLU that keeps a kernel layer's feature-major output feature-major in both passes. Flex
-/// writes a binary op of two transposed views (ReLU's backward) into a new row-major buffer,
-/// which the next kernel would transpose back; on the `[d_output, batch]` transpose the same
-/// ops run in place.
-fn hidden_relu(layer: &SparseLinear, y: Tensor<2>) -> Tensor<2> {
-    if layer.uses_kernels() {
-        relu(y.transpose()).transpose()
-    } else {
-        relu(y)
     }
 }
 

@@ -1,9 +1,10 @@
 //! Dynamic sparse training of LeNet-300-100 (or LeNet-5) on MNIST.
 //!
 //! ```text
-//! cargo run --release --example dst_mnist -- --method rigl|set|snfs|static|dense
+//! cargo run --release --example dst_mnist -- --method rigl|set|snfs|static|gmp|dense
 //!     --sparsity 0.9 --distribution erk|er|uniform --epochs N --seed S --data-dir DIR
 //!     [--model lenet300|lenet5] [--fashion] [--backend flex] [--compute masked|sparse]
+//!     [--delta-t 100] [--alpha A] [--end-fraction 0.75] [--begin-fraction 0.1] [--global]
 //! ```
 //!
 //! `--compute sparse` (LeNet-300-100; rigl, set, static) trains the same run on truly sparse
@@ -16,7 +17,10 @@
 //! burn's default initialisation. Method defaults follow the references: RigL updates every
 //! 100 steps until 75% of training with a cosine drop fraction from 0.3; SET rewires zeta = 0.3
 //! once per epoch; SNFS prunes a cosine-decayed 0.5 after every epoch and redistributes by
-//! momentum. It prints the per-layer density, the connections changed per update, and ends with
+//! momentum. GMP (`--method gmp`) starts dense and prunes by |w| every `--delta-t` steps from
+//! `--begin-fraction` to `--end-fraction` of training on the cubic schedule, uniform per layer
+//! (`--distribution` or `--global` for the alternatives), then trains on with the mask fixed. It
+//! prints the per-layer density, the connections changed per update, and ends with
 //! `test accuracy: XX.XX%` (the final model on the 10k test set).
 
 use burn::tensor::Device;
@@ -64,6 +68,7 @@ fn dst_method(m: DstArg) -> Option<DstMethod> {
         DstArg::Set => Some(DstMethod::Set),
         DstArg::Snfs => Some(DstMethod::Snfs),
         DstArg::Static => Some(DstMethod::Static),
+        DstArg::Gmp => Some(DstMethod::Gmp),
         DstArg::Dense => None,
     }
 }
@@ -80,6 +85,13 @@ fn plan_from_args(
     let mut plan = DstPlan::new(m, s, total, steps_per_epoch, seed);
     plan.delta_t = args.delta_t;
     plan.alpha = args.alpha;
+    if let Some(f) = args.end_fraction {
+        plan.end_fraction = f;
+    }
+    if let Some(f) = args.begin_fraction {
+        plan.begin_fraction = f;
+    }
+    plan.global = args.global;
     if let Some(d) = args.distribution {
         plan.distribution = d.distribution();
     }
@@ -101,8 +113,11 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
         total,
         rule,
     } = Run::new(args, data);
-    let Some(m) = dst_method(args.method) else {
-        fail("--compute sparse needs a sparse method (rigl, set, static)");
+    let Some(m) = dst_method(args.method).filter(|&m| m != DstMethod::Gmp) else {
+        fail(
+            "--compute sparse needs a method with a fixed number of weights (rigl, set, static); \
+             gmp starts dense and shrinks: use --compute masked",
+        );
     };
     let plan = plan_from_args(m, args, total, steps_per_epoch, seed);
     let (model, masked) = plan

@@ -4,8 +4,15 @@
 //! ```text
 //! cargo run --release --example lottery_mnist -- [--levels 15] [--epochs 10] [--rewind-step 0]
 //!     [--global 0.2] [--lmc LEVEL] [--seed 0] [--data-dir data] [--out runs/lottery]
-//!     [--compute masked|sparse]
+//!     [--compute masked|sparse] [--retrain weight-rewinding|fine-tuning|lr-rewinding]
+//!     [--fine-tune-lr LR] [--no-baselines]
 //! ```
+//!
+//! `--retrain` (Renda, Frankle & Carbin 2020): after each prune, `weight-rewinding` (the default,
+//! LTH) resets the survivors to the rewind point and replays the schedule from it;
+//! `lr-rewinding` keeps the trained weights and replays the schedule from the rewind point;
+//! `fine-tuning` keeps them and trains the same number of steps at a constant rate
+//! (`--fine-tune-lr`, default the schedule's last). Each trains steps k..T of the budget.
 //!
 //! `--compute sparse` trains every level and baseline on truly sparse layers (`SparseMlp` built
 //! from the level's mask, a fresh nnz-sized optimizer, the same batches and learning rates),
@@ -29,7 +36,7 @@ use burn_sparse::models::{LeNet300, LeNet300Config};
 use burn_sparse::prelude::*;
 use burn_sparse::train::{SparseStepTrainer, StepTrainer, TrainConfig};
 use burn_sparse_cli::plot::{Series, line_chart};
-use burn_sparse_examples::cli::{ComputeArg, InitArg, LotteryArgs, RecipeArg};
+use burn_sparse_examples::cli::{ComputeArg, InitArg, LotteryArgs, RecipeArg, RetrainArg};
 use burn_sparse_examples::{device, fail, load_data};
 use clap::Parser;
 
@@ -65,9 +72,17 @@ fn main() {
         } else {
             Rewind::Step(k)
         },
-        baselines: vec![Variant::RandomReinit, Variant::RandomPruning],
+        retrain: args.retrain.retrain(args.fine_tune_lr),
+        baselines: if args.no_baselines {
+            Vec::new()
+        } else {
+            vec![Variant::RandomReinit, Variant::RandomPruning]
+        },
         seed,
     };
+    if args.fine_tune_lr.is_some() && args.retrain != RetrainArg::FineTuning {
+        fail("--fine-tune-lr is the rate of --retrain fine-tuning");
+    }
     let out = args.out.clone();
     let total_steps = epochs
         .checked_mul(spe)
@@ -78,9 +93,10 @@ fn main() {
         ));
     }
     println!(
-        "IMP on LeNet-300-100: {:?}, rewind {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, recipe {recipe:?}, run dir {}",
+        "IMP on LeNet-300-100: {:?}, rewind {:?}, retrain {:?}, {} levels, {epochs} epochs ({total_steps} steps) per training, recipe {recipe:?}, run dir {}",
         cfg.rate,
         cfg.rewind,
+        cfg.retrain,
         cfg.levels,
         out.display()
     );

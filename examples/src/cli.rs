@@ -113,6 +113,8 @@ pub enum DstArg {
     Snfs,
     /// A fixed random mask.
     Static,
+    /// Gradual magnitude pruning from dense (Zhu & Gupta), uniform per layer by default.
+    Gmp,
     /// No mask.
     Dense,
 }
@@ -164,6 +166,15 @@ pub struct DstArgs {
     /// The drop fraction (default: the method's, RigL and SET 0.3, SNFS 0.5).
     #[arg(long, value_parser = fraction)]
     pub alpha: Option<f64>,
+    /// RigL's last update and GMP's last prune step, as a fraction of training (default 0.75).
+    #[arg(long, value_parser = fraction)]
+    pub end_fraction: Option<f64>,
+    /// GMP: the fraction of training at which pruning begins (default 0.1).
+    #[arg(long, value_parser = fraction)]
+    pub begin_fraction: Option<f64>,
+    /// GMP: one |w| ranking over all layers instead of per layer.
+    #[arg(long)]
+    pub global: bool,
     /// Masked dense layers, or truly sparse ones.
     #[arg(long, value_enum, default_value = "masked")]
     pub compute: ComputeArg,
@@ -312,9 +323,42 @@ pub struct LotteryArgs {
     /// Masked dense layers, or truly sparse ones (every level and baseline).
     #[arg(long, value_enum, default_value = "masked")]
     pub compute: ComputeArg,
+    /// How each pruned level retrains (Renda et al. 2020).
+    #[arg(long, value_enum, default_value = "weight-rewinding")]
+    pub retrain: RetrainArg,
+    /// `--retrain fine-tuning`'s constant learning rate (default: the schedule's last, near 0
+    /// for sgd-cosine).
+    #[arg(long, value_name = "LR", value_parser = positive)]
+    pub fine_tune_lr: Option<f64>,
+    /// Skip the random-reinit and random-pruning baselines (a third of the time).
+    #[arg(long)]
+    pub no_baselines: bool,
     /// Data and backend.
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// IMP's retraining after each prune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RetrainArg {
+    /// Survivors reset to the rewind point, the schedule replayed from it (LTH).
+    WeightRewinding,
+    /// Keep the trained weights, train at a constant rate (`--fine-tune-lr`).
+    FineTuning,
+    /// Keep the trained weights, replay the schedule from the rewind point.
+    LrRewinding,
+}
+
+impl RetrainArg {
+    /// The library's choice, with `--fine-tune-lr`.
+    pub fn retrain(self, fine_tune_lr: Option<f64>) -> burn_sparse::lottery::Retrain {
+        use burn_sparse::lottery::Retrain;
+        match self {
+            RetrainArg::WeightRewinding => Retrain::WeightRewinding,
+            RetrainArg::FineTuning => Retrain::FineTuning { lr: fine_tune_lr },
+            RetrainArg::LrRewinding => Retrain::LrRewinding,
+        }
+    }
 }
 
 /// `perf_probe`: where a training step spends its time.

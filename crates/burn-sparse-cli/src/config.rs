@@ -75,13 +75,15 @@ pub enum MethodName {
     Rigl,
     /// SNFS.
     Snfs,
+    /// Gradual magnitude pruning during training (Zhu & Gupta), dense to `sparsity`.
+    Gmp,
     /// Lottery ticket by IMP with rewinding.
     Lottery,
 }
 
 impl MethodName {
     /// Every method, in table order.
-    pub const ALL: [MethodName; 11] = [
+    pub const ALL: [MethodName; 12] = [
         MethodName::Dense,
         MethodName::Magnitude,
         MethodName::Random,
@@ -92,6 +94,7 @@ impl MethodName {
         MethodName::Set,
         MethodName::Rigl,
         MethodName::Snfs,
+        MethodName::Gmp,
         MethodName::Lottery,
     ];
 
@@ -108,6 +111,7 @@ impl MethodName {
             MethodName::Set => "set",
             MethodName::Rigl => "rigl",
             MethodName::Snfs => "snfs",
+            MethodName::Gmp => "gmp",
             MethodName::Lottery => "lottery",
         }
     }
@@ -117,9 +121,12 @@ impl MethodName {
         MethodName::ALL.iter().position(|&m| m == self).unwrap_or(0)
     }
 
-    /// Whether the mask changes during training (SET, RigL, SNFS).
+    /// Whether the mask changes during training (SET, RigL, SNFS, GMP).
     pub fn is_dynamic(self) -> bool {
-        matches!(self, MethodName::Set | MethodName::Rigl | MethodName::Snfs)
+        matches!(
+            self,
+            MethodName::Set | MethodName::Rigl | MethodName::Snfs | MethodName::Gmp
+        )
     }
 
     /// Whether the mask comes from a score at initialisation.
@@ -145,7 +152,7 @@ impl std::fmt::Display for MethodName {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DistributionName {
-    /// One ranking over all layers (saliency methods only).
+    /// One ranking over all layers (saliency methods, GMP and the lottery only).
     Global,
     /// The same sparsity in every layer.
     Uniform,
@@ -266,12 +273,28 @@ impl Default for OptimizerConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScheduleConfig {
-    /// RigL's update interval in steps (SET and SNFS update once per epoch).
+    /// RigL's update interval and GMP's prune interval in steps (SET and SNFS update once per
+    /// epoch).
     pub delta_t: u64,
-    /// RigL stops updating after this fraction of training.
+    /// RigL stops updating, and GMP reaches `sparsity`, at this fraction of training.
     pub end_fraction: f64,
     /// Initial drop fraction (None: the method's reference, RigL/SET 0.3, SNFS 0.5).
     pub drop_fraction: Option<f64>,
+    /// GMP: the fraction of training at which pruning begins (default 0.1; left out of the run
+    /// hash at its default, as the fields below, so older run directories still resume).
+    #[serde(skip_serializing_if = "is_default_begin")]
+    pub begin_fraction: f64,
+    /// GMP: the sparsity it starts from, a magnitude mask at initialisation (default 0).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub initial_sparsity: f64,
+}
+
+fn is_default_begin(v: &f64) -> bool {
+    *v == 0.1
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 impl Default for ScheduleConfig {
@@ -280,6 +303,8 @@ impl Default for ScheduleConfig {
             delta_t: 100,
             end_fraction: 0.75,
             drop_fraction: None,
+            begin_fraction: 0.1,
+            initial_sparsity: 0.0,
         }
     }
 }
@@ -324,6 +349,32 @@ pub struct LotteryConfig {
     pub rewind_epoch: u64,
     /// Also train the random-reinit and random-pruning baselines at every level.
     pub baselines: bool,
+    /// How pruned levels retrain (left out of the run hash at its default, as `fine_tune_lr`,
+    /// so older run directories still resume).
+    #[serde(skip_serializing_if = "RetrainName::is_default")]
+    pub retrain: RetrainName,
+    /// `fine-tuning`'s constant learning rate (None: the schedule's last, near 0 for `cosine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fine_tune_lr: Option<f64>,
+}
+
+/// How IMP retrains after each prune (Renda et al. 2020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RetrainName {
+    /// Survivors reset to the rewind point, the schedule replayed from it (LTH).
+    #[default]
+    WeightRewinding,
+    /// Keep the trained weights, train at a constant rate (`fine_tune_lr`).
+    FineTuning,
+    /// Keep the trained weights, replay the schedule from the rewind point.
+    LrRewinding,
+}
+
+impl RetrainName {
+    fn is_default(&self) -> bool {
+        *self == RetrainName::WeightRewinding
+    }
 }
 
 /// One experiment: a model, a dataset, a method at a sparsity, a recipe, seeds and a device.
@@ -339,7 +390,7 @@ pub struct ExperimentConfig {
     /// Fraction of prunable weights removed, in `[0, 1)` (ignored by `dense`).
     pub sparsity: f64,
     /// Layer distribution (None: the method's reference: global for saliency and lottery, ER
-    /// for SET, ERK otherwise).
+    /// for SET, uniform for GMP, ERK otherwise).
     pub distribution: Option<DistributionName>,
     /// Dynamic methods' schedule.
     pub schedule: ScheduleConfig,
@@ -686,7 +737,8 @@ impl ExperimentConfig {
             return bad("optimizer.batch_size", "must be at least 1".into());
         }
         if self.distribution == Some(DistributionName::Global)
-            && (self.method.is_dynamic() || self.method == MethodName::Static)
+            && ((self.method.is_dynamic() && self.method != MethodName::Gmp)
+                || self.method == MethodName::Static)
         {
             return bad(
                 "distribution",
@@ -696,6 +748,23 @@ impl ExperimentConfig {
                     self.method
                 ),
             );
+        }
+        if self.method != MethodName::Gmp {
+            let sc = &self.schedule;
+            for (field, set) in [
+                (
+                    "schedule.begin_fraction",
+                    !is_default_begin(&sc.begin_fraction),
+                ),
+                ("schedule.initial_sparsity", !is_zero(&sc.initial_sparsity)),
+            ] {
+                if set {
+                    return bad(
+                        field,
+                        format!("is a `gmp` setting; `{}` does not use it", self.method),
+                    );
+                }
+            }
         }
         if self.saliency.rounds == Some(0) {
             return bad("saliency.rounds", "must be at least 1".into());
@@ -711,6 +780,20 @@ impl ExperimentConfig {
                 "saliency.grasp_temperature",
                 "must be a positive number".into(),
             );
+        }
+        if let Some(lr) = self.lottery.fine_tune_lr {
+            if self.lottery.retrain != RetrainName::FineTuning {
+                return bad(
+                    "lottery.fine_tune_lr",
+                    "is the rate of `retrain = \"fine-tuning\"` only".into(),
+                );
+            }
+            if !(lr.is_finite() && lr > 0.0) {
+                return bad(
+                    "lottery.fine_tune_lr",
+                    format!("{lr} is not a positive number"),
+                );
+            }
         }
         if self.lottery.levels == Some(0) {
             return bad("lottery.levels", "must be at least 1".into());
@@ -746,6 +829,15 @@ impl ExperimentConfig {
                     return bad(
                         "compute",
                         "`sparse` needs a sparse method; a dense run is `masked`".into(),
+                    );
+                }
+                MethodName::Gmp => {
+                    return bad(
+                        "compute",
+                        "`gmp` shrinks the number of weights during training (it starts dense), \
+                         and sparse layers keep theirs fixed: train it with \
+                         `compute = \"masked\"`"
+                            .into(),
                     );
                 }
                 MethodName::Snfs => {

@@ -18,18 +18,20 @@ use burn_sparse::train::TrainConfig;
 use crate::config::{DistributionName, ExperimentConfig, LrSchedule, MethodName, OptimizerKind};
 use crate::error::{Error, Result};
 
-/// The library's DST method of a mask-during-training method (static, SET, RigL, SNFS).
+/// The library's DST method of a mask-during-training method (static, SET, RigL, SNFS, GMP).
 pub(crate) fn dst_method(m: MethodName) -> Option<DstMethod> {
     match m {
         MethodName::Static => Some(DstMethod::Static),
         MethodName::Set => Some(DstMethod::Set),
         MethodName::Rigl => Some(DstMethod::Rigl),
         MethodName::Snfs => Some(DstMethod::Snfs),
+        MethodName::Gmp => Some(DstMethod::Gmp),
         _ => None,
     }
 }
 
-/// The topology updater a resumed run re-attaches to its loaded optimizer (SET, RigL, SNFS).
+/// The topology updater a resumed run re-attaches to its loaded optimizer (SET, RigL, SNFS,
+/// GMP).
 ///
 /// # Errors
 /// As [`plan`].
@@ -196,6 +198,15 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     plan.delta_t = cfg.schedule.delta_t;
     plan.alpha = cfg.schedule.drop_fraction;
     plan.end_fraction = cfg.schedule.end_fraction;
+    plan.begin_fraction = cfg.schedule.begin_fraction;
+    if dm == DstMethod::Gmp {
+        plan.initial_sparsity =
+            Sparsity::new(cfg.schedule.initial_sparsity).map_err(|e| Error::Config {
+                field: "schedule.initial_sparsity".into(),
+                message: e.to_string(),
+            })?;
+        plan.global = cfg.distribution == Some(DistributionName::Global);
+    }
     if let Some(d) = cfg.distribution {
         plan.distribution = dist(d);
     }
@@ -207,6 +218,9 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
                 "delta_t" => "schedule.delta_t",
                 "end_fraction" => "schedule.end_fraction",
                 "alpha" => "schedule.drop_fraction",
+                "begin_fraction" => "schedule.begin_fraction",
+                "initial_sparsity" => "schedule.initial_sparsity",
+                "global" => "distribution",
                 "steps_per_epoch" => "optimizer.batch_size",
                 f => f,
             }

@@ -24,7 +24,7 @@ use burn_sparse::data::{Cifar10, FashionMnist, Mnist, Splits, Synthetic, VisionD
 use burn_sparse::device::device_from_name;
 use burn_sparse::layers::Compute;
 use burn_sparse::lottery::{
-    Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Rewind, Variant, save_masks,
+    Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Retrain, Rewind, Variant, save_masks,
 };
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
 use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer};
@@ -39,7 +39,8 @@ use burn_sparse::train::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
-    ComputeName, DatasetConfig, DatasetName, ExperimentConfig, MethodName, ModelName, decode,
+    ComputeName, DatasetConfig, DatasetName, ExperimentConfig, MethodName, ModelName, RetrainName,
+    decode,
 };
 use crate::error::{Error, Result, read, write_atomic};
 use crate::method;
@@ -799,6 +800,13 @@ impl Runner {
             levels,
             min_density: None,
             rewind: Rewind::epochs(cfg.lottery.rewind_epoch, spe),
+            retrain: match cfg.lottery.retrain {
+                RetrainName::WeightRewinding => Retrain::WeightRewinding,
+                RetrainName::FineTuning => Retrain::FineTuning {
+                    lr: cfg.lottery.fine_tune_lr,
+                },
+                RetrainName::LrRewinding => Retrain::LrRewinding,
+            },
             baselines: if cfg.lottery.baselines {
                 vec![Variant::RandomReinit, Variant::RandomPruning]
             } else {

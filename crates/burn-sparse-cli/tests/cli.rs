@@ -108,6 +108,35 @@ fn invalid_configs_name_the_field() {
         ("compute = \"sparse\"\nmodel = \"lenet5\"", "compute"),
         ("compute = \"sparse\"\nmethod = \"snfs\"", "compute"),
         ("compute = \"sparse\"\nmethod = \"dense\"", "compute"),
+        // GMP: its schedule's fields, and the settings only it reads.
+        ("compute = \"sparse\"\nmethod = \"gmp\"", "compute"),
+        (
+            "method = \"gmp\"\n[schedule]\nbegin_fraction = 0.8",
+            "schedule.begin_fraction",
+        ),
+        (
+            "method = \"gmp\"\nsparsity = 0.5\n[schedule]\ninitial_sparsity = 0.6",
+            "schedule.initial_sparsity",
+        ),
+        (
+            "method = \"gmp\"\n[schedule]\ninitial_sparsity = 1.5",
+            "schedule.initial_sparsity",
+        ),
+        (
+            "method = \"rigl\"\n[schedule]\nbegin_fraction = 0.2",
+            "schedule.begin_fraction",
+        ),
+        (
+            "method = \"set\"\n[schedule]\ninitial_sparsity = 0.2",
+            "schedule.initial_sparsity",
+        ),
+        // IMP's retraining choices.
+        ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
+        ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),
+        (
+            "[lottery]\nretrain = \"fine-tuning\"\nfine_tune_lr = -1.0",
+            "lottery.fine_tune_lr",
+        ),
     ];
     for (text, field) in cases {
         let e = ExperimentConfig::from_text(text, Format::Toml, "case", &[]).unwrap_err();
@@ -464,6 +493,48 @@ fn every_method_runs_with_the_exact_budget() {
         let again = runner.run_one(&c).unwrap();
         assert!(again.already_done, "{m}");
         assert_eq!(again.result, o.result);
+    }
+}
+
+#[test]
+fn lottery_retrain_choices_run_with_the_same_counts() {
+    use burn_sparse_cli::config::RetrainName;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let mut results = Vec::new();
+    for (retrain, lr) in [
+        (RetrainName::WeightRewinding, None),
+        (RetrainName::LrRewinding, None),
+        (RetrainName::FineTuning, Some(0.01)),
+    ] {
+        let mut c = synthetic(MethodName::Lottery, 0.6, 1);
+        c.lottery.levels = Some(2);
+        c.lottery.retrain = retrain;
+        c.lottery.fine_tune_lr = lr;
+        if retrain == RetrainName::WeightRewinding {
+            assert!(
+                !c.to_json().contains("retrain"),
+                "the default stays out of the hash"
+            );
+        }
+        let o = runner
+            .run_one(&c)
+            .unwrap_or_else(|e| panic!("{retrain:?}: {e}"));
+        results.push((o.dir.clone(), o.result));
+    }
+    let levels = |r: &burn_sparse_cli::run::RunResult| {
+        r.levels
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|l| l.density)
+            .collect::<Vec<f64>>()
+    };
+    for (d, r) in &results[1..] {
+        assert_ne!(d, &results[0].0, "a retrain choice is its own run");
+        assert_eq!(r.nnz, results[0].1.nnz);
+        assert_eq!(levels(r), levels(&results[0].1));
     }
 }
 

@@ -12,6 +12,9 @@
 //!   gradient's magnitude; cosine drop fraction (alpha 0.3), delta_t = 100, end at 75%; ERK.
 //! - [`Snfs`]: sparse momentum (Dettmers & Zettlemoyer 2019, arXiv:1907.04840).
 //! - static sparse: no updater; the baseline.
+//! - [`GradualMagnitude`]: gradual magnitude pruning (Zhu & Gupta 2017, arXiv:1710.01878), the
+//!   one method here whose budget shrinks: from dense to the target sparsity by |w| on a cubic
+//!   schedule, pruned weights never return, then the mask is fixed.
 //!
 //! All share one engine ([`drop_and_grow`]): `n_drop = floor(f * n_active)` per layer, drop the
 //! smallest |w|, grow as many by the score (just-dropped positions may be regrown and keep their
@@ -38,6 +41,7 @@
 mod drop_grow;
 mod engine;
 mod error;
+mod gmp;
 mod snfs;
 
 pub use drop_grow::{
@@ -46,12 +50,13 @@ pub use drop_grow::{
 };
 pub use engine::{LayerUpdate, drop_and_grow, drop_count};
 pub use error::{DstError, Result};
+pub use gmp::{GmpConfig, GradualMagnitude};
 pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    ParamFilter, Rule, SparseOptimizer, Sparsity, SparsityDistribution, TopologyUpdater,
-    random_masks,
+    GradualPruning, LayerView, MaskSet, ParamFilter, Rule, Scope, SparseOptimizer, Sparsity,
+    SparsityDistribution, TopologyUpdater, random_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +73,10 @@ pub enum DstMethod {
     Rigl,
     /// SNFS.
     Snfs,
+    /// Gradual magnitude pruning: dense (or [`DstPlan::initial_sparsity`]) to the plan's
+    /// sparsity between [`DstPlan::begin_fraction`] and [`DstPlan::end_fraction`] of the run.
+    /// Unlike the others its number of weights shrinks.
+    Gmp,
 }
 
 impl std::str::FromStr for DstMethod {
@@ -78,10 +87,11 @@ impl std::str::FromStr for DstMethod {
             "set" => DstMethod::Set,
             "rigl" => DstMethod::Rigl,
             "snfs" => DstMethod::Snfs,
+            "gmp" => DstMethod::Gmp,
             other => {
                 return Err(DstError::InvalidConfig {
                     field: "method",
-                    message: format!("unknown method `{other}` (static, set, rigl, snfs)"),
+                    message: format!("unknown method `{other}` (static, set, rigl, snfs, gmp)"),
                 });
             }
         })
@@ -89,10 +99,12 @@ impl std::str::FromStr for DstMethod {
 }
 
 impl DstMethod {
-    /// The initial distribution of the reference: ER for SET, ERK otherwise.
+    /// The distribution of the reference: ER for SET, uniform for GMP (Zhu & Gupta prune every
+    /// layer to the same sparsity), ERK otherwise.
     pub fn default_distribution(self) -> SparsityDistribution {
         match self {
             DstMethod::Set => SparsityDistribution::Er,
+            DstMethod::Gmp => SparsityDistribution::Uniform,
             _ => SparsityDistribution::Erk,
         }
     }
@@ -117,13 +129,33 @@ pub struct DstPlan {
     pub delta_t: u64,
     /// Drop fraction alpha (RigL 0.3, SET zeta 0.3, SNFS prune rate 0.5).
     pub alpha: Option<f64>,
-    /// RigL stops updating after this fraction of `total_steps` (the reference: 0.75).
+    /// RigL stops updating, and GMP reaches the target, at this fraction of `total_steps`
+    /// (default 0.75, RigL's reference).
     #[serde(default = "default_end_fraction")]
     pub end_fraction: f64,
+    /// GMP: the fraction of `total_steps` at which pruning begins (default 0.1).
+    #[serde(default = "default_begin_fraction")]
+    pub begin_fraction: f64,
+    /// GMP: the sparsity it starts from (default dense), a magnitude mask drawn when the plan
+    /// is built.
+    #[serde(default = "default_initial_sparsity")]
+    pub initial_sparsity: Sparsity,
+    /// GMP: rank |w| over all prunable layers together instead of per layer with
+    /// `distribution`'s counts (default false).
+    #[serde(default)]
+    pub global: bool,
 }
 
 fn default_end_fraction() -> f64 {
     0.75
+}
+
+fn default_begin_fraction() -> f64 {
+    0.1
+}
+
+fn default_initial_sparsity() -> Sparsity {
+    Sparsity::DENSE
 }
 
 impl DstPlan {
@@ -145,21 +177,52 @@ impl DstPlan {
             delta_t: 100,
             alpha: None,
             end_fraction: default_end_fraction(),
+            begin_fraction: default_begin_fraction(),
+            initial_sparsity: default_initial_sparsity(),
+            global: false,
         }
     }
 
-    /// The last step of the method's update window: RigL's `end_fraction` of the run, the
-    /// whole run for SET and SNFS (`None` for static, which never updates).
+    /// The last step of the method's update window: RigL's and GMP's `end_fraction` of the
+    /// run, the whole run for SET and SNFS (`None` for static, which never updates).
     pub fn update_end(&self) -> Option<u64> {
         match self.method {
             DstMethod::Static => None,
-            // Integer arithmetic for the reference's 3/4, so existing runs are unchanged.
-            DstMethod::Rigl if self.end_fraction == 0.75 => {
-                Some((u128::from(self.total_steps) * 3 / 4) as u64)
-            }
-            DstMethod::Rigl => Some((self.total_steps as f64 * self.end_fraction).floor() as u64),
+            DstMethod::Rigl | DstMethod::Gmp => Some(self.fraction_step(self.end_fraction)),
             DstMethod::Set | DstMethod::Snfs => Some(self.total_steps),
         }
+    }
+
+    /// `floor(fraction * total_steps)`.
+    fn fraction_step(&self, fraction: f64) -> u64 {
+        // Integer arithmetic for the reference's 3/4, so existing runs are unchanged.
+        if fraction == 0.75 {
+            (u128::from(self.total_steps) * 3 / 4) as u64
+        } else {
+            (self.total_steps as f64 * fraction).floor() as u64
+        }
+    }
+
+    /// GMP's schedule: prune steps every `delta_t` from `begin_fraction` of the run, as many as
+    /// fit before `end_fraction` (`None` for the other methods).
+    ///
+    /// # Errors
+    /// As [`DstPlan::validate`].
+    pub fn gmp_schedule(&self) -> Result<Option<GradualPruning>> {
+        if self.method != DstMethod::Gmp {
+            return Ok(None);
+        }
+        self.validate()?;
+        let begin = self.fraction_step(self.begin_fraction);
+        let end = self.update_end().unwrap_or(begin);
+        let steps = end.saturating_sub(begin) / self.delta_t;
+        Ok(Some(GradualPruning::new(
+            self.initial_sparsity,
+            self.sparsity,
+            begin,
+            steps,
+            self.delta_t,
+        )?))
     }
 
     /// Check the plan's fields; the error names the field of this struct.
@@ -186,6 +249,45 @@ impl DstPlan {
             && !(a.is_finite() && (0.0..=1.0).contains(&a))
         {
             return bad("alpha", format!("{a} is outside [0, 1]"));
+        }
+        if self.global && self.method != DstMethod::Gmp {
+            return bad(
+                "global",
+                format!("a global ranking is GMP's option, not {:?}'s", self.method),
+            );
+        }
+        if self.method == DstMethod::Gmp {
+            if !(self.begin_fraction >= 0.0 && self.begin_fraction < self.end_fraction) {
+                return bad(
+                    "begin_fraction",
+                    format!(
+                        "{} is outside [0, end_fraction = {})",
+                        self.begin_fraction, self.end_fraction
+                    ),
+                );
+            }
+            if self.initial_sparsity > self.sparsity {
+                return bad(
+                    "initial_sparsity",
+                    format!(
+                        "{} is above the target {}",
+                        self.initial_sparsity, self.sparsity
+                    ),
+                );
+            }
+            let begin = self.fraction_step(self.begin_fraction);
+            let end = self.fraction_step(self.end_fraction);
+            if end.saturating_sub(begin) < self.delta_t {
+                return bad(
+                    "total_steps",
+                    format!(
+                        "{} steps leave GMP no prune step after the first (it prunes every {} \
+                         steps from step {begin} to step {end}): train for more steps or lower \
+                         delta_t",
+                        self.total_steps, self.delta_t
+                    ),
+                );
+            }
         }
         if let Some(end) = self.update_end()
             && end == 0
@@ -240,11 +342,27 @@ impl DstPlan {
                 }
                 Some(Box::new(Snfs::new(c)?))
             }
+            DstMethod::Gmp => {
+                let schedule = self.gmp_schedule()?.expect("GMP has a schedule");
+                Some(Box::new(GradualMagnitude::new(self.gmp_config(schedule))))
+            }
         })
     }
 
-    /// Draw the initial random mask, write it into `model`, and build the optimizer with the
-    /// updater attached.
+    fn gmp_config(&self, schedule: GradualPruning) -> GmpConfig {
+        GmpConfig {
+            schedule,
+            scope: if self.global {
+                Scope::Global
+            } else {
+                Scope::Layerwise(self.distribution.clone())
+            },
+            allow_empty_layers: false,
+        }
+    }
+
+    /// Draw the initial mask (random; for GMP dense, or by magnitude at `initial_sparsity`),
+    /// write it into `model`, and build the optimizer with the updater attached.
     ///
     /// # Errors
     /// As [`DstPlan::updater`] and [`random_masks`].
@@ -254,7 +372,34 @@ impl DstPlan {
         filter: &ParamFilter,
         rule: impl Into<Rule>,
     ) -> Result<(M, SparseOptimizer)> {
-        let masks = random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?;
+        let masks = match self.gmp_schedule()? {
+            Some(schedule) => {
+                let mut masks = MaskSet::dense(&model, filter)?;
+                if self.initial_sparsity > Sparsity::DENSE {
+                    let weights = masks.read_weights(&model)?;
+                    let views: Vec<LayerView<'_>> = masks
+                        .layers()
+                        .iter()
+                        .zip(&weights)
+                        .map(|(l, w)| LayerView {
+                            param: l.param(),
+                            mask: l.bits(),
+                            weights: w,
+                            grads: None,
+                            momentum: None,
+                        })
+                        .collect();
+                    let gmp = GradualMagnitude::new(self.gmp_config(schedule));
+                    let (bits, _) = gmp.prune(&views, self.initial_sparsity)?;
+                    drop(views);
+                    for (i, b) in bits.into_iter().enumerate() {
+                        masks.set_bits(i, b)?;
+                    }
+                }
+                masks
+            }
+            None => random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?,
+        };
         let model = masks.apply(model);
         let mut optim = SparseOptimizer::new(rule, masks)?;
         if let Some(u) = self.updater()? {

@@ -364,13 +364,15 @@ fn bad_inputs() {
 
 #[test]
 fn checkpoint_resumes_topology_and_counters() {
-    // SET with SGD, SNFS (whose momentum EMA must come back from the checkpoint) with SGD, and
-    // RigL with AdamW (both Adam moments): each resumed run ends bit for bit where the
-    // uninterrupted one does.
-    let cases: [(DstMethod, Rule); 3] = [
+    // SET with SGD, SNFS (whose momentum EMA must come back from the checkpoint) with SGD,
+    // RigL with AdamW (both Adam moments), and GMP (prune steps 10, 20, ..., 70 of 100, so the
+    // budget shrinks on both sides of the checkpoint at 35) with momentum: each resumed run ends
+    // bit for bit where the uninterrupted one does.
+    let cases: [(DstMethod, Rule); 4] = [
         (DstMethod::Set, SgdRule::default().into()),
         (DstMethod::Snfs, SgdRule::default().into()),
         (DstMethod::Rigl, AdamRule::adamw(1e-2).into()),
+        (DstMethod::Gmp, SgdRule::default().with_momentum(0.9).into()),
     ];
     for (method, rule) in cases {
         resumes_bit_identically(method, rule);

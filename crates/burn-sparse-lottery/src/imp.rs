@@ -104,6 +104,50 @@ impl Rewind {
     }
 }
 
+/// How each pruned level retrains the ticket (Renda, Frankle & Carbin 2020,
+/// arXiv:2003.02389). Every choice trains the same number of steps, from step `k` of the
+/// [`Rewind`] point to the end of the budget, in the same data order; they differ in the
+/// weights they start from and the learning rates they use.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retrain {
+    /// Survivors reset to the rewind weights `w_k`, the learning-rate schedule replayed from
+    /// step `k` (the lottery ticket hypothesis).
+    #[default]
+    WeightRewinding,
+    /// Keep the previous level's trained weights and train at a constant learning rate: `lr`,
+    /// or (None) the rate the schedule ends with. Renda et al.'s schedules are step decays,
+    /// whose last rate (e.g. 0.001 after 0.1) still trains; a cosine schedule ends near 0, so
+    /// name the rate there.
+    FineTuning {
+        /// The constant rate (None: the schedule's last).
+        lr: Option<f64>,
+    },
+    /// Keep the previous level's trained weights and replay the learning-rate schedule from
+    /// step `k` (learning-rate rewinding).
+    LrRewinding,
+}
+
+impl Retrain {
+    /// Whether retraining starts from the previous level's trained weights (fine-tuning,
+    /// learning-rate rewinding) rather than the rewind point.
+    pub fn keeps_weights(self) -> bool {
+        !matches!(self, Retrain::WeightRewinding)
+    }
+
+    fn validate(self) -> Result<()> {
+        if let Retrain::FineTuning { lr: Some(lr) } = self
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(LotteryError::InvalidConfig {
+                field: "retrain",
+                message: format!("the fine-tuning learning rate {lr} is not a positive number"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A run at a level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +171,9 @@ pub struct ImpConfig {
     pub min_density: Option<f64>,
     /// Rewind point.
     pub rewind: Rewind,
+    /// How pruned levels retrain (default: weight rewinding).
+    #[serde(default)]
+    pub retrain: Retrain,
     /// Baselines to train at every pruned level besides the ticket.
     pub baselines: Vec<Variant>,
     /// Seed of the initialisation, baselines and data order.
@@ -168,6 +215,27 @@ pub trait ImpTrainer<M: Module> {
         data_seed: u64,
         capture: Option<Capture<'_, M>>,
     ) -> std::result::Result<M, TrainerError>;
+    /// Fine-tuning ([`Retrain::FineTuning`]): train the steps from `start` to the end of the
+    /// budget in the data order of `data_seed`, as [`ImpTrainer::train`] does, but at the
+    /// constant learning rate `lr`, or (None) at the rate the schedule has at its last step.
+    ///
+    /// # Errors
+    /// Any training error. The default says that this trainer cannot fine-tune.
+    fn fine_tune(
+        &mut self,
+        model: M,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        lr: Option<f64>,
+        data_seed: u64,
+    ) -> std::result::Result<M, TrainerError> {
+        let _ = (model, optim, start, lr, data_seed);
+        Err(
+            "this ImpTrainer does not implement `fine_tune`: use weight or learning-rate \
+             rewinding, or implement it"
+                .into(),
+        )
+    }
     /// Test accuracy in percent.
     ///
     /// # Errors
@@ -355,15 +423,31 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
         start: u64,
         capture: Option<&mut Option<M>>,
     ) -> Result<(M, f64)> {
+        self.train_variant_with(trainer, model, masks, start, capture, None)
+    }
+
+    /// As [`Imp::train_variant`]; `fine_tune` trains at a constant rate (see
+    /// [`ImpTrainer::fine_tune`]) instead of the schedule.
+    fn train_variant_with(
+        &self,
+        trainer: &mut impl ImpTrainer<M>,
+        model: M,
+        masks: MaskSet,
+        start: u64,
+        capture: Option<&mut Option<M>>,
+        fine_tune: Option<Option<f64>>,
+    ) -> Result<(M, f64)> {
         let model = masks.apply(model);
         let mut optim = SparseOptimizer::new(self.rule, masks)?;
         let capture = capture.map(|slot| Capture {
             step: self.cfg.rewind.step(),
             slot,
         });
-        let trained = trainer
-            .train(model, &mut optim, start, self.cfg.seed, capture)
-            .map_err(LotteryError::Trainer)?;
+        let trained = match fine_tune {
+            Some(lr) => trainer.fine_tune(model, &mut optim, start, lr, self.cfg.seed),
+            None => trainer.train(model, &mut optim, start, self.cfg.seed, capture),
+        }
+        .map_err(LotteryError::Trainer)?;
         optim.masks().ensure_masked(&trained)?;
         let acc = trainer.accuracy(&trained).map_err(LotteryError::Trainer)?;
         Ok((trained, acc))
@@ -383,6 +467,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
     ) -> Result<Vec<LevelMetrics>> {
         let params = self.filter.select(&(self.init)(self.cfg.seed))?;
         self.cfg.rate.validate(&params)?;
+        self.cfg.retrain.validate()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| MaskError::Io {
             path: self.dir.clone(),
             source: e,
@@ -482,8 +567,15 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
             let rewind = self.rewind_weights()?;
             let masks =
                 MaskSet::from_bits(&prev_model, prev_masks.params(), bits)?.rebind(&rewind)?;
+            // The ticket: from the rewind point, or from the previous level's trained weights.
+            let (start_model, fine_tune) = match self.cfg.retrain {
+                Retrain::WeightRewinding => (rewind.clone(), None),
+                Retrain::LrRewinding => (prev_model, None),
+                Retrain::FineTuning { lr } => (prev_model, Some(lr)),
+            };
+            let ticket_masks = masks.rebind(&start_model)?;
             let (trained, acc) =
-                self.train_variant(trainer, rewind.clone(), masks.clone(), k, None)?;
+                self.train_variant_with(trainer, start_model, ticket_masks, k, None, fine_tune)?;
             accuracy.insert(Variant::Ticket, acc);
             for &b in &self.cfg.baselines {
                 let seed = self.cfg.seed ^ (0x9e37_79b9 + level as u64);

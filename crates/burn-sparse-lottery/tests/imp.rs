@@ -24,6 +24,8 @@ struct Synthetic {
     starts: Vec<Mlp>,
     /// A pause after every step (so a kill lands inside a level).
     pause: Option<std::time::Duration>,
+    /// Per training, the learning rate of every step (in order of the calls).
+    lrs: Vec<Vec<f64>>,
 }
 
 impl Synthetic {
@@ -47,6 +49,7 @@ impl Synthetic {
             device,
             starts: Vec::new(),
             pause: None,
+            lrs: Vec::new(),
         }
     }
     fn batch(&self, idx: &[usize]) -> (Tensor<2>, Tensor<1, Int>) {
@@ -62,16 +65,23 @@ impl Synthetic {
     }
 }
 
-impl ImpTrainer<Mlp> for Synthetic {
-    fn train(
+/// The synthetic trainer's schedule: 0.1 decayed linearly to 0.01 over the budget.
+fn schedule_lr(j: u64, steps: u64) -> f64 {
+    0.1 - 0.09 * j as f64 / (steps - 1) as f64
+}
+
+impl Synthetic {
+    fn steps_from(
         &mut self,
         mut model: Mlp,
         optim: &mut SparseOptimizer,
         start: u64,
         seed: u64,
+        lr: impl Fn(u64) -> f64,
         mut capture: Option<Capture<'_, Mlp>>,
     ) -> TrainResult<Mlp> {
         self.starts.push(model.clone());
+        self.lrs.push(Vec::new());
         for j in start..self.steps {
             let mut idx: Vec<usize> = (0..96).collect();
             SparseRng::derive(seed, &[j / 6]).shuffle(&mut idx);
@@ -81,7 +91,8 @@ impl ImpTrainer<Mlp> for Synthetic {
                 .init(&self.device)
                 .forward(model.forward(x), y);
             let g = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(0.1, model, g)?;
+            self.lrs.last_mut().unwrap().push(lr(j));
+            model = optim.step(lr(j), model, g)?;
             if let Some(c) = capture.as_mut() {
                 c.offer(j + 1, || model.clone());
             }
@@ -90,6 +101,31 @@ impl ImpTrainer<Mlp> for Synthetic {
             }
         }
         Ok(model)
+    }
+}
+
+impl ImpTrainer<Mlp> for Synthetic {
+    fn train(
+        &mut self,
+        model: Mlp,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        seed: u64,
+        capture: Option<Capture<'_, Mlp>>,
+    ) -> TrainResult<Mlp> {
+        let n = self.steps;
+        self.steps_from(model, optim, start, seed, |j| schedule_lr(j, n), capture)
+    }
+    fn fine_tune(
+        &mut self,
+        model: Mlp,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        lr: Option<f64>,
+        seed: u64,
+    ) -> TrainResult<Mlp> {
+        let lr = lr.unwrap_or(schedule_lr(self.steps - 1, self.steps));
+        self.steps_from(model, optim, start, seed, |_| lr, None)
     }
     fn accuracy(&mut self, model: &Mlp) -> TrainResult<f64> {
         let idx: Vec<usize> = (0..96).collect();
@@ -117,6 +153,7 @@ fn config(rewind: Rewind) -> ImpConfig {
         levels: 3,
         min_density: None,
         rewind,
+        retrain: Retrain::WeightRewinding,
         baselines: vec![Variant::RandomReinit, Variant::RandomPruning],
         seed: 7,
     }
@@ -178,7 +215,10 @@ fn exact_counts_rewind_and_baselines() {
             let mut six = Synthetic::new(6, device());
             let dense = MaskSet::dense(&init(7), &ParamFilter::new()).unwrap();
             let mut o = SparseOptimizer::new(SgdRule::default(), dense).unwrap();
-            let wk = six.train(init(7), &mut o, 0, 7, None).unwrap();
+            // The first 6 steps of the 36-step schedule.
+            let wk = six
+                .steps_from(init(7), &mut o, 0, 7, |j| schedule_lr(j, 36), None)
+                .unwrap();
             assert_eq!(rw.bits(), wk.bits(), "w_k is 6 steps from init");
             assert_ne!(rw.bits(), init(7).bits(), "w_k differs from w0");
         }
@@ -491,4 +531,119 @@ proptest::proptest! {
         }
         proptest::prop_assert_eq!(got, want);
     }
+}
+
+#[test]
+fn fine_tuning_and_lr_rewinding_keep_the_trained_weights() {
+    // Each pruned level's ticket starts from the previous level's trained weights under the new
+    // mask (bit for bit), trains the steps k..T like weight rewinding, and uses: the schedule
+    // from step k (learning-rate rewinding), or a constant rate (fine-tuning: the one named, or
+    // the schedule's last). Counts per level are the same as with weight rewinding.
+    let k = 6;
+    let last = schedule_lr(35, 36);
+    for (retrain, lr_of) in [
+        (Retrain::LrRewinding, None),
+        (Retrain::FineTuning { lr: Some(0.05) }, Some(0.05)),
+        (Retrain::FineTuning { lr: None }, Some(last)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(Rewind::Step(k));
+        cfg.retrain = retrain;
+        cfg.baselines.clear();
+        cfg.levels = 2;
+        let mut t = Synthetic::new(36, device());
+        let imp = Imp::new(
+            cfg,
+            dir.path(),
+            ParamFilter::new(),
+            SgdRule::default(),
+            init,
+        );
+        let levels = imp.run(&mut t, |_| {}).unwrap();
+        let (want, _) = run(tempfile::tempdir().unwrap().path(), Rewind::Step(k));
+        assert_eq!(levels.len(), 3);
+        for (a, b) in levels.iter().zip(&want) {
+            assert_eq!(
+                a.layer_nnz, b.layer_nnz,
+                "{retrain:?}: the counts of rewinding"
+            );
+        }
+        assert_eq!(t.starts.len(), 3, "{retrain:?}: one training per level");
+        for level in 1..=2 {
+            let prev = burn_sparse_mask::checkpoint::load_module(
+                init(7),
+                &imp.final_model_path(level - 1),
+            )
+            .unwrap();
+            let masks = imp.level_masks(level).unwrap().rebind(&prev).unwrap();
+            let want_start = masks.apply(prev);
+            assert_eq!(
+                t.starts[level].bits(),
+                want_start.bits(),
+                "{retrain:?} {level}"
+            );
+            let lrs = &t.lrs[level];
+            assert_eq!(lrs.len() as u64, 36 - k, "{retrain:?}: steps k..T");
+            match lr_of {
+                None => {
+                    for (i, &lr) in lrs.iter().enumerate() {
+                        assert_eq!(lr, schedule_lr(k + i as u64, 36), "{retrain:?}");
+                    }
+                }
+                Some(c) => assert!(lrs.iter().all(|&lr| lr == c), "{retrain:?}"),
+            }
+        }
+        // Level 2's mask is level 1's pruned again: a subset, at the LTH rates.
+        let (m1, m2) = (imp.level_masks(1).unwrap(), imp.level_masks(2).unwrap());
+        for (a, b) in m1.layers().iter().zip(m2.layers()) {
+            assert!(b.bits().iter().zip(a.bits()).all(|(&n, &o)| !n || o));
+            let p = if a.param().path == "l3.weight" {
+                0.1
+            } else {
+                0.2
+            };
+            let lost = (p * a.nnz() as f64).round() as usize;
+            assert_eq!(b.nnz(), a.nnz() - lost, "{}", a.param().path);
+        }
+    }
+}
+
+#[test]
+fn a_trainer_without_fine_tuning_and_a_bad_rate_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(Rewind::Init);
+    cfg.retrain = Retrain::FineTuning { lr: None };
+    cfg.baselines.clear();
+    let mut t = Synthetic::new(12, device());
+    let imp = Imp::new(
+        cfg.clone(),
+        dir.path(),
+        ParamFilter::new(),
+        SgdRule::default(),
+        init,
+    );
+    let e = imp.run(&mut SlowTrainer(&mut t), |_| {}).unwrap_err();
+    assert!(
+        matches!(e, LotteryError::Trainer(ref m) if m.to_string().contains("fine_tune")),
+        "{e}"
+    );
+    cfg.retrain = Retrain::FineTuning { lr: Some(-1.0) };
+    let imp = Imp::new(
+        cfg,
+        dir.path(),
+        ParamFilter::new(),
+        SgdRule::default(),
+        init,
+    );
+    let e = imp.run(&mut t, |_| {}).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            LotteryError::InvalidConfig {
+                field: "retrain",
+                ..
+            }
+        ),
+        "{e}"
+    );
 }

@@ -63,13 +63,21 @@ impl SparseDst {
     ///
     /// # Errors
     /// [`SparseDstError::Unsupported`] for an updater that reads the momentum of inactive
-    /// weights (SNFS).
+    /// weights (SNFS) or that prunes (GMP).
     pub fn new(updater: Box<dyn TopologyUpdater>) -> Result<Self, SparseDstError> {
         if updater.needs_momentum() || updater.observes_every_step() {
             return Err(SparseDstError::Unsupported(format!(
                 "`{}` grows by the momentum of inactive weights, which sparse layers do not \
                  store; train it on the masked path (Compute::Masked, or a dense model with \
                  SparseOptimizer)",
+                updater.name()
+            )));
+        }
+        if updater.prunes() {
+            return Err(SparseDstError::Unsupported(format!(
+                "`{}` removes weights during training, and a sparse layer keeps its number of \
+                 non-zeros fixed; train it on the masked path (a dense model with \
+                 SparseOptimizer), then convert the final masked layers",
                 updater.name()
             )));
         }

@@ -30,6 +30,16 @@ impl TrainConfig {
             _ => self.lr,
         }
     }
+
+    /// This config at the constant learning rate `lr`, or (None) at the rate its schedule has
+    /// at step `last` (IMP's fine-tuning).
+    pub fn constant_at(self, lr: Option<f64>, last: u64) -> Self {
+        Self {
+            lr: lr.unwrap_or_else(|| self.lr_at(last)),
+            cosine_total_steps: None,
+            ..self
+        }
+    }
 }
 
 /// What an epoch did.
@@ -399,6 +409,26 @@ impl<M: Classifier, D: BatchSource> burn_sparse_lottery::ImpTrainer<M> for StepT
             },
         )?)
     }
+    fn fine_tune(
+        &mut self,
+        model: M,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        lr: Option<f64>,
+        data_seed: u64,
+    ) -> Result<M, burn_sparse_lottery::TrainerError> {
+        let cfg = self.cfg.constant_at(lr, self.total_steps.saturating_sub(1));
+        Ok(train_steps(
+            model,
+            optim,
+            self.train,
+            cfg,
+            (start, self.total_steps),
+            data_seed,
+            &self.device,
+            &mut |_, _| {},
+        )?)
+    }
     fn accuracy(&mut self, model: &M) -> Result<f64, burn_sparse_lottery::TrainerError> {
         Ok(accuracy(model, self.test, &self.device)?)
     }
@@ -465,6 +495,21 @@ impl<D: BatchSource> burn_sparse_lottery::ImpTrainer<crate::models::LeNet300>
             c.offer(c.step, || m);
         }
         Ok(dense(&net)?)
+    }
+    fn fine_tune(
+        &mut self,
+        model: crate::models::LeNet300,
+        optim: &mut SparseOptimizer,
+        start: u64,
+        lr: Option<f64>,
+        data_seed: u64,
+    ) -> Result<crate::models::LeNet300, burn_sparse_lottery::TrainerError> {
+        // The same sparse training at a constant rate.
+        let scheduled = self.steps.cfg;
+        self.steps.cfg = scheduled.constant_at(lr, self.steps.total_steps.saturating_sub(1));
+        let out = self.train(model, optim, start, data_seed, None);
+        self.steps.cfg = scheduled;
+        out
     }
     fn accuracy(
         &mut self,
@@ -561,4 +606,26 @@ pub fn train_epoch_sparse_with<D: BatchSource + ?Sized>(
             updates,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn constant_at_is_the_schedules_last_rate_or_the_named_one() {
+        let cfg = TrainConfig {
+            batch_size: 10,
+            lr: 0.1,
+            cosine_total_steps: Some(100),
+        };
+        // 0.1 * (1 + cos(pi * 99 / 100)) / 2 = 2.4672e-5.
+        let c = cfg.constant_at(None, 99);
+        assert!((c.lr - 0.05 * (1.0 + (std::f64::consts::PI * 0.99).cos())).abs() < 1e-15);
+        assert!((c.lr - 2.4672e-5).abs() < 1e-8, "{}", c.lr);
+        assert_eq!(c.lr_at(0), c.lr);
+        assert_eq!(c.lr_at(5000), c.lr);
+        assert_eq!(c.batch_size, 10);
+        assert_eq!(cfg.constant_at(Some(0.01), 99).lr_at(3), 0.01);
+    }
 }

@@ -236,6 +236,17 @@ fn snfs_is_refused_with_a_reason() {
     );
 }
 
+#[test]
+fn gmp_is_refused_with_a_reason() {
+    use burn_sparse::dynamic::{DstMethod, DstPlan};
+    let plan = DstPlan::new(DstMethod::Gmp, Sparsity::new(0.9).unwrap(), 1000, 100, 0);
+    let err = SparseDst::new(plan.updater().unwrap().unwrap()).unwrap_err();
+    assert!(
+        matches!(err, SparseDstError::Unsupported(ref m) if m.contains("removes weights")),
+        "{err}"
+    );
+}
+
 /// Kill after step 10 of 20 (model record + optimizer archive), resume into fresh objects:
 /// the resumed run ends bit-identical to the uninterrupted one, topology updates included.
 #[test]

@@ -29,7 +29,8 @@ pub struct ParamState {
 pub struct StepReport {
     /// The step (1-based).
     pub step: u64,
-    /// Per layer path, connections dropped and regrown (0 for steps without an update).
+    /// Per layer path, connections dropped and regrown, or removed by a pruning updater (0 for
+    /// steps without an update).
     pub changed: Vec<(String, usize)>,
 }
 
@@ -182,7 +183,8 @@ impl SparseOptimizer {
     /// is updated first from this step's dense gradients.
     ///
     /// # Errors
-    /// An updater error or an updater that changed the number of kept weights. Masks and state
+    /// An updater error, or an update that changed the number of kept weights (or, for a
+    /// pruning updater, revived a pruned one). Masks and state
     /// are then unchanged, but `model` has been consumed: clone it first (a cheap handle copy)
     /// to continue after an error, as [`SparseHandle`](super::SparseHandle) does.
     pub fn step<M: Module>(&mut self, lr: f64, model: M, mut grads: GradientsParams) -> Result<M> {
@@ -325,6 +327,7 @@ impl SparseOptimizer {
                 layers.len()
             )));
         }
+        let prunes = self.updater.as_ref().is_some_and(|u| u.prunes());
         let mut total = 0usize;
         for (l, m) in layers.iter().zip(&change.masks) {
             if m.len() != l.numel() {
@@ -334,9 +337,19 @@ impl SparseOptimizer {
                     weight: l.param().shape.clone(),
                 });
             }
+            if prunes && m.iter().zip(l.bits()).any(|(&new, &old)| new && !old) {
+                return Err(bad(format!(
+                    "a pruning update revived a pruned weight of {}",
+                    l.param().path
+                )));
+            }
             total += m.iter().filter(|&&b| b).count();
         }
-        if total != self.masks.nnz() {
+        if prunes {
+            if change.grown_values.iter().any(|v| !v.is_empty()) {
+                return Err(bad("a pruning update set values of grown weights".into()));
+            }
+        } else if total != self.masks.nnz() {
             return Err(bad(format!(
                 "the update changed the number of kept weights from {} to {total}",
                 self.masks.nnz()

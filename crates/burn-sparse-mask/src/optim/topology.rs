@@ -30,7 +30,8 @@ pub struct TopologyChange {
     pub masks: Vec<Vec<bool>>,
     /// Per layer, `(flat index, value)` for grown weights that should not start at 0.
     pub grown_values: Vec<Vec<(usize, f32)>>,
-    /// Per layer, how many connections were dropped (and as many grown).
+    /// Per layer, how many connections were dropped (and, except for a pruning updater, as many
+    /// grown).
     pub changed: Vec<usize>,
 }
 
@@ -40,7 +41,8 @@ pub struct TopologyChange {
 /// the dense gradients of that step. The optimizer then writes the new masks, sets grown weights
 /// to 0 (or the given values), zeroes dropped weights, and resets the optimizer state of grown
 /// and dropped positions (jaxpruner's `restart_inner_state`). It checks that the total number
-/// of kept weights is unchanged.
+/// of kept weights is unchanged, or, for an updater that [prunes](TopologyUpdater::prunes), that
+/// every new mask keeps a subset of the old one.
 pub trait TopologyUpdater: Send {
     /// A short name for logs (`rigl`, `set`, ...).
     fn name(&self) -> &str;
@@ -66,6 +68,12 @@ pub trait TopologyUpdater: Send {
     /// Aborts the step.
     fn observe(&mut self, _t: u64, _grads: &[Tensor<1>]) -> Result<()> {
         Ok(())
+    }
+    /// Whether updates only remove weights (gradual magnitude pruning): each new mask must then
+    /// keep a subset of the old one, nothing is grown, and the number of kept weights may
+    /// shrink. Otherwise (every DST method) an update must keep the total unchanged.
+    fn prunes(&self) -> bool {
+        false
     }
     /// Skip the weight update on update steps (TF RigL does).
     fn skip_weight_update(&self) -> bool {

@@ -5,7 +5,11 @@
 //!     --sparsity 0.9 --distribution erk|er|uniform --epochs N --seed S --data-dir DIR
 //!     [--model lenet300|lenet5] [--fashion] [--backend flex] [--compute masked|sparse]
 //!     [--delta-t 100] [--alpha A] [--end-fraction 0.75] [--begin-fraction 0.1] [--global]
+//!     [--sparse-init]
 //! ```
+//!
+//! `--sparse-init` rescales the initial weights of every unit to its sparse fan-in (Evci et
+//! al. 2022: a unit with `f` of `n` inputs kept is multiplied by `sqrt(n / f)`).
 //!
 //! `--compute sparse` (LeNet-300-100; rigl, set, static) trains the same run on truly sparse
 //! layers (`SparseMlp`: only the non-zeros are stored and, on the CPU, computed), with the same
@@ -92,6 +96,7 @@ fn plan_from_args(
         plan.begin_fraction = f;
     }
     plan.global = args.global;
+    plan.sparse_init = args.sparse_init;
     if let Some(d) = args.distribution {
         plan.distribution = d.distribution();
     }
@@ -170,6 +175,9 @@ fn train<M: Classifier>(model: M, args: &DstArgs, data: &Splits, device: &Device
     let filter = ParamFilter::new();
     let (mut model, mut optim) = match dst_method(args.method) {
         None => {
+            if args.sparse_init {
+                fail("--sparse-init rescales to a sparse mask's fan-in: it needs a sparse method");
+            }
             let masks = MaskSet::dense(&model, &filter).unwrap_or_else(|e| fail(e));
             (
                 model,

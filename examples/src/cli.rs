@@ -175,6 +175,9 @@ pub struct DstArgs {
     /// GMP: one |w| ranking over all layers instead of per layer.
     #[arg(long)]
     pub global: bool,
+    /// Rescale the initial weights to each unit's sparse fan-in (Evci et al. 2022).
+    #[arg(long)]
+    pub sparse_init: bool,
     /// Masked dense layers, or truly sparse ones.
     #[arg(long, value_enum, default_value = "masked")]
     pub compute: ComputeArg,

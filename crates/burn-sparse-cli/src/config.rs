@@ -409,6 +409,10 @@ pub struct ExperimentConfig {
     /// `masked` (the default) or `sparse` (truly sparse layers; see [`ComputeName`]).
     #[serde(skip_serializing_if = "ComputeName::is_masked")]
     pub compute: ComputeName,
+    /// Rescale the initial weights to each unit's sparse fan-in (Evci et al. 2022; default
+    /// false, then left out of the run hash).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sparse_init: bool,
 }
 
 impl Default for ExperimentConfig {
@@ -427,6 +431,7 @@ impl Default for ExperimentConfig {
             saliency: SaliencyConfig::default(),
             lottery: LotteryConfig::default(),
             compute: ComputeName::Masked,
+            sparse_init: false,
         }
     }
 }
@@ -779,6 +784,15 @@ impl ExperimentConfig {
             return bad(
                 "saliency.grasp_temperature",
                 "must be a positive number".into(),
+            );
+        }
+        if self.sparse_init && matches!(self.method, MethodName::Dense | MethodName::Lottery) {
+            return bad(
+                "sparse_init",
+                format!(
+                    "rescales the initial weights to a sparse mask's fan-in; `{}` starts dense",
+                    self.method
+                ),
             );
         }
         if let Some(lr) = self.lottery.fine_tune_lr {

@@ -126,7 +126,8 @@ pub(crate) fn initial<M: Classifier + 'static>(
         return Ok((model, SparseOptimizer::new(rule, masks)?));
     }
     if let Some(dm) = dst_method(m) {
-        let plan = plan(cfg, dm, total, spe)?;
+        let mut plan = plan(cfg, dm, total, spe)?;
+        plan.sparse_init = cfg.sparse_init;
         return Ok(plan.build(model, &filter, rule)?);
     }
     let scope = match cfg.distribution {
@@ -180,6 +181,11 @@ pub(crate) fn initial<M: Classifier + 'static>(
                 message: format!("`{other}` is not trained by this loop"),
             });
         }
+    };
+    let model = if cfg.sparse_init {
+        masks.sparse_fan_in(model)?
+    } else {
+        model
     };
     Ok((model, SparseOptimizer::new(rule, masks)?))
 }

@@ -130,6 +130,8 @@ fn invalid_configs_name_the_field() {
             "method = \"set\"\n[schedule]\ninitial_sparsity = 0.2",
             "schedule.initial_sparsity",
         ),
+        ("method = \"dense\"\nsparse_init = true", "sparse_init"),
+        ("method = \"lottery\"\nsparse_init = true", "sparse_init"),
         // IMP's retraining choices.
         ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
         ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),

@@ -144,6 +144,10 @@ pub struct DstPlan {
     /// `distribution`'s counts (default false).
     #[serde(default)]
     pub global: bool,
+    /// Rescale the initial weights to each unit's sparse fan-in
+    /// ([`MaskSet::sparse_fan_in`]; default false: the dense initialisation as drawn).
+    #[serde(default)]
+    pub sparse_init: bool,
 }
 
 fn default_end_fraction() -> f64 {
@@ -180,6 +184,7 @@ impl DstPlan {
             begin_fraction: default_begin_fraction(),
             initial_sparsity: default_initial_sparsity(),
             global: false,
+            sparse_init: false,
         }
     }
 
@@ -362,7 +367,8 @@ impl DstPlan {
     }
 
     /// Draw the initial mask (random; for GMP dense, or by magnitude at `initial_sparsity`),
-    /// write it into `model`, and build the optimizer with the updater attached.
+    /// write it into `model` (rescaled to the sparse fan-in with `sparse_init`), and build the
+    /// optimizer with the updater attached.
     ///
     /// # Errors
     /// As [`DstPlan::updater`] and [`random_masks`].
@@ -400,7 +406,10 @@ impl DstPlan {
             }
             None => random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?,
         };
-        let model = masks.apply(model);
+        let mut model = masks.apply(model);
+        if self.sparse_init {
+            model = masks.sparse_fan_in(model)?;
+        }
         let mut optim = SparseOptimizer::new(rule, masks)?;
         if let Some(u) = self.updater()? {
             optim = optim.with_updater(u)?;

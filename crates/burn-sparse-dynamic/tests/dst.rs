@@ -657,3 +657,38 @@ fn grow_init_normal_writes_exactly_the_drawn_values() {
     }
     assert!(checked >= 10, "only {checked} grown weights checked");
 }
+
+#[test]
+fn sparse_init_rescales_the_plans_initial_weights() {
+    // The same plan with and without `sparse_init`: the same mask, and the weights of the
+    // second are the first's rescaled to each unit's sparse fan-in.
+    let d = device();
+    let plan = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.9).unwrap(), 1000, 100, 3);
+    let (plain, o1) = plan
+        .build(
+            Mlp::seeded([20, 16, 12, 4], 9, &d),
+            &ParamFilter::new(),
+            SgdRule::default(),
+        )
+        .unwrap();
+    let mut p2 = plan.clone();
+    p2.sparse_init = true;
+    let (scaled, o2) = p2
+        .build(
+            Mlp::seeded([20, 16, 12, 4], 9, &d),
+            &ParamFilter::new(),
+            SgdRule::default(),
+        )
+        .unwrap();
+    let bits = |o: &SparseOptimizer| -> Vec<Vec<bool>> {
+        o.masks()
+            .layers()
+            .iter()
+            .map(|l| l.bits().to_vec())
+            .collect()
+    };
+    assert_eq!(bits(&o1), bits(&o2));
+    let want = o1.masks().sparse_fan_in(plain).unwrap();
+    assert_eq!(scaled.bits(), want.bits());
+    assert_ne!(scaled.bits(), Mlp::seeded([20, 16, 12, 4], 9, &d).bits());
+}

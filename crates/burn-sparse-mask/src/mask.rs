@@ -458,6 +458,67 @@ impl MaskSet {
             .map(to_host)
             .collect()
     }
+
+    /// The sparse fan-in initialisation (Evci et al. 2022, arXiv:2010.03533): every unit's kept
+    /// weights are multiplied by `sqrt(n / f)`, where `n` is its dense fan-in and `f` its
+    /// number of kept inputs, so a unit with few inputs keeps the output scale the dense
+    /// initialisation gives it. A unit is an output column of a rank-2 weight (burn's `Linear`
+    /// is `[d_in, d_out]`: `n = d_in`) or an output channel of a convolution `[out, in, k..]`
+    /// (`n = in * k..`). Exact for initialisations whose scale is proportional to
+    /// `1 / sqrt(fan_in)` (burn's default Kaiming-uniform, He, LeCun): the weights are then
+    /// those of the dense initialisation with fan-in `f`. Units with no kept input, and rank-0
+    /// and rank-1 parameters, are left as they are. Deterministic (no random draw).
+    ///
+    /// # Errors
+    /// [`MaskError::ModelMismatch`] if `model` lacks a masked parameter, [`MaskError::Data`] if
+    /// a weight cannot be read back.
+    pub fn sparse_fan_in<M: Module>(&self, model: M) -> Result<M> {
+        let weights = self.read_weights(&model)?;
+        let mut values = HashMap::new();
+        for (l, mut w) in self.layers.iter().zip(weights) {
+            let shape = &l.info.shape;
+            if shape.len() < 2 {
+                continue;
+            }
+            let bits = l.bits();
+            // (number of units, dense fan-in per unit)
+            let (units, fan_in): (usize, usize) = if shape.len() == 2 {
+                (shape[1], shape[0])
+            } else {
+                (shape[0], shape[1..].iter().product())
+            };
+            let unit = |i: usize| {
+                if shape.len() == 2 {
+                    i % units
+                } else {
+                    i / fan_in
+                }
+            };
+            let mut kept = vec![0usize; units];
+            for (i, &b) in bits.iter().enumerate() {
+                if b {
+                    kept[unit(i)] += 1;
+                }
+            }
+            let scale: Vec<f64> = kept
+                .iter()
+                .map(|&f| {
+                    if f == 0 {
+                        1.0
+                    } else {
+                        (fan_in as f64 / f as f64).sqrt()
+                    }
+                })
+                .collect();
+            for (i, x) in w.iter_mut().enumerate() {
+                if bits[i] {
+                    *x = (f64::from(*x) * scale[unit(i)]) as f32;
+                }
+            }
+            values.insert(l.info.id, w);
+        }
+        Ok(model.map(&mut crate::optim::WriteWeights { values }))
+    }
 }
 
 impl fmt::Display for MaskSet {

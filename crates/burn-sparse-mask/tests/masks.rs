@@ -263,3 +263,52 @@ proptest! {
         }
     }
 }
+
+#[derive(burn::module::Module, Debug)]
+struct LinearAndConv {
+    /// `[d_in = 4, d_out = 2]`.
+    lin: burn::module::Param<burn::tensor::Tensor<2>>,
+    /// `[out = 2, in = 1, 2, 2]`.
+    conv: burn::module::Param<burn::tensor::Tensor<4>>,
+}
+
+#[test]
+fn sparse_fan_in_rescales_each_unit_by_its_kept_inputs() {
+    // Linear [4, 2]: column 0 keeps rows {0, 1, 2, 3} (f = 4: x1), column 1 keeps {0} (f = 1:
+    // x sqrt(4/1) = 2). Conv [2, 1, 2, 2]: channel 0 keeps 1 of 4 (x2), channel 1 none (left
+    // as is). Pruned entries stay 0.
+    let d = device();
+    let m = LinearAndConv {
+        lin: burn::module::Param::from_data(
+            [[1.0f32, 0.5], [2.0, 0.0], [-3.0, 0.0], [4.0, 0.0]],
+            &d,
+        ),
+        conv: burn::module::Param::from_data(
+            [[[[0.25f32, 0.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]],
+            &d,
+        ),
+    };
+    let masks = MaskSet::from_paths(
+        &m,
+        vec![
+            (
+                "lin".into(),
+                vec![true, true, true, false, true, false, true, false],
+            ),
+            (
+                "conv".into(),
+                vec![true, false, false, false, false, false, false, false],
+            ),
+        ],
+    )
+    .unwrap();
+    let m = masks.sparse_fan_in(masks.apply(m)).unwrap();
+    let w = masks.read_weights(&m).unwrap();
+    assert_eq!(w[0], vec![1.0, 1.0, 2.0, 0.0, -3.0, 0.0, 4.0, 0.0]);
+    assert_eq!(w[1], vec![0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]);
+    // A dense mask changes nothing, bit for bit.
+    let mlp = Mlp::seeded([6, 5, 4, 3], 2, &d);
+    let before = mlp.bits();
+    let dense = MaskSet::dense(&mlp, &ParamFilter::new()).unwrap();
+    assert_eq!(dense.sparse_fan_in(mlp).unwrap().bits(), before);
+}

@@ -5,7 +5,7 @@
 //!     --sparsity 0.9 --distribution erk|er|uniform --epochs N --seed S --data-dir DIR
 //!     [--model lenet300|lenet5] [--fashion] [--backend flex] [--compute masked|sparse]
 //!     [--delta-t 100] [--alpha A] [--end-fraction 0.75] [--begin-fraction 0.1] [--global]
-//!     [--sparse-init]
+//!     [--sparse-init] [--grad-accumulation K]
 //! ```
 //!
 //! `--sparse-init` rescales the initial weights of every unit to its sparse fan-in (Evci et
@@ -97,6 +97,7 @@ fn plan_from_args(
     }
     plan.global = args.global;
     plan.sparse_init = args.sparse_init;
+    plan.grad_accumulation = args.grad_accumulation;
     if let Some(d) = args.distribution {
         plan.distribution = d.distribution();
     }

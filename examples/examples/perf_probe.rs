@@ -174,6 +174,7 @@ fn amortised_rigl(d: &Device, rounds: usize) {
                 init: GrowInit::Zero,
                 seed: 1,
                 skip_weight_update: false,
+                grad_accumulation: 1,
             };
             opt = opt
                 .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap_or_else(|e| fail(e))))

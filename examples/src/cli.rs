@@ -175,6 +175,9 @@ pub struct DstArgs {
     /// GMP: one |w| ranking over all layers instead of per layer.
     #[arg(long)]
     pub global: bool,
+    /// RigL: grow by the mean gradient of the last K batches before each update (1: off).
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub grad_accumulation: u64,
     /// Rescale the initial weights to each unit's sparse fan-in (Evci et al. 2022).
     #[arg(long)]
     pub sparse_init: bool,

@@ -287,6 +287,14 @@ pub struct ScheduleConfig {
     /// GMP: the sparsity it starts from, a magnitude mask at initialisation (default 0).
     #[serde(skip_serializing_if = "is_zero")]
     pub initial_sparsity: f64,
+    /// RigL only: grow by the mean gradient of the last `k` batches before each update
+    /// (default 1: off; left out of the run hash then).
+    #[serde(skip_serializing_if = "is_one")]
+    pub grad_accumulation: u64,
+}
+
+fn is_one(v: &u64) -> bool {
+    *v == 1
 }
 
 fn is_default_begin(v: &f64) -> bool {
@@ -305,6 +313,7 @@ impl Default for ScheduleConfig {
             drop_fraction: None,
             begin_fraction: 0.1,
             initial_sparsity: 0.0,
+            grad_accumulation: 1,
         }
     }
 }

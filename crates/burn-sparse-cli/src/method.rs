@@ -205,6 +205,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     plan.alpha = cfg.schedule.drop_fraction;
     plan.end_fraction = cfg.schedule.end_fraction;
     plan.begin_fraction = cfg.schedule.begin_fraction;
+    plan.grad_accumulation = cfg.schedule.grad_accumulation;
     if dm == DstMethod::Gmp {
         plan.initial_sparsity =
             Sparsity::new(cfg.schedule.initial_sparsity).map_err(|e| Error::Config {
@@ -227,6 +228,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
                 "begin_fraction" => "schedule.begin_fraction",
                 "initial_sparsity" => "schedule.initial_sparsity",
                 "global" => "distribution",
+                "grad_accumulation" => "schedule.grad_accumulation",
                 "steps_per_epoch" => "optimizer.batch_size",
                 f => f,
             }

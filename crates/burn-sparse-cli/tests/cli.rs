@@ -132,6 +132,14 @@ fn invalid_configs_name_the_field() {
         ),
         ("method = \"dense\"\nsparse_init = true", "sparse_init"),
         ("method = \"lottery\"\nsparse_init = true", "sparse_init"),
+        (
+            "method = \"set\"\n[schedule]\ngrad_accumulation = 2",
+            "schedule.grad_accumulation",
+        ),
+        (
+            "[schedule]\ndelta_t = 4\ngrad_accumulation = 5",
+            "schedule.grad_accumulation",
+        ),
         // IMP's retraining choices.
         ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
         ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),

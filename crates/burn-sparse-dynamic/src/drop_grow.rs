@@ -38,6 +38,16 @@ pub struct DropGrowConfig {
     pub seed: u64,
     /// Skip the optimizer's weight update on update steps (TF RigL does; default false).
     pub skip_weight_update: bool,
+    /// RigL: grow by `|mean dL/dW|` over the `k` batches that end at each update step (the
+    /// update's own and the `k - 1` before it; rigl-torch's and condensed-sparsity's
+    /// `grad_accumulation_n`, sparsimony's `_accumulate_grads`). 1 (the default): the update
+    /// step's gradient alone. Read only by gradient growth.
+    #[serde(default = "one")]
+    pub grad_accumulation: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 impl DropGrowConfig {
@@ -53,6 +63,7 @@ impl DropGrowConfig {
             init: GrowInit::Zero,
             seed,
             skip_weight_update: false,
+            grad_accumulation: 1,
         })
     }
 
@@ -67,14 +78,32 @@ impl DropGrowConfig {
             init: GrowInit::Zero,
             seed,
             skip_weight_update: false,
+            grad_accumulation: 1,
         })
     }
 
-    /// Check the drop fraction.
+    /// Check the drop fraction and the accumulation.
     ///
     /// # Errors
-    /// [`MaskError::InvalidFraction`].
+    /// [`MaskError::InvalidFraction`]; [`DstError::InvalidConfig`](crate::DstError) for a
+    /// `grad_accumulation` of 0.
     pub fn validate(&self) -> Result<()> {
+        if self.grad_accumulation == 0 {
+            return Err(crate::DstError::InvalidConfig {
+                field: "grad_accumulation",
+                message: "must be at least 1 (1: no accumulation)".into(),
+            });
+        }
+        if self.grad_accumulation > self.schedule.delta_t() {
+            return Err(crate::DstError::InvalidConfig {
+                field: "grad_accumulation",
+                message: format!(
+                    "{} batches do not fit between updates {} steps apart",
+                    self.grad_accumulation,
+                    self.schedule.delta_t()
+                ),
+            });
+        }
         Ok(self.drop_fraction.validate()?)
     }
 }
@@ -142,6 +171,8 @@ pub struct DropGrow<G: GrowScore> {
     grow: G,
     history: Vec<UpdateRecord>,
     skipped: Vec<(u64, String)>,
+    /// The sum of the dense gradients observed since the last update, and how many.
+    accumulated: Option<(Vec<Vec<f32>>, u64)>,
 }
 
 /// SET.
@@ -161,6 +192,7 @@ impl<G: GrowScore> DropGrow<G> {
             grow,
             history: Vec::new(),
             skipped: Vec::new(),
+            accumulated: None,
         })
     }
     /// The config.
@@ -241,6 +273,14 @@ pub(crate) fn record_update(
 struct SavedState {
     history: Vec<UpdateRecord>,
     skipped: Vec<(u64, String)>,
+    #[serde(default)]
+    accumulated: Option<(Vec<Vec<f32>>, u64)>,
+}
+
+impl<G: GrowScore> DropGrow<G> {
+    fn accumulates(&self) -> bool {
+        self.grow.needs_grads() && self.cfg.grad_accumulation > 1
+    }
 }
 
 impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
@@ -256,7 +296,67 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
     fn skip_weight_update(&self) -> bool {
         self.cfg.skip_weight_update
     }
+    fn observes_every_step(&self) -> bool {
+        self.accumulates()
+    }
+    fn observes(&self, t: u64) -> bool {
+        self.accumulates()
+            && (1..self.cfg.grad_accumulation).any(|j| self.cfg.schedule.is_update_step(t + j))
+    }
+    fn observe(&mut self, _t: u64, grads: &[burn::tensor::Tensor<1>]) -> MaskResult<()> {
+        let host = grads
+            .iter()
+            .map(|g| burn_sparse_mask::to_host(g.clone()))
+            .collect::<MaskResult<Vec<_>>>()?;
+        match &mut self.accumulated {
+            Some((sum, n)) if sum.len() == host.len() => {
+                for (s, g) in sum.iter_mut().zip(&host) {
+                    for (a, b) in s.iter_mut().zip(g) {
+                        *a += b;
+                    }
+                }
+                *n += 1;
+            }
+            _ => self.accumulated = Some((host, 1)),
+        }
+        Ok(())
+    }
     fn update(&mut self, t: u64, layers: &[LayerView<'_>]) -> MaskResult<Option<TopologyChange>> {
+        // Accumulated grow scores: the mean of the observed gradients and this step's.
+        let accumulated = self.accumulated.take();
+        let mean: Option<Vec<Vec<f32>>> = match (accumulated, self.accumulates()) {
+            (Some((sum, n)), true) if sum.len() == layers.len() => Some(
+                sum.into_iter()
+                    .zip(layers)
+                    .map(|(s, l)| {
+                        let g = l.grads.unwrap_or(&[]);
+                        s.iter()
+                            .zip(g)
+                            .map(|(a, b)| ((f64::from(*a) + f64::from(*b)) / (n + 1) as f64) as f32)
+                            .collect()
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let averaged: Vec<LayerView<'_>>;
+        let layers = match &mean {
+            Some(m) => {
+                averaged = layers
+                    .iter()
+                    .zip(m)
+                    .map(|(l, g)| LayerView {
+                        param: l.param,
+                        mask: l.mask,
+                        weights: l.weights,
+                        grads: Some(g.as_slice()),
+                        momentum: l.momentum,
+                    })
+                    .collect();
+                averaged.as_slice()
+            }
+            None => layers,
+        };
         let f = self.cfg.drop_fraction.at(t, &self.cfg.schedule);
         let mut masks = Vec::with_capacity(layers.len());
         let mut changed = Vec::with_capacity(layers.len());
@@ -295,6 +395,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
         serde_json::to_value(SavedState {
             history: self.history.clone(),
             skipped: self.skipped.clone(),
+            accumulated: self.accumulated.clone(),
         })
         .unwrap_or(serde_json::Value::Null)
     }
@@ -306,6 +407,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
             })?;
         self.history = s.history;
         self.skipped = s.skipped;
+        self.accumulated = s.accumulated;
         Ok(())
     }
 }

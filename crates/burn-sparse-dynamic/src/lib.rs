@@ -148,6 +148,14 @@ pub struct DstPlan {
     /// ([`MaskSet::sparse_fan_in`]; default false: the dense initialisation as drawn).
     #[serde(default)]
     pub sparse_init: bool,
+    /// RigL: grow by the mean gradient of the last `k` batches before each update
+    /// ([`DropGrowConfig::grad_accumulation`]; default 1, off).
+    #[serde(default = "default_grad_accumulation")]
+    pub grad_accumulation: u64,
+}
+
+fn default_grad_accumulation() -> u64 {
+    1
 }
 
 fn default_end_fraction() -> f64 {
@@ -185,6 +193,7 @@ impl DstPlan {
             initial_sparsity: default_initial_sparsity(),
             global: false,
             sparse_init: false,
+            grad_accumulation: default_grad_accumulation(),
         }
     }
 
@@ -254,6 +263,25 @@ impl DstPlan {
             && !(a.is_finite() && (0.0..=1.0).contains(&a))
         {
             return bad("alpha", format!("{a} is outside [0, 1]"));
+        }
+        if self.grad_accumulation == 0 || self.grad_accumulation > self.delta_t {
+            return bad(
+                "grad_accumulation",
+                format!(
+                    "{} is outside 1..=delta_t ({}): the batches accumulated must fit between \
+                     two updates",
+                    self.grad_accumulation, self.delta_t
+                ),
+            );
+        }
+        if self.grad_accumulation != 1 && self.method != DstMethod::Rigl {
+            return bad(
+                "grad_accumulation",
+                format!(
+                    "accumulates RigL's grow scores; {:?} does not use it",
+                    self.method
+                ),
+            );
         }
         if self.global && self.method != DstMethod::Gmp {
             return bad(
@@ -334,6 +362,7 @@ impl DstPlan {
             DstMethod::Rigl => {
                 let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
                 c.schedule = UpdateSchedule::new(0, self.update_end().unwrap_or(0), self.delta_t)?;
+                c.grad_accumulation = self.grad_accumulation;
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Cosine { alpha: a };
                 }

@@ -20,6 +20,7 @@ fn cfg(begin: u64, end: u64, dt: u64, f: DropFraction, seed: u64) -> DropGrowCon
         init: GrowInit::Zero,
         seed,
         skip_weight_update: false,
+        grad_accumulation: 1,
     }
 }
 
@@ -375,16 +376,20 @@ fn checkpoint_resumes_topology_and_counters() {
         (DstMethod::Gmp, SgdRule::default().with_momentum(0.9).into()),
     ];
     for (method, rule) in cases {
-        resumes_bit_identically(method, rule);
+        resumes_bit_identically(method, rule, 1);
     }
+    // RigL accumulating 8 batches per update: the checkpoint at 35 falls inside the window
+    // 33..=40 of the update at 40, so the partial sum must come back too.
+    resumes_bit_identically(DstMethod::Rigl, SgdRule::default().into(), 8);
 }
 
-fn resumes_bit_identically(method: DstMethod, rule: Rule) {
+fn resumes_bit_identically(method: DstMethod, rule: Rule, grad_accumulation: u64) {
     let d = device();
     let dir = tempfile::tempdir().unwrap();
     let m = Mlp::seeded([10, 9, 8, 3], 5, &d);
     let mut plan = DstPlan::new(method, Sparsity::new(0.8).unwrap(), 100, 10, 3);
     plan.delta_t = 10;
+    plan.grad_accumulation = grad_accumulation;
     let (mut m, mut opt) = plan.build(m, &ParamFilter::new(), rule).unwrap();
     for s in 0..35u64 {
         let (_, g) = mlp_grads(&m, 4, s, &d);
@@ -691,4 +696,77 @@ fn sparse_init_rescales_the_plans_initial_weights() {
     let want = o1.masks().sparse_fan_in(plain).unwrap();
     assert_eq!(scaled.bits(), want.bits());
     assert_ne!(scaled.bits(), Mlp::seeded([20, 16, 12, 4], 9, &d).bits());
+}
+
+#[test]
+fn accumulated_grow_scores_by_hand() {
+    // Layer a (2x3) keeps {0, 1} with w = [.1, .5]; RigL drops floor(.5 * 2) = 1 (index 0) and
+    // grows 1. Gradients: step 1 (observed) g1 = [0, 0, 0, 8, 0, 0], step 2 (the update)
+    // g2 = [0, 0, 1, -2, 0, 3]. Alone, |g2| grows index 5 (3); accumulated over k = 2,
+    // |(g1 + g2) / 2| = [0, 0, .5, 3, 0, 1.5] grows index 3. Layer b: one weight, nothing moves
+    // (drop floor(.5) = 0).
+    let d = device();
+    let model = TwoLayers {
+        a: Param::from_data([[0.1f32, 0.5, 0.0], [0.0, 0.0, 0.0]], &d),
+        b: Param::from_data([[0.4f32, 0.0, 0.0], [0.0, 0.0, 0.0]], &d),
+    };
+    let params = ParamFilter::new().select(&model).unwrap();
+    let mut c = cfg(0, 100, 2, DropFraction::Constant { alpha: 0.5 }, 0);
+    let (ma, mb) = (
+        [true, true, false, false, false, false],
+        [true, false, false, false, false, false],
+    );
+    let (wa, wb) = (
+        [0.1f32, 0.5, 0.0, 0.0, 0.0, 0.0],
+        [0.4f32, 0.0, 0.0, 0.0, 0.0, 0.0],
+    );
+    let g2a = [0.0f32, 0.0, 1.0, -2.0, 0.0, 3.0];
+    let g2b = [0.0f32; 6];
+    let grown = |c: DropGrowConfig, observe: bool| -> Vec<usize> {
+        let mut r = RiglUpdater::rigl(c).unwrap();
+        if observe {
+            assert!(r.observes(1) && !r.observes(2) && r.observes(3));
+            let t1 =
+                |v: Vec<f32>| Tensor::<1>::from_data(burn::tensor::TensorData::new(v, [6]), &d);
+            r.observe(
+                1,
+                &[t1(vec![0.0, 0.0, 0.0, 8.0, 0.0, 0.0]), t1(vec![0.0; 6])],
+            )
+            .unwrap();
+        } else {
+            assert!(!r.observes(1) && !r.observes_every_step());
+        }
+        let va = LayerView {
+            grads: Some(&g2a),
+            ..view(&params[0], &ma, &wa)
+        };
+        let vb = LayerView {
+            grads: Some(&g2b),
+            ..view(&params[1], &mb, &wb)
+        };
+        let ch = r.update(2, &[va, vb]).unwrap().unwrap();
+        assert_eq!(ch.masks[1], mb.to_vec(), "b keeps its one weight");
+        (0..6).filter(|&i| ch.masks[0][i]).collect()
+    };
+    assert_eq!(grown(c, false), vec![1, 5]);
+    c.grad_accumulation = 2;
+    assert_eq!(grown(c, true), vec![1, 3]);
+    // More batches than the update interval, or none, are errors naming the field.
+    c.grad_accumulation = 3;
+    assert!(matches!(
+        RiglUpdater::rigl(c),
+        Err(DstError::InvalidConfig {
+            field: "grad_accumulation",
+            ..
+        })
+    ));
+    let mut plan = DstPlan::new(DstMethod::Set, Sparsity::new(0.9).unwrap(), 1000, 100, 0);
+    plan.grad_accumulation = 4;
+    assert!(matches!(
+        plan.validate(),
+        Err(DstError::InvalidConfig {
+            field: "grad_accumulation",
+            ..
+        })
+    ));
 }

@@ -63,8 +63,17 @@ impl SparseDst {
     ///
     /// # Errors
     /// [`SparseDstError::Unsupported`] for an updater that reads the momentum of inactive
-    /// weights (SNFS) or that prunes (GMP).
+    /// weights (SNFS), that reads dense gradients between updates (RigL with accumulated grow
+    /// scores) or that prunes (GMP).
     pub fn new(updater: Box<dyn TopologyUpdater>) -> Result<Self, SparseDstError> {
+        if updater.observes_every_step() && updater.needs_grads() {
+            return Err(SparseDstError::Unsupported(format!(
+                "`{}` reads dense gradients on steps other than its updates (accumulated grow \
+                 scores), which sparse layers compute on update steps only; train it on the \
+                 masked path",
+                updater.name()
+            )));
+        }
         if updater.needs_momentum() || updater.observes_every_step() {
             return Err(SparseDstError::Unsupported(format!(
                 "`{}` grows by the momentum of inactive weights, which sparse layers do not \

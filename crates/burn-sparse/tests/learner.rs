@@ -163,6 +163,7 @@ fn rigl_inside_burn_train_learner() {
         init: GrowInit::Zero,
         seed: 3,
         skip_weight_update: false,
+        grad_accumulation: 1,
     };
     let initial_bits: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
     let build = |masks: MaskSet| {
@@ -322,6 +323,7 @@ fn rigl_on_sparse_layers_inside_burn_train_learner() {
             init: GrowInit::Zero,
             seed: 3,
             skip_weight_update: false,
+            grad_accumulation: 1,
         };
         SparseDst::new(Box::new(RiglUpdater::rigl(cfg).unwrap())).unwrap()
     };

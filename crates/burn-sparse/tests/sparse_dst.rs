@@ -237,6 +237,17 @@ fn snfs_is_refused_with_a_reason() {
 }
 
 #[test]
+fn accumulated_grow_scores_are_refused_with_a_reason() {
+    let mut c = cfg(true, 10, 100);
+    c.grad_accumulation = 4;
+    let err = SparseDst::new(updater(true, c)).unwrap_err();
+    assert!(
+        matches!(err, SparseDstError::Unsupported(ref m) if m.contains("accumulated")),
+        "{err}"
+    );
+}
+
+#[test]
 fn gmp_is_refused_with_a_reason() {
     use burn_sparse::dynamic::{DstMethod, DstPlan};
     let plan = DstPlan::new(DstMethod::Gmp, Sparsity::new(0.9).unwrap(), 1000, 100, 0);

@@ -194,11 +194,7 @@ impl SparseOptimizer {
             step: t,
             changed: Vec::new(),
         };
-        if self
-            .updater
-            .as_ref()
-            .is_some_and(|u| u.observes_every_step())
-        {
+        if self.updater.as_ref().is_some_and(|u| u.observes(t)) {
             let flat = flat_grads(&self.masks, &model, &grads);
             if let Some(u) = self.updater.as_mut() {
                 u.observe(t, &flat)?;

@@ -56,13 +56,19 @@ pub trait TopologyUpdater: Send {
     fn needs_momentum(&self) -> bool {
         false
     }
-    /// Whether [`TopologyUpdater::observe`] wants the dense gradients of every step (SNFS keeps
-    /// a momentum EMA of them on the device).
+    /// Whether [`TopologyUpdater::observe`] wants dense gradients outside update steps: at every
+    /// step (SNFS keeps a momentum EMA of them on the device), or at the steps
+    /// [`TopologyUpdater::observes`] names (RigL with accumulated grow scores).
     fn observes_every_step(&self) -> bool {
         false
     }
-    /// Called at every step before the update, with each prunable layer's dense gradient
-    /// (flattened, on the device, without autodiff), when [`TopologyUpdater::observes_every_step`].
+    /// Whether step `t` is observed (default: every step when
+    /// [`TopologyUpdater::observes_every_step`]).
+    fn observes(&self, _t: u64) -> bool {
+        self.observes_every_step()
+    }
+    /// Called at each observed step before the update, with each prunable layer's dense
+    /// gradient (flattened, on the device, without autodiff).
     ///
     /// # Errors
     /// Aborts the step.

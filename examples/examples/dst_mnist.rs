@@ -5,7 +5,7 @@
 //!     --sparsity 0.9 --distribution erk|er|uniform --epochs N --seed S --data-dir DIR
 //!     [--model lenet300|lenet5] [--fashion] [--backend flex] [--compute masked|sparse]
 //!     [--delta-t 100] [--alpha A] [--end-fraction 0.75] [--begin-fraction 0.1] [--global]
-//!     [--sparse-init] [--grad-accumulation K]
+//!     [--sparse-init] [--grad-accumulation K] [--n-by-m 2:4 | --block 4x4]
 //! ```
 //!
 //! `--sparse-init` rescales the initial weights of every unit to its sparse fan-in (Evci et
@@ -98,13 +98,16 @@ fn plan_from_args(
     plan.global = args.global;
     plan.sparse_init = args.sparse_init;
     plan.grad_accumulation = args.grad_accumulation;
+    if let Some(st) = args.n_by_m.or(args.block) {
+        plan.structure = st;
+    }
     if let Some(d) = args.distribution {
         plan.distribution = d.distribution();
     }
     plan.validate().unwrap_or_else(|e| fail(e));
     println!(
-        "method {m:?}, {s}, distribution {:?}, {total} steps ({steps_per_epoch} per epoch)",
-        plan.distribution
+        "method {m:?}, {s}, distribution {:?}, structure {:?}, {total} steps ({steps_per_epoch} per epoch)",
+        plan.distribution, plan.structure
     );
     plan
 }
@@ -176,6 +179,9 @@ fn train<M: Classifier>(model: M, args: &DstArgs, data: &Splits, device: &Device
     let filter = ParamFilter::new();
     let (mut model, mut optim) = match dst_method(args.method) {
         None => {
+            if args.n_by_m.or(args.block).is_some() {
+                fail("--n-by-m and --block need a sparse method");
+            }
             if args.sparse_init {
                 fail("--sparse-init rescales to a sparse mask's fan-in: it needs a sparse method");
             }

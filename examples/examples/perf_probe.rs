@@ -175,6 +175,7 @@ fn amortised_rigl(d: &Device, rounds: usize) {
                 seed: 1,
                 skip_weight_update: false,
                 grad_accumulation: 1,
+                structure: Default::default(),
             };
             opt = opt
                 .with_updater(Box::new(RiglUpdater::rigl(cfg).unwrap_or_else(|e| fail(e))))

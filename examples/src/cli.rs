@@ -53,6 +53,42 @@ impl DistributionArg {
     }
 }
 
+/// `N:M` (`2:4`) as a [`Structure`](burn_sparse::mask::Structure).
+pub fn n_by_m(s: &str) -> Result<burn_sparse::mask::Structure, String> {
+    let (n, m) = s
+        .split_once(':')
+        .ok_or_else(|| format!("`{s}` is not N:M (e.g. 2:4)"))?;
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{x}` is not a count"))
+    };
+    let st = burn_sparse::mask::Structure::NByM {
+        n: parse(n)?,
+        m: parse(m)?,
+    };
+    st.validate().map_err(|e| e.to_string())?;
+    Ok(st)
+}
+
+/// `RxC` (`4x4`) as a block [`Structure`](burn_sparse::mask::Structure).
+pub fn block(s: &str) -> Result<burn_sparse::mask::Structure, String> {
+    let (r, c) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}` is not RxC (e.g. 4x4)"))?;
+    let parse = |x: &str| {
+        x.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("`{x}` is not a count"))
+    };
+    let st = burn_sparse::mask::Structure::Block {
+        rows: parse(r)?,
+        cols: parse(c)?,
+    };
+    st.validate().map_err(|e| e.to_string())?;
+    Ok(st)
+}
+
 /// A sparsity in `[0, 1)`: the `burn-sparse` CLI's parser.
 pub use burn_sparse_cli::cli::parse_sparsity as sparsity;
 
@@ -181,6 +217,13 @@ pub struct DstArgs {
     /// Rescale the initial weights to each unit's sparse fan-in (Evci et al. 2022).
     #[arg(long)]
     pub sparse_init: bool,
+    /// N:M sparsity (`2:4`): every group of M consecutive inputs of an output keeps N;
+    /// `--sparsity` must be 1 - N/M. SET and RigL regrow inside the group they drop from.
+    #[arg(long, value_name = "N:M", value_parser = n_by_m, conflicts_with = "block")]
+    pub n_by_m: Option<burn_sparse::mask::Structure>,
+    /// Block sparsity (`4x4`): whole blocks of the weight matrix (static and gmp).
+    #[arg(long, value_name = "RxC", value_parser = block)]
+    pub block: Option<burn_sparse::mask::Structure>,
     /// Masked dense layers, or truly sparse ones.
     #[arg(long, value_enum, default_value = "masked")]
     pub compute: ComputeArg,

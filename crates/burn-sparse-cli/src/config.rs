@@ -422,6 +422,14 @@ pub struct ExperimentConfig {
     /// false, then left out of the run hash).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sparse_init: bool,
+    /// The sparsity type: `{ kind = "unstructured" }` (the default, left out of the run
+    /// hash), `{ kind = "n_by_m", n = 2, m = 4 }` or `{ kind = "block", rows = 4, cols = 4 }`.
+    #[serde(skip_serializing_if = "is_unstructured")]
+    pub structure: burn_sparse::mask::Structure,
+}
+
+fn is_unstructured(s: &burn_sparse::mask::Structure) -> bool {
+    *s == burn_sparse::mask::Structure::Unstructured
 }
 
 impl Default for ExperimentConfig {
@@ -441,6 +449,7 @@ impl Default for ExperimentConfig {
             lottery: LotteryConfig::default(),
             compute: ComputeName::Masked,
             sparse_init: false,
+            structure: burn_sparse::mask::Structure::Unstructured,
         }
     }
 }
@@ -794,6 +803,29 @@ impl ExperimentConfig {
                 "saliency.grasp_temperature",
                 "must be a positive number".into(),
             );
+        }
+        if !is_unstructured(&self.structure) {
+            if let Err(e) = self.structure.validate() {
+                return bad("structure", e.to_string());
+            }
+            if matches!(self.method, MethodName::Dense | MethodName::Lottery) {
+                return bad(
+                    "structure",
+                    format!("`{}` trains unstructured masks only", self.method),
+                );
+            }
+            if let Some(s) = self.structure.implied_sparsity()
+                && (s.value() - self.sparsity).abs() > 1e-9
+            {
+                return bad(
+                    "sparsity",
+                    format!(
+                        "{:?} keeps a fixed share: set sparsity = {}",
+                        self.structure,
+                        s.value()
+                    ),
+                );
+            }
         }
         if self.sparse_init && matches!(self.method, MethodName::Dense | MethodName::Lottery) {
             return bad(

@@ -134,13 +134,18 @@ pub(crate) fn initial<M: Classifier + 'static>(
         None | Some(DistributionName::Global) => Scope::Global,
         Some(d) => Scope::Layerwise(dist(d)),
     };
-    let rounds = cfg
-        .saliency
-        .rounds
-        .unwrap_or(if m == MethodName::Synflow { 100 } else { 1 });
+    let rounds = cfg.saliency.rounds.unwrap_or(
+        // A structured mask is computed in one round.
+        if m == MethodName::Synflow && cfg.structure == burn_sparse::mask::Structure::Unstructured {
+            100
+        } else {
+            1
+        },
+    );
     let mut pc = PruneConfig::new(sparsity()?)
         .with_scope(scope)
-        .with_rounds(rounds);
+        .with_rounds(rounds)
+        .with_structure(cfg.structure);
     pc.allow_empty_layers = cfg.saliency.allow_empty_layers;
     let (model, masks) = match m {
         MethodName::Magnitude => prune_at_init(model, &filter, &pc, &mut Magnitude)?,
@@ -206,6 +211,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     plan.end_fraction = cfg.schedule.end_fraction;
     plan.begin_fraction = cfg.schedule.begin_fraction;
     plan.grad_accumulation = cfg.schedule.grad_accumulation;
+    plan.structure = cfg.structure;
     if dm == DstMethod::Gmp {
         plan.initial_sparsity =
             Sparsity::new(cfg.schedule.initial_sparsity).map_err(|e| Error::Config {
@@ -229,6 +235,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
                 "initial_sparsity" => "schedule.initial_sparsity",
                 "global" => "distribution",
                 "grad_accumulation" => "schedule.grad_accumulation",
+                "structure" => "structure",
                 "steps_per_epoch" => "optimizer.batch_size",
                 f => f,
             }

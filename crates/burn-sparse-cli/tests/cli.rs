@@ -140,6 +140,24 @@ fn invalid_configs_name_the_field() {
             "[schedule]\ndelta_t = 4\ngrad_accumulation = 5",
             "schedule.grad_accumulation",
         ),
+        // Sparsity types.
+        (
+            "method = \"rigl\"\nsparsity = 0.6\nstructure = { kind = \"n_by_m\", n = 2, m = 4 }",
+            "sparsity",
+        ),
+        (
+            "method = \"lottery\"\nsparsity = 0.5\nstructure = { kind = \"n_by_m\", n = 2, m = 4 }",
+            "structure",
+        ),
+        (
+            "method = \"rigl\"\nsparsity = 0.75\nstructure = { kind = \"block\", rows = 2, cols = 2 }",
+            "structure",
+        ),
+        (
+            "structure = { kind = \"n_by_m\", n = 5, m = 4 }",
+            "structure",
+        ),
+        ("structure = { kind = \"diagonal\" }", "structure.kind"),
         // IMP's retraining choices.
         ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
         ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),
@@ -503,6 +521,55 @@ fn every_method_runs_with_the_exact_budget() {
         let again = runner.run_one(&c).unwrap();
         assert!(again.already_done, "{m}");
         assert_eq!(again.result, o.result);
+    }
+}
+
+#[test]
+fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
+    // 2:4 with RigL (masked and on sparse layers), SNIP and GMP, and 2x2 blocks with static:
+    // exactly half (a quarter) of the 64*300 + 300*100 + 100*4 weights, in the structure.
+    use burn_sparse::mask::{Structure, has_structure};
+    use burn_sparse_cli::config::ComputeName;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let s24 = Structure::NByM { n: 2, m: 4 };
+    let block = Structure::Block { rows: 2, cols: 2 };
+    for (m, st, compute, sparsity) in [
+        (MethodName::Rigl, s24, ComputeName::Masked, 0.5),
+        (MethodName::Rigl, s24, ComputeName::Sparse, 0.5),
+        (MethodName::Snip, s24, ComputeName::Masked, 0.5),
+        (MethodName::Gmp, s24, ComputeName::Masked, 0.5),
+        (MethodName::Static, block, ComputeName::Masked, 0.75),
+    ] {
+        let mut c = synthetic(m, sparsity, 2);
+        c.structure = st;
+        c.compute = compute;
+        if st == block {
+            c.distribution = Some(burn_sparse_cli::config::DistributionName::Uniform);
+        }
+        let o = runner
+            .run_one(&c)
+            .unwrap_or_else(|e| panic!("{m} {st:?} {compute:?}: {e}"));
+        let prunable = 64 * 300 + 300 * 100 + 100 * 4;
+        let want = if st == s24 {
+            prunable / 2
+        } else {
+            prunable / 4
+        };
+        assert_eq!(o.result.nnz, want, "{m} {st:?} {compute:?}");
+        let model = burn_sparse::models::LeNet300Config::new()
+            .with_inputs(64)
+            .with_classes(4)
+            .init(&burn::tensor::Device::default());
+        let masks = burn_sparse::lottery::load_masks(&model, &o.dir.join("masks.bsp")).unwrap();
+        for l in masks.layers() {
+            assert!(
+                has_structure(st, l.param(), l.bits()).unwrap(),
+                "{m} {st:?} {compute:?}: {}",
+                l.param().path
+            );
+        }
     }
 }
 

@@ -3,11 +3,12 @@
 use crate::error::Result;
 use burn_sparse_mask::Result as MaskResult;
 use burn_sparse_mask::{
-    DropFraction, LayerView, MaskError, SparseRng, TopologyChange, TopologyUpdater, UpdateSchedule,
+    DropFraction, LayerView, MaskError, SparseRng, Structure, TopologyChange, TopologyUpdater,
+    UpdateSchedule,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{drop_and_grow, drop_count};
+use crate::engine::{drop_and_grow, drop_and_grow_in_groups, drop_count};
 
 /// Initial value of a newly grown weight (inactive before the update, active after).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -44,6 +45,12 @@ pub struct DropGrowConfig {
     /// step's gradient alone. Read only by gradient growth.
     #[serde(default = "one")]
     pub grad_accumulation: u64,
+    /// The sparsity type kept through updates: unstructured (the default), or N:M, where every
+    /// drop is regrown inside its own group so each group keeps exactly `n`
+    /// ([`drop_and_grow_in_groups`](crate::drop_and_grow_in_groups)). Block masks are not
+    /// rewired (an error): train them fixed, or prune them with GMP.
+    #[serde(default)]
+    pub structure: Structure,
 }
 
 fn one() -> u64 {
@@ -64,6 +71,7 @@ impl DropGrowConfig {
             seed,
             skip_weight_update: false,
             grad_accumulation: 1,
+            structure: Structure::Unstructured,
         })
     }
 
@@ -79,10 +87,11 @@ impl DropGrowConfig {
             seed,
             skip_weight_update: false,
             grad_accumulation: 1,
+            structure: Structure::Unstructured,
         })
     }
 
-    /// Check the drop fraction and the accumulation.
+    /// Check the drop fraction, the accumulation and the structure.
     ///
     /// # Errors
     /// [`MaskError::InvalidFraction`]; [`DstError::InvalidConfig`](crate::DstError) for a
@@ -92,6 +101,15 @@ impl DropGrowConfig {
             return Err(crate::DstError::InvalidConfig {
                 field: "grad_accumulation",
                 message: "must be at least 1 (1: no accumulation)".into(),
+            });
+        }
+        self.structure.validate()?;
+        if let Structure::Block { .. } = self.structure {
+            return Err(crate::DstError::InvalidConfig {
+                field: "structure",
+                message: "drop/grow keeps N:M groups, not blocks: train a block mask fixed \
+                          (static) or prune to it with GMP"
+                    .into(),
             });
         }
         if self.grad_accumulation > self.schedule.delta_t() {
@@ -366,7 +384,18 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
             let scores = self.grow.scores(view, &mut rng);
             let n_active = view.mask.iter().filter(|&&b| b).count();
             let n = drop_count(f, n_active);
-            match drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n) {
+            let result = match self.cfg.structure.groups(view.param)? {
+                Some(groups) => drop_and_grow_in_groups(
+                    &view.param.path,
+                    view.mask,
+                    view.weights,
+                    &scores,
+                    n,
+                    &groups,
+                ),
+                None => drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n),
+            };
+            match result {
                 Ok(u) => {
                     values.push(grown_values(self.cfg.init, self.cfg.seed, t, i, &u.grown));
                     changed.push(u.grown.len());

@@ -42,17 +42,7 @@ pub fn drop_and_grow(
             weight: vec![weights.len(), grow_score.len()],
         });
     }
-    // Drop: keep the n_active - n_drop largest |w| among the active weights only (the actives
-    // in index order, so ties keep the lower index, i.e. the higher index is dropped first).
-    let active: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
-    let n_active = active.len();
-    let n_drop = n_drop.min(n_active);
-    let active_abs: Vec<f32> = active.iter().map(|&i| weights[i].abs()).collect();
-    let keep = top_k(&active_abs, n_active - n_drop)?;
-    let mut new_mask = vec![false; mask.len()];
-    for (&i, &k) in active.iter().zip(&keep) {
-        new_mask[i] = k;
-    }
+    let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
     // Grow: the n_grow highest scores among everything inactive after the drop (which includes
     // the just-dropped positions, as in the reference), ties to the lower index.
     let candidates: Vec<usize> = (0..mask.len()).filter(|&i| !new_mask[i]).collect();
@@ -79,6 +69,76 @@ pub fn drop_and_grow(
             }
         }
     }
+    Ok(LayerUpdate {
+        mask: new_mask,
+        grown,
+        n_drop,
+    })
+}
+
+/// Keep the `n_active - n_drop` largest `|w|` among the active weights only (the actives in
+/// index order, so ties keep the lower index, i.e. the higher index is dropped first). Returns
+/// the mask after the drop and the number dropped.
+fn drop_smallest(mask: &[bool], weights: &[f32], n_drop: usize) -> Result<(Vec<bool>, usize)> {
+    let active: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+    let n_active = active.len();
+    let n_drop = n_drop.min(n_active);
+    let active_abs: Vec<f32> = active.iter().map(|&i| weights[i].abs()).collect();
+    let keep = top_k(&active_abs, n_active - n_drop)?;
+    let mut new_mask = vec![false; mask.len()];
+    for (&i, &k) in active.iter().zip(&keep) {
+        new_mask[i] = k;
+    }
+    Ok((new_mask, n_drop))
+}
+
+/// [`drop_and_grow`] that keeps every group's count (N:M dynamic sparse training): drop the
+/// `n_drop` smallest `|w|` of the layer as usual, then, in each group that lost `d` weights,
+/// grow the `d` highest `grow_score` among that group's positions inactive after the drop
+/// (just-dropped ones included, ties to the lower index). A group that lost nothing is left
+/// as it is. `groups` must partition the layer (see
+/// [`Structure::groups`](burn_sparse_mask::Structure::groups)).
+///
+/// # Errors
+/// As [`drop_and_grow`].
+pub fn drop_and_grow_in_groups(
+    name: &str,
+    mask: &[bool],
+    weights: &[f32],
+    grow_score: &[f32],
+    n_drop: usize,
+    groups: &[Vec<usize>],
+) -> Result<LayerUpdate> {
+    if weights.len() != mask.len() || grow_score.len() != mask.len() {
+        return Err(MaskError::ShapeMismatch {
+            param: name.to_string(),
+            mask: vec![mask.len()],
+            weight: vec![weights.len(), grow_score.len()],
+        });
+    }
+    let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
+    for g in groups {
+        let lost = g.iter().filter(|&&i| mask[i] && !new_mask[i]).count();
+        if lost == 0 {
+            continue;
+        }
+        let candidates: Vec<usize> = g.iter().copied().filter(|&i| !new_mask[i]).collect();
+        let scores: Vec<f32> = candidates.iter().map(|&i| grow_score[i]).collect();
+        if let Some(p) = scores.iter().position(|s| s.is_nan()) {
+            return Err(MaskError::NanScore {
+                param: name.to_string(),
+                index: candidates[p],
+            });
+        }
+        for (&i, &k) in candidates.iter().zip(&top_k(&scores, lost)?) {
+            if k {
+                new_mask[i] = true;
+            }
+        }
+    }
+    let grown = (0..mask.len())
+        .filter(|&i| new_mask[i] && !mask[i])
+        .collect();
     Ok(LayerUpdate {
         mask: new_mask,
         grown,

@@ -13,7 +13,7 @@
 
 use burn_sparse_mask::{
     GradualPruning, LayerView, MaskError, ParamInfo, Scope, Sparsity, SparsityDistribution,
-    TopologyChange, TopologyUpdater, top_k_segments,
+    Structure, TopologyChange, TopologyUpdater, top_k, top_k_segments, top_per_group,
 };
 
 /// The settings of a [`GradualMagnitude`] run.
@@ -26,6 +26,12 @@ pub struct GmpConfig {
     pub scope: Scope,
     /// Let a prune step leave a layer with no weight (default: an error naming the layer).
     pub allow_empty_layers: bool,
+    /// The sparsity type pruned to. N:M: at sparsity `s` every group keeps
+    /// `clamp(round((1 - s) * m), n, m)` of its survivors (all of a shorter, padded group if it
+    /// has fewer), ending at `n` (the scope does not
+    /// apply; the target must be `1 - n / m`). Block: whole blocks by the sum of their |w|,
+    /// `round((1 - s) * blocks)` per layer (uniform) or over all layers (global).
+    pub structure: Structure,
 }
 
 impl GmpConfig {
@@ -35,6 +41,7 @@ impl GmpConfig {
             schedule,
             scope: Scope::Layerwise(SparsityDistribution::Uniform),
             allow_empty_layers: false,
+            structure: Structure::Unstructured,
         }
     }
 }
@@ -95,8 +102,22 @@ impl GradualMagnitude {
             .iter()
             .map(|l| l.mask.iter().filter(|&&b| b).count())
             .collect();
-        let masks = match &self.cfg.scope {
-            Scope::Global => {
+        let masks = match (self.cfg.structure, &self.cfg.scope) {
+            (Structure::NByM { n, m }, _) => {
+                let q = ((sparsity.density().value() * m as f64).round() as usize).clamp(n, m);
+                layers
+                    .iter()
+                    .zip(&scores)
+                    .map(|(l, s)| {
+                        let groups = self.cfg.structure.groups(l.param)?.unwrap_or_default();
+                        top_per_group(l.param, s, &groups, q)
+                    })
+                    .collect::<burn_sparse_mask::Result<Vec<_>>>()?
+            }
+            (Structure::Block { .. }, scope) => {
+                self.prune_blocks(layers, &scores, sparsity, scope)?
+            }
+            (Structure::Unstructured, Scope::Global) => {
                 let total: usize = layers.iter().map(|l| l.weights.len()).sum();
                 let k = sparsity.kept(total).min(survivors.iter().sum());
                 let segs: Vec<(&str, &[f32])> = layers
@@ -106,7 +127,7 @@ impl GradualMagnitude {
                     .collect();
                 top_k_segments(&segs, k)?
             }
-            Scope::Layerwise(dist) => {
+            (Structure::Unstructured, Scope::Layerwise(dist)) => {
                 let counts = if *dist == SparsityDistribution::Uniform {
                     // `round((1 - s) * N)` in every layer, as the paper and jaxpruner prune.
                     layers
@@ -145,6 +166,72 @@ impl GradualMagnitude {
             .map(|(m, &alive)| alive - m.iter().filter(|&&b| b).count())
             .collect();
         Ok((masks, removed))
+    }
+
+    /// Whole blocks by the sum of their scores (a pruned block sums to -inf): per layer
+    /// `round((1 - s) * blocks)` (uniform) or over all layers (global), never more than the
+    /// blocks that survive.
+    fn prune_blocks(
+        &self,
+        layers: &[LayerView<'_>],
+        scores: &[Vec<f32>],
+        sparsity: Sparsity,
+        scope: &Scope,
+    ) -> burn_sparse_mask::Result<Vec<Vec<bool>>> {
+        let groups: Vec<Vec<Vec<usize>>> = layers
+            .iter()
+            .map(|l| Ok(self.cfg.structure.groups(l.param)?.unwrap_or_default()))
+            .collect::<burn_sparse_mask::Result<_>>()?;
+        let block_scores: Vec<Vec<f32>> = scores
+            .iter()
+            .zip(&groups)
+            .map(|(s, gs)| {
+                gs.iter()
+                    .map(|g| g.iter().map(|&i| f64::from(s[i])).sum::<f64>() as f32)
+                    .collect()
+            })
+            .collect();
+        let alive = |b: &[f32]| b.iter().filter(|x| x.is_finite()).count();
+        let kept: Vec<Vec<bool>> = match scope {
+            Scope::Global => {
+                let total: usize = block_scores.iter().map(Vec::len).sum();
+                let survivors: usize = block_scores.iter().map(|b| alive(b)).sum();
+                let segs: Vec<(&str, &[f32])> = layers
+                    .iter()
+                    .zip(&block_scores)
+                    .map(|(l, b)| (l.param.path.as_str(), b.as_slice()))
+                    .collect();
+                top_k_segments(&segs, sparsity.kept(total).min(survivors))?
+            }
+            Scope::Layerwise(SparsityDistribution::Uniform) => block_scores
+                .iter()
+                .map(|b| top_k(b, sparsity.kept(b.len()).min(alive(b))))
+                .collect::<burn_sparse_mask::Result<_>>()?,
+            Scope::Layerwise(d) => {
+                return Err(MaskError::InvalidConfig {
+                    field: "scope",
+                    message: format!(
+                        "block GMP prunes uniformly per layer or globally, not by {d:?}"
+                    ),
+                });
+            }
+        };
+        Ok(layers
+            .iter()
+            .zip(&groups)
+            .zip(kept)
+            .map(|((l, gs), k)| {
+                let mut mask = vec![false; l.mask.len()];
+                for (g, keep) in gs.iter().zip(k) {
+                    if keep {
+                        for &i in g {
+                            mask[i] = true;
+                        }
+                    }
+                }
+                mask
+            })
+            .collect())
     }
 }
 

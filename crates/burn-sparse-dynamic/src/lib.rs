@@ -48,15 +48,16 @@ pub use drop_grow::{
     DropGrow, DropGrowConfig, GradientGrow, GrowInit, GrowScore, RandomGrow, RiglUpdater,
     SetUpdater, UpdateRecord,
 };
-pub use engine::{LayerUpdate, drop_and_grow, drop_count};
+pub use engine::{LayerUpdate, drop_and_grow, drop_and_grow_in_groups, drop_count};
 pub use error::{DstError, Result};
 pub use gmp::{GmpConfig, GradualMagnitude};
 pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    GradualPruning, LayerView, MaskSet, ParamFilter, Rule, Scope, SparseOptimizer, Sparsity,
-    SparsityDistribution, TopologyUpdater, random_masks,
+    GradualPruning, LayerScores, LayerView, MaskSet, ParamFilter, Rule, Scope, SparseOptimizer,
+    SparseRng, Sparsity, SparsityDistribution, Structure, TopologyUpdater, random_masks,
+    structured_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -152,6 +153,12 @@ pub struct DstPlan {
     /// ([`DropGrowConfig::grad_accumulation`]; default 1, off).
     #[serde(default = "default_grad_accumulation")]
     pub grad_accumulation: u64,
+    /// The sparsity type (default unstructured). N:M: the initial random mask keeps `n` of every
+    /// group, SET and RigL regrow inside the group they drop from, GMP prunes every group
+    /// down to `n`; `sparsity` must be `1 - n / m`. Block: static and GMP only. SNFS moves
+    /// weights between layers and takes no structure.
+    #[serde(default)]
+    pub structure: Structure,
 }
 
 fn default_grad_accumulation() -> u64 {
@@ -194,6 +201,7 @@ impl DstPlan {
             global: false,
             sparse_init: false,
             grad_accumulation: default_grad_accumulation(),
+            structure: Structure::Unstructured,
         }
     }
 
@@ -263,6 +271,37 @@ impl DstPlan {
             && !(a.is_finite() && (0.0..=1.0).contains(&a))
         {
             return bad("alpha", format!("{a} is outside [0, 1]"));
+        }
+        if let Err(e) = self.structure.validate() {
+            return bad("structure", e.to_string());
+        }
+        if self.structure != Structure::Unstructured {
+            let allowed = match self.structure {
+                Structure::Block { .. } => {
+                    matches!(self.method, DstMethod::Static | DstMethod::Gmp)
+                }
+                _ => self.method != DstMethod::Snfs,
+            };
+            if !allowed {
+                return bad(
+                    "structure",
+                    format!(
+                        "{:?} does not train {:?} masks",
+                        self.method, self.structure
+                    ),
+                );
+            }
+            if let Some(s) = self.structure.implied_sparsity()
+                && (s.value() - self.sparsity.value()).abs() > 1e-9
+            {
+                return bad(
+                    "sparsity",
+                    format!(
+                        "{:?} keeps a fixed share: its sparsity is {s}, not {}",
+                        self.structure, self.sparsity
+                    ),
+                );
+            }
         }
         if self.grad_accumulation == 0 || self.grad_accumulation > self.delta_t {
             return bad(
@@ -357,12 +396,14 @@ impl DstPlan {
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Constant { alpha: a };
                 }
+                c.structure = self.structure;
                 Some(Box::new(SetUpdater::set(c)?))
             }
             DstMethod::Rigl => {
                 let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
                 c.schedule = UpdateSchedule::new(0, self.update_end().unwrap_or(0), self.delta_t)?;
                 c.grad_accumulation = self.grad_accumulation;
+                c.structure = self.structure;
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Cosine { alpha: a };
                 }
@@ -392,6 +433,7 @@ impl DstPlan {
                 Scope::Layerwise(self.distribution.clone())
             },
             allow_empty_layers: false,
+            structure: self.structure,
         }
     }
 
@@ -433,7 +475,32 @@ impl DstPlan {
                 }
                 masks
             }
-            None => random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?,
+            None if self.structure == Structure::Unstructured => {
+                random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?
+            }
+            None => {
+                // A random mask of the type: the same streams as `random_masks`.
+                let params = filter.select(&model)?;
+                let scores: Vec<LayerScores> = params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        let mut rng = SparseRng::derive(self.seed, &[i as u64]);
+                        LayerScores {
+                            param: p.clone(),
+                            scores: (0..p.numel()).map(|_| rng.next_f32()).collect(),
+                        }
+                    })
+                    .collect();
+                let bits = structured_masks(
+                    &scores,
+                    self.sparsity,
+                    &Scope::Layerwise(self.distribution.clone()),
+                    self.structure,
+                    false,
+                )?;
+                MaskSet::from_bits(&model, params, bits)?
+            }
         };
         let mut model = masks.apply(model);
         if self.sparse_init {

@@ -5,7 +5,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn_sparse_dynamic::*;
 use burn_sparse_mask::prelude::*;
-use burn_sparse_mask::{LayerView, MaskError, to_host};
+use burn_sparse_mask::{LayerView, MaskError, Structure, has_structure, to_host};
 use burn_sparse_test_support::{Mlp, device, mlp_grads};
 use proptest::prelude::*;
 
@@ -21,6 +21,7 @@ fn cfg(begin: u64, end: u64, dt: u64, f: DropFraction, seed: u64) -> DropGrowCon
         seed,
         skip_weight_update: false,
         grad_accumulation: 1,
+        structure: Default::default(),
     }
 }
 
@@ -766,6 +767,112 @@ fn accumulated_grow_scores_by_hand() {
         plan.validate(),
         Err(DstError::InvalidConfig {
             field: "grad_accumulation",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn n_by_m_drop_and_grow_by_hand() {
+    // Two groups of 4 (indices 0-3, 4-7), 2:4. Active {0, 1, 4, 5}, |w| = .5, .1, .9, .3;
+    // drop 2 smallest of the layer: 1 (.1) and 5 (.3): each group lost one and regrows one
+    // among its inactive positions: group 0 {1, 2, 3} scores .2, .1, .7 -> 3; group 1
+    // {5, 6, 7} scores .9, .8, .1 -> 5 (the just-dropped one: regrown, not "newly grown").
+    let mask = [true, true, false, false, true, true, false, false];
+    let w = [0.5, -0.1, 0.0, 0.0, 0.9, 0.3, 0.0, 0.0];
+    let g = [0.0, 0.2, 0.1, 0.7, 0.0, 0.9, 0.8, 0.1];
+    let groups = vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7]];
+    let u = drop_and_grow_in_groups("l", &mask, &w, &g, 2, &groups).unwrap();
+    assert_eq!(
+        u.mask,
+        vec![true, false, false, true, true, true, false, false]
+    );
+    assert_eq!(u.grown, vec![3]);
+    // A NaN among a group's candidates is the usual typed error.
+    let g = [0.0, f32::NAN, 0.1, 0.7, 0.0, 0.9, 0.8, 0.1];
+    let e = drop_and_grow_in_groups("l", &mask, &w, &g, 2, &groups).unwrap_err();
+    assert!(matches!(e, MaskError::NanScore { index: 1, .. }), "{e}");
+}
+
+#[test]
+fn every_n_by_m_group_keeps_exactly_n_over_1000_updates() {
+    // 2:4 and 1:4 on [16, 12, 8, 4] (every d_in divides by 4), RigL and SET updating every
+    // step: after every step each group of 4 consecutive inputs of each output keeps exactly
+    // n, masked weights are exactly 0, and the topology really moves.
+    let d = device();
+    for (n, rigl) in [(2usize, true), (1, true), (2, false)] {
+        let s = Structure::NByM { n, m: 4 };
+        let mut plan = DstPlan::new(
+            if rigl {
+                DstMethod::Rigl
+            } else {
+                DstMethod::Set
+            },
+            s.implied_sparsity().unwrap(),
+            1334,
+            1,
+            11,
+        );
+        plan.delta_t = 1;
+        plan.structure = s;
+        let (mut m, mut opt) = plan
+            .build(
+                Mlp::seeded([16, 12, 8, 4], 5, &d),
+                &ParamFilter::new(),
+                SgdRule::default(),
+            )
+            .unwrap();
+        let check = |o: &SparseOptimizer, step: u64| {
+            for l in o.masks().layers() {
+                assert!(
+                    has_structure(s, l.param(), l.bits()).unwrap(),
+                    "{n}:4 step {step} {}",
+                    l.param().path
+                );
+            }
+        };
+        check(&opt, 0);
+        let mut moved = 0;
+        for t in 0..1000u64 {
+            let (_, g) = mlp_grads(&m, 4, t, &d);
+            m = opt.step(0.05, m, g).unwrap();
+            check(&opt, t + 1);
+            moved += opt
+                .last_report()
+                .unwrap()
+                .changed
+                .iter()
+                .map(|c| c.1)
+                .sum::<usize>();
+        }
+        assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+        assert!(moved > 100, "{n}:4 rigl={rigl}: only {moved} moved");
+    }
+    // Blocks are not rewired, SNFS takes no structure, and N:M fixes the sparsity.
+    let mut p = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.75).unwrap(), 100, 10, 0);
+    p.structure = Structure::Block { rows: 2, cols: 2 };
+    assert!(matches!(
+        p.validate(),
+        Err(DstError::InvalidConfig {
+            field: "structure",
+            ..
+        })
+    ));
+    p.method = DstMethod::Snfs;
+    p.structure = Structure::NByM { n: 1, m: 4 };
+    assert!(matches!(
+        p.validate(),
+        Err(DstError::InvalidConfig {
+            field: "structure",
+            ..
+        })
+    ));
+    p.method = DstMethod::Static;
+    p.sparsity = Sparsity::new(0.5).unwrap();
+    assert!(matches!(
+        p.validate(),
+        Err(DstError::InvalidConfig {
+            field: "sparsity",
             ..
         })
     ));

@@ -6,7 +6,8 @@ use burn::tensor::Tensor;
 use burn_sparse_dynamic::*;
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{
-    GradualPruning, LayerView, MaskError, ParamInfo, Scope, TopologyChange, to_host,
+    GradualPruning, LayerView, MaskError, ParamInfo, Scope, Structure, TopologyChange,
+    has_structure, to_host,
 };
 use burn_sparse_test_support::{Mlp, device, mlp_grads};
 
@@ -46,6 +47,7 @@ fn gmp(scope: Scope) -> GradualMagnitude {
         schedule: s,
         scope,
         allow_empty_layers: false,
+        structure: Default::default(),
     })
 }
 
@@ -372,4 +374,63 @@ fn a_pruning_update_may_shrink_but_never_revive() {
     let e = opt.step(0.05, m.clone(), g).unwrap_err();
     assert!(e.to_string().contains("revived"), "{e}");
     assert_eq!(opt.masks().nnz(), n - 1, "a refused update changes nothing");
+}
+
+#[test]
+fn gmp_to_two_by_four_and_to_blocks() {
+    // Dense to 2:4 over prune steps every 10 from 20 to 140 of 200: every group keeps
+    // clamp(round((1 - s_t) * 4), 2, 4) of its survivors (never one it lost), ending at exactly
+    // 2 per group; and to 75% in 2x2 blocks (uniform): whole blocks only, round(.25 * blocks)
+    // per layer at the end.
+    let d = device();
+    for structure in [
+        Structure::NByM { n: 2, m: 4 },
+        Structure::Block { rows: 2, cols: 2 },
+    ] {
+        let target = structure
+            .implied_sparsity()
+            .unwrap_or(Sparsity::new(0.75).unwrap());
+        let mut plan = DstPlan::new(DstMethod::Gmp, target, 200, 20, 1);
+        plan.delta_t = 10;
+        plan.structure = structure;
+        let schedule = plan.gmp_schedule().unwrap().unwrap();
+        let (mut m, mut opt) = plan
+            .build(
+                Mlp::seeded([16, 12, 8, 4], 6, &d),
+                &ParamFilter::new(),
+                SgdRule::default(),
+            )
+            .unwrap();
+        for t in 1..=200u64 {
+            let (_, g) = mlp_grads(&m, 4, t, &d);
+            m = opt.step(0.05, m, g).unwrap();
+            if !schedule.is_prune_step(t) {
+                continue;
+            }
+            let s = schedule.sparsity_at(t);
+            for l in opt.masks().layers() {
+                let groups = structure.groups(l.param()).unwrap().unwrap();
+                match structure {
+                    Structure::NByM { n, m } => {
+                        let q = ((s.density().value() * m as f64).round() as usize).clamp(n, m);
+                        for g in &groups {
+                            assert_eq!(g.iter().filter(|&&i| l.bits()[i]).count(), q, "step {t}");
+                        }
+                    }
+                    _ => {
+                        assert!(has_structure(structure, l.param(), l.bits()).unwrap());
+                        let kept = groups.iter().filter(|g| l.bits()[g[0]]).count();
+                        assert_eq!(kept, s.kept(groups.len()), "step {t}");
+                    }
+                }
+            }
+        }
+        for l in opt.masks().layers() {
+            assert!(
+                has_structure(structure, l.param(), l.bits()).unwrap(),
+                "{structure:?}"
+            );
+        }
+        assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
+    }
 }

@@ -6,7 +6,8 @@
 //! - [`MaskSet`]: one boolean mask per prunable parameter of any `#[derive(Module)]` model,
 //!   found by walking the module ([`param_infos`], [`ParamFilter`]); applied as exact zeros.
 //! - [`top_k`]/[`masks_from_scores`]: the one exact top-k routine (global or layerwise,
-//!   deterministic ties) that every scorer shares.
+//!   deterministic ties) that every scorer shares; [`Structure`]/[`structured_masks`] for N:M
+//!   and block masks.
 //! - [`SparsityDistribution`]: uniform, ER, ERK (with the dense-layer overflow loop), custom.
 //! - [`UpdateSchedule`], [`DropFraction`], [`GradualPruning`]: schedules.
 //! - [`SparseOptimizer`] (SGD/Adam with editable state and a topology-update seam) and
@@ -51,6 +52,7 @@ pub mod optim;
 mod params;
 mod rng;
 mod schedule;
+mod structure;
 mod topk;
 
 pub use distribution::SparsityDistribution;
@@ -65,6 +67,7 @@ pub use optim::{
 pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
 pub use rng::{SPLITMIX64_GAMMA, SparseRng, splitmix64, splitmix64_mix};
 pub use schedule::{DropFraction, GradualPruning, UpdateSchedule};
+pub use structure::{Structure, has_structure, structured_masks, top_per_group};
 pub use topk::{LayerScores, Scope, masks_from_scores, top_k, top_k_segments};
 
 use burn::module::Module;

@@ -27,7 +27,9 @@ pub use scores::{
 };
 
 use burn::module::Module;
-use burn_sparse_mask::{LayerScores, MaskSet, ParamFilter, Scope, Sparsity, masks_from_scores};
+use burn_sparse_mask::{
+    LayerScores, MaskSet, ParamFilter, Scope, Sparsity, Structure, structured_masks,
+};
 
 /// A pruning-at-initialisation score.
 pub trait Saliency<M: Module> {
@@ -52,6 +54,8 @@ pub struct PruneConfig {
     pub rounds: usize,
     /// Allow a layer to lose every weight (otherwise an error).
     pub allow_empty_layers: bool,
+    /// The sparsity type (default unstructured; N:M and block masks are computed in one round).
+    pub structure: Structure,
 }
 
 impl PruneConfig {
@@ -62,7 +66,13 @@ impl PruneConfig {
             scope: Scope::Global,
             rounds: 1,
             allow_empty_layers: false,
+            structure: Structure::Unstructured,
         }
+    }
+    /// Set the sparsity type.
+    pub fn with_structure(mut self, structure: Structure) -> Self {
+        self.structure = structure;
+        self
     }
     /// Set the number of rounds.
     pub fn with_rounds(mut self, rounds: usize) -> Self {
@@ -92,6 +102,16 @@ pub fn prune_at_init<M: Module, S: Saliency<M>>(
         return Err(SaliencyError::InvalidConfig {
             field: "rounds",
             message: "must be at least 1".into(),
+        });
+    }
+    if cfg.rounds > 1 && cfg.structure != Structure::Unstructured {
+        return Err(SaliencyError::InvalidConfig {
+            field: "rounds",
+            message: format!(
+                "a {:?} mask is computed in one round (the iterative schedule's intermediate \
+                 sparsities are not of that type): use rounds = 1",
+                cfg.structure
+            ),
         });
     }
     let mut masks = MaskSet::dense(&model, filter)?;
@@ -129,7 +149,13 @@ pub fn prune_at_init<M: Module, S: Saliency<M>>(
                 }
             })
             .collect();
-        let bits = masks_from_scores(&scores, s, &cfg.scope, cfg.allow_empty_layers)?;
+        let bits = structured_masks(
+            &scores,
+            s,
+            &cfg.scope,
+            cfg.structure,
+            cfg.allow_empty_layers,
+        )?;
         masks = MaskSet::from_bits(&model, params.clone(), bits)?;
     }
     let model = masks.apply(model);

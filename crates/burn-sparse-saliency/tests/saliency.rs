@@ -457,3 +457,55 @@ fn grasp_step_is_relative_to_the_weight_and_gradient_norms() {
         }
     }
 }
+
+#[test]
+fn structured_masks_at_init() {
+    // Magnitude and random at 2:4 keep exactly 2 of every group of 4 inputs of every output;
+    // magnitude keeps the two largest |w| of each group; an iterative schedule with a structure
+    // is a typed error naming `rounds`.
+    use burn_sparse_mask::{Structure, has_structure};
+    let d = device();
+    let s = Structure::NByM { n: 2, m: 4 };
+    let cfg = PruneConfig::new(s.implied_sparsity().unwrap()).with_structure(s);
+    let m = Mlp::seeded([16, 12, 8, 4], 3, &d);
+    let w1 = to_host(m.l1.weight.val()).unwrap();
+    let (_, masks) = prune_at_init(m, &ParamFilter::new(), &cfg, &mut Magnitude).unwrap();
+    for l in masks.layers() {
+        assert!(has_structure(s, l.param(), l.bits()).unwrap());
+    }
+    let l1 = &masks.layers()[0];
+    for g in s.groups(l1.param()).unwrap().unwrap() {
+        let kept_min = g
+            .iter()
+            .filter(|&&i| l1.bits()[i])
+            .map(|&i| w1[i].abs())
+            .fold(f32::INFINITY, f32::min);
+        let gone_max = g
+            .iter()
+            .filter(|&&i| !l1.bits()[i])
+            .map(|&i| w1[i].abs())
+            .fold(0.0, f32::max);
+        assert!(kept_min >= gone_max);
+    }
+    let m = Mlp::seeded([16, 12, 8, 4], 3, &d);
+    let (_, masks) = prune_at_init(m, &ParamFilter::new(), &cfg, &mut RandomScore::new(4)).unwrap();
+    assert_eq!(masks.nnz(), masks.numel() / 2);
+    let m = Mlp::seeded([16, 12, 8, 4], 3, &d);
+    let e = prune_at_init(
+        m,
+        &ParamFilter::new(),
+        &cfg.clone().with_rounds(10),
+        &mut Magnitude,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SaliencyError::InvalidConfig {
+                field: "rounds",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

@@ -164,6 +164,7 @@ fn rigl_inside_burn_train_learner() {
         seed: 3,
         skip_weight_update: false,
         grad_accumulation: 1,
+        structure: Default::default(),
     };
     let initial_bits: Vec<Vec<bool>> = masks.layers().iter().map(|l| l.bits().to_vec()).collect();
     let build = |masks: MaskSet| {
@@ -324,6 +325,7 @@ fn rigl_on_sparse_layers_inside_burn_train_learner() {
             seed: 3,
             skip_weight_update: false,
             grad_accumulation: 1,
+            structure: Default::default(),
         };
         SparseDst::new(Box::new(RiglUpdater::rigl(cfg).unwrap())).unwrap()
     };

@@ -27,7 +27,9 @@ use burn_sparse::lottery::{
     Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Retrain, Rewind, Variant, save_masks,
 };
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
-use burn_sparse::mask::{MaskSet, ParamFilter, SparseOptimizer};
+use burn_sparse::mask::{
+    FlopCount, LayerFlops, MaskSet, ParamFilter, SparseOptimizer, dense_forward_macs, forward_macs,
+};
 use burn_sparse::models::{
     Classifier, ConvNetConfig, InputShapeError, LeNet5Config, LeNet300Config, SparseMlp,
 };
@@ -130,6 +132,32 @@ pub struct RunResult {
     pub curve: Vec<f64>,
     /// IMP levels (lottery only).
     pub levels: Option<Vec<LevelRow>>,
+    /// Training multiply-adds relative to dense training of the same length, counted as the
+    /// RigL paper does ([`FlopCount`](burn_sparse::mask::FlopCount): each step at its
+    /// densities, the dense weight gradient where the method computes it; the lottery's every
+    /// IMP level). Absent in results of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flops: Option<f64>,
+    /// The final network's forward multiply-adds relative to the dense network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_flops: Option<f64>,
+}
+
+/// The FLOP model of the prunable layers in `layers`' order: `uses` per weight (1 unless the
+/// model names more, as convolutions do).
+fn layer_flops(layers: &LayerCounts, uses: &BTreeMap<String, u64>) -> Vec<LayerFlops> {
+    layers
+        .iter()
+        .map(|(path, &(_, numel))| LayerFlops {
+            path: path.clone(),
+            numel,
+            uses: uses.get(path).copied().unwrap_or(1),
+        })
+        .collect()
+}
+
+fn kept(layers: &LayerCounts) -> Vec<usize> {
+    layers.values().map(|&(nnz, _)| nnz).collect()
 }
 
 /// Runs experiments into a runs directory, caching datasets between runs.
@@ -498,19 +526,24 @@ impl Runner {
             message: e.to_string(),
         };
         let shape = data.train.shape();
+        // Uses of each weight per image (FLOPs): 1 for fully connected layers.
+        let no_uses = BTreeMap::new();
         let (result, resumed_from) = match cfg.model {
             ModelName::Lenet300 => {
                 let m = LeNet300Config::for_data(shape, classes);
                 match cfg.compute {
                     ComputeName::Masked => {
-                        self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+                        self.train_model(&cfg, &dir, &data, &device, &no_uses, |d| m.init(d))?
                     }
-                    ComputeName::Sparse => self.train_sparse(&cfg, &dir, &data, &device, &m)?,
+                    ComputeName::Sparse => {
+                        self.train_sparse(&cfg, &dir, &data, &device, &no_uses, &m)?
+                    }
                 }
             }
             ModelName::Lenet5 => {
                 let m = LeNet5Config::for_data(shape, classes).map_err(model_err)?;
-                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+                let uses = m.weight_uses().into_iter().collect();
+                self.train_model(&cfg, &dir, &data, &device, &uses, |d| m.init(d))?
             }
             ModelName::Conv2 | ModelName::Conv4 | ModelName::Conv6 => {
                 let depth = match cfg.model {
@@ -519,7 +552,8 @@ impl Runner {
                     _ => 6,
                 };
                 let m = ConvNetConfig::for_data(depth, shape, classes).map_err(model_err)?;
-                self.train_model(&cfg, &dir, &data, &device, |d| m.init(d))?
+                let uses = m.weight_uses().into_iter().collect();
+                self.train_model(&cfg, &dir, &data, &device, &uses, |d| m.init(d))?
             }
         };
         // The finished run's commit point; the checkpoint goes only after it.
@@ -539,6 +573,7 @@ impl Runner {
         dir: &Path,
         data: &Splits,
         device: &Device,
+        uses: &BTreeMap<String, u64>,
         make: impl Fn(&Device) -> M,
     ) -> Result<(RunResult, Option<u64>)> {
         let seed = cfg.seed();
@@ -550,7 +585,7 @@ impl Runner {
         let total = method::total_steps(cfg, spe)?;
         if cfg.method == MethodName::Lottery {
             let trainer = step_trainer(cfg, data, device, total);
-            return self.lottery(cfg, dir, spe, init, trainer);
+            return self.lottery(cfg, dir, spe, uses, init, trainer);
         }
         let ck = dir.join("checkpoint");
         let state = rundir::load(&ck)?;
@@ -559,11 +594,13 @@ impl Runner {
                 let model = load_module(init(seed), &ck.join(&st.model_file))?;
                 let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
                 let optim = method::reattach_updater(cfg, optim, total, spe)?;
-                self.epochs(cfg, dir, data, device, MaskedRun { model, optim }, Some(st))
+                let run = MaskedRun { model, optim };
+                self.epochs(cfg, dir, data, device, uses, run, Some(st))
             }
             None => {
                 let (model, optim) = method::initial(cfg, init(seed), data, device, total, spe)?;
-                self.epochs(cfg, dir, data, device, MaskedRun { model, optim }, None)
+                let run = MaskedRun { model, optim };
+                self.epochs(cfg, dir, data, device, uses, run, None)
             }
         }
     }
@@ -577,6 +614,7 @@ impl Runner {
         dir: &Path,
         data: &Splits,
         device: &Device,
+        uses: &BTreeMap<String, u64>,
         make: &LeNet300Config,
     ) -> Result<(RunResult, Option<u64>)> {
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
@@ -590,7 +628,7 @@ impl Runner {
                 device.seed(s);
                 make.init(device)
             };
-            return self.lottery(cfg, dir, spe, init, trainer);
+            return self.lottery(cfg, dir, spe, uses, init, trainer);
         }
         device.seed(cfg.seed());
         let (model, masked) = method::initial(cfg, make.init(device), data, device, total, spe)?;
@@ -616,7 +654,8 @@ impl Runner {
                 SparseOptimizer::new(method::rule_of(cfg), MaskSet::empty())?,
             ),
         };
-        self.epochs(cfg, dir, data, device, SparseRun { net, optim, dst }, state)
+        let run = SparseRun { net, optim, dst };
+        self.epochs(cfg, dir, data, device, uses, run, state)
     }
 
     /// The epochs of a run from `state` (None: from the start): train, evaluate, record and
@@ -627,6 +666,7 @@ impl Runner {
         dir: &Path,
         data: &Splits,
         device: &Device,
+        uses: &BTreeMap<String, u64>,
         mut run: T,
         state: Option<State>,
     ) -> Result<(RunResult, Option<u64>)> {
@@ -634,6 +674,17 @@ impl Runner {
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
         let tc = method::train_config(cfg, total);
+        let flop_model = layer_flops(&run.layers()?, uses);
+        // The method's schedule, for the steps that compute a dense weight gradient.
+        let schedule = match method::dst_method(cfg.method) {
+            Some(dm) => method::plan(cfg, dm, total, spe)?.updater()?,
+            None => None,
+        };
+        let dense_grad = |t: u64| {
+            schedule
+                .as_ref()
+                .is_some_and(|u| (u.needs_grads() && u.is_update_step(t)) || u.observes(t))
+        };
         let ck = dir.join("checkpoint");
         if let Some(st) = &state {
             // Outputs follow the committed state, whatever a kill interrupted.
@@ -653,6 +704,7 @@ impl Runner {
             let t0 = Instant::now();
             bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
             let base = epoch * spe;
+            let (steps_before, mut nnz) = (run.steps(), kept(&run.layers()?));
             let eseed = epoch_seed(seed, epoch);
             let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, eseed);
             let (r, report) = run.epoch(&source, tc, eseed, device, &mut |b, _| {
@@ -661,6 +713,20 @@ impl Runner {
             run = r;
             let acc = run.accuracy(&data.test, device)?;
             let layers = run.layers()?;
+            // FLOPs step by step: each step at the densities its forward pass saw; a pruning
+            // method's update removes its `changed` weights after its step.
+            for t in steps_before + 1..=run.steps() {
+                st.flops.add_step(&flop_model, &nnz, dense_grad(t));
+                if cfg.method == MethodName::Gmp {
+                    for r in report.updates.iter().filter(|r| r.step == t) {
+                        for (path, removed) in &r.changed {
+                            if let Some(i) = layers.keys().position(|p| p == path) {
+                                nnz[i] = nnz[i].saturating_sub(*removed);
+                            }
+                        }
+                    }
+                }
+            }
             let (nnz, numel) = totals(&layers);
             let mut changed_total = 0usize;
             for r in &report.updates {
@@ -727,6 +793,10 @@ impl Runner {
             seconds: st.seconds,
             curve: st.metrics.iter().map(|m| m.test_accuracy).collect(),
             levels: None,
+            train_flops: Some(st.flops.train_ratio()),
+            inference_flops: Some(
+                forward_macs(&flop_model, &kept(&layers)) / dense_forward_macs(&flop_model),
+            ),
         };
         rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
         self.run_plots(dir, &result, &st.updates)?;
@@ -783,6 +853,7 @@ impl Runner {
         cfg: &ExperimentConfig,
         dir: &Path,
         spe: u64,
+        uses: &BTreeMap<String, u64>,
         init: impl Fn(u64) -> M,
         mut trainer: impl ImpTrainer<M>,
     ) -> Result<(RunResult, Option<u64>)> {
@@ -861,6 +932,35 @@ impl Runner {
             path: imp_dir.clone(),
             message: "IMP finished no level".into(),
         })?;
+        // FLOPs of the whole schedule: level 0 trains the dense net for the budget, every
+        // pruned level its ticket from the rewind point (baselines are not counted), against
+        // one dense training.
+        let total = method::total_steps(cfg, spe)?;
+        let counts: LayerCounts = per_layer
+            .iter()
+            .map(|(p, &n)| (p.clone(), (n, n)))
+            .collect();
+        let flop_model = layer_flops(&counts, uses);
+        let kept_of = |m: &LevelMetrics| -> Vec<usize> {
+            counts
+                .keys()
+                .map(|p| {
+                    m.layer_nnz
+                        .iter()
+                        .find(|(q, _)| q == p)
+                        .map_or(0, |(_, n)| *n)
+                })
+                .collect()
+        };
+        let mut flops = FlopCount::default();
+        for m in &metrics {
+            let steps = if m.level == 0 {
+                total
+            } else {
+                total.saturating_sub(Rewind::epochs(cfg.lottery.rewind_epoch, spe).step())
+            };
+            flops.add_steps(&flop_model, &kept_of(m), steps);
+        }
         let layer_density: BTreeMap<String, f64> = last
             .layer_nnz
             .iter()
@@ -915,6 +1015,10 @@ impl Runner {
             seconds: t0.elapsed().as_secs_f64(),
             curve: Vec::new(),
             levels: Some(rows),
+            train_flops: Some(flops.ratio_to(3.0 * dense_forward_macs(&flop_model) * total as f64)),
+            inference_flops: Some(
+                forward_macs(&flop_model, &kept_of(last)) / dense_forward_macs(&flop_model),
+            ),
         };
         self.run_plots(dir, &result, &[])?;
         for (from, to) in [

@@ -33,6 +33,9 @@ pub(crate) struct State {
     pub seconds: f64,
     pub metrics: Vec<EpochMetrics>,
     pub updates: Vec<UpdateRow>,
+    /// Training multiply-adds so far (absent in checkpoints of older versions).
+    #[serde(default)]
+    pub flops: burn_sparse::mask::FlopCount,
     /// sha256 of every file the state names.
     #[serde(default)]
     pub files: BTreeMap<String, String>,

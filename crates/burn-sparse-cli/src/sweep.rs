@@ -597,6 +597,16 @@ impl Report {
         {
             let _ = writeln!(md, "\ndense: {a:.2} ± {sd:.2}");
         }
+        let flops = flops_table(agg);
+        if !flops.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## FLOPs\n\nMultiply-adds of the prunable layers relative to dense, counted as \
+                 the RigL paper does: forward at each step's densities, twice that backward, the \
+                 dense weight gradient on the steps that compute it, and for the lottery every \
+                 IMP level's training against one dense training.\n\n{flops}"
+            );
+        }
         md.push_str(&lottery_levels(agg));
         if !images.is_empty() {
             let _ = writeln!(md, "\n## Plots\n");
@@ -691,6 +701,35 @@ fn summary_table(agg: &Aggregate) -> String {
         md.push('\n');
     }
     md
+}
+
+/// Markdown: training and inference FLOPs relative to dense (the RigL paper's count), per
+/// method and sparsity, mean over seeds; empty when no run recorded them.
+fn flops_table(agg: &Aggregate) -> String {
+    let mut rows = String::new();
+    for &m in &agg.methods {
+        let sparsities: Vec<f64> = if m == MethodName::Dense {
+            vec![0.0]
+        } else {
+            agg.sparsities.clone()
+        };
+        for s in sparsities {
+            let rs = agg.runs(m, s);
+            let mean = |f: fn(&RunResult) -> Option<f64>| -> Option<f64> {
+                let xs: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+                (!xs.is_empty() && xs.len() == rs.len()).then(|| mean_std(&xs).0)
+            };
+            if let (Some(t), Some(i)) = (mean(|r| r.train_flops), mean(|r| r.inference_flops)) {
+                let _ = writeln!(rows, "| {m} | {:.1}% | {t:.3} | {i:.3} |", 100.0 * s);
+            }
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "| method | sparsity | training FLOPs / dense | inference FLOPs / dense |\n|---|---|---|---|\n{rows}"
+    )
 }
 
 /// Markdown: the lottery's level table (the deepest sparsity's runs, mean over seeds).

@@ -884,6 +884,10 @@ fn compare_writes_the_table_and_plots() {
         "{table}"
     );
     assert!(table.contains("burn-sparse compare"), "{table}");
+    assert!(
+        table.contains("## FLOPs") && table.contains("| dense | 0.0% | 1.000 | 1.000 |"),
+        "{table}"
+    );
     // The report's image links resolve from the report's directory.
     for line in table.lines().filter(|l| l.starts_with("![")) {
         let link = &line[line.find("](").unwrap() + 2..line.len() - 1];
@@ -982,4 +986,53 @@ fn compare_writes_the_table_and_plots() {
     let out = run_bin(&["compare", sweep_path.to_str().unwrap(), "--seeds", "2,2"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("grid.seeds"));
+}
+
+#[test]
+fn runs_record_training_and_inference_flops() {
+    // Fully connected, so each kept weight costs one multiply-add per example forward:
+    // dense 1 and 1; static 90% 0.1 and 0.1; RigL pays 2 f_S + f_D on its U update steps:
+    // (3 f_S (T - U) + U (2 f_S + f_D)) / (3 f_D T); GMP lies between its final density and
+    // dense; the lottery sums its levels (level 0 dense, then each level's density).
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let run = |r: &mut Runner, m: MethodName, s: f64| {
+        let mut c = synthetic(m, s, 2);
+        c.lottery.levels = Some(2);
+        r.run_one(&c).unwrap().result
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+    let d = run(&mut runner, MethodName::Dense, 0.0);
+    assert_eq!((d.train_flops, d.inference_flops), (Some(1.0), Some(1.0)));
+    let st = run(&mut runner, MethodName::Static, 0.9);
+    assert!(close(st.train_flops.unwrap(), 0.1) && close(st.inference_flops.unwrap(), 0.1));
+    let r = run(&mut runner, MethodName::Rigl, 0.9);
+    let t = 2 * 12u64; // 600 synthetic images, batch 50, 2 epochs
+    let u = (1..=t).filter(|s| s % 4 == 0 && *s <= t * 3 / 4).count() as f64;
+    let t = t as f64;
+    let want = (3.0 * 0.1 * (t - u) + u * (2.0 * 0.1 + 1.0)) / (3.0 * t);
+    assert!(
+        close(r.train_flops.unwrap(), want),
+        "{:?} vs {want}",
+        r.train_flops
+    );
+    let g = run(&mut runner, MethodName::Gmp, 0.9);
+    let gt = g.train_flops.unwrap();
+    assert!(
+        gt > 0.1 && gt < 1.0 && close(g.inference_flops.unwrap(), 0.1),
+        "{gt}"
+    );
+    let l = run(&mut runner, MethodName::Lottery, 0.6);
+    let levels = l.levels.as_ref().unwrap();
+    let sum: f64 = levels.iter().map(|r| r.density).sum();
+    assert!(
+        close(l.train_flops.unwrap(), sum),
+        "{:?} vs {sum}",
+        l.train_flops
+    );
+    assert!(close(
+        l.inference_flops.unwrap(),
+        levels.last().unwrap().density
+    ));
 }

@@ -12,6 +12,7 @@
 //! - [`UpdateSchedule`], [`DropFraction`], [`GradualPruning`]: schedules.
 //! - [`SparseOptimizer`] (SGD/Adam with editable state and a topology-update seam) and
 //!   [`MaskedOptimizer`] (burn's own optimizers under a fixed mask).
+//! - [`FlopCount`]: training and inference FLOPs as the RigL paper counts them.
 //! - [`checkpoint`]: atomic files and a checked archive for masks and optimizer state.
 //!
 //! ```
@@ -46,6 +47,7 @@ macro_rules! stderr_line {
 pub mod checkpoint;
 mod distribution;
 mod error;
+mod flops;
 mod fraction;
 mod mask;
 pub mod optim;
@@ -57,6 +59,7 @@ mod topk;
 
 pub use distribution::SparsityDistribution;
 pub use error::{MaskError, Result};
+pub use flops::{FlopCount, LayerFlops, dense_forward_macs, forward_macs};
 pub use fraction::{Density, Sparsity};
 pub use mask::{LayerMask, LayerStats, MaskSet, to_host};
 pub use optim::{

@@ -144,6 +144,18 @@ impl LeNet5Config {
             .with_classes(classes))
     }
 
+    /// How many times each weight of a convolution is used per image (its output positions:
+    /// 24x24 and 8x8 on 28x28 MNIST), by parameter path; the fully connected layers use each
+    /// weight once. For [`FlopCount`](burn_sparse_mask::FlopCount).
+    pub fn weight_uses(&self) -> Vec<(String, u64)> {
+        let c1 = self.image_size.saturating_sub(4);
+        let c2 = (c1 / 2).saturating_sub(4);
+        vec![
+            ("conv1.weight".into(), (c1 * c1) as u64),
+            ("conv2.weight".into(), (c2 * c2) as u64),
+        ]
+    }
+
     /// Initialise on `device`.
     pub fn init(&self, device: &Device) -> LeNet5 {
         // Two valid 5x5 convolutions, each followed by a 2x2 pool.
@@ -249,6 +261,19 @@ impl ConvNetConfig {
     }
 
     /// Initialise on `device`. A depth that is not 2, 4 or 6 still builds (pairs of
+    /// How many times each convolution weight is used per image (its output positions: same
+    /// padding, the side halved after every pair), by parameter path (`convs.N.weight`); the
+    /// fully connected layers use each weight once. For
+    /// [`FlopCount`](burn_sparse_mask::FlopCount).
+    pub fn weight_uses(&self) -> Vec<(String, u64)> {
+        (0..self.depth)
+            .map(|i| {
+                let side = self.image_size >> (i / 2);
+                (format!("convs.{i}.weight"), (side * side) as u64)
+            })
+            .collect()
+    }
+
     /// convolutions, a pool after each pair), as long as the image survives the pools.
     pub fn init(&self, device: &Device) -> ConvNet {
         let widths = self.widths();

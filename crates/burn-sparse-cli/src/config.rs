@@ -291,6 +291,103 @@ pub struct ScheduleConfig {
     /// (default 1: off; left out of the run hash then).
     #[serde(skip_serializing_if = "is_one")]
     pub grad_accumulation: u64,
+    /// The drop-fraction schedule instead of the method's (RigL and SNFS `cosine`, SET
+    /// `constant`), starting at `drop_fraction` (or the method's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_fraction_kind: Option<DropKind>,
+    /// `exponential`'s factor per update.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drop_fraction_decay: Option<f64>,
+    /// Grown weights start Normal(0, std) instead of 0 (SET, RigL, SNFS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grow_init_std: Option<f64>,
+    /// SET and RigL: no weight update on update steps (TF RigL).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub skip_weight_update: bool,
+}
+
+/// The drop-fraction schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DropKind {
+    /// The same fraction at every update.
+    Constant,
+    /// RigL's cosine decay to 0 at the end of the update window.
+    Cosine,
+    /// Linear decay to 0.
+    Linear,
+    /// Multiplied by `drop_fraction_decay` at every update.
+    Exponential,
+}
+
+/// Which parameters are prunable (left out of the run hash at its defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    /// Only these parameter paths (`fc1.weight` ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// Only paths matching this regex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// Leave out paths matching this regex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exclude_regex: Option<String>,
+    /// The smallest prunable rank (2: weights of Linear and Conv, not biases).
+    pub min_rank: usize,
+    /// Keep the first prunable layer dense (RigL's `first_layer_sparsity = 0`).
+    pub first_dense: bool,
+    /// Keep the last prunable layer dense.
+    pub last_dense: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        Self {
+            names: None,
+            regex: None,
+            exclude_regex: None,
+            min_rank: 2,
+            first_dense: false,
+            last_dense: false,
+        }
+    }
+}
+
+impl FilterConfig {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The library's filter.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `filter.regex` or `filter.exclude_regex` for a bad pattern.
+    pub fn filter(&self) -> Result<burn_sparse::mask::ParamFilter> {
+        let mut f = burn_sparse::mask::ParamFilter::new()
+            .with_min_rank(self.min_rank)
+            .keep_first_dense(self.first_dense)
+            .keep_last_dense(self.last_dense);
+        if let Some(n) = &self.names {
+            f = f.with_names(n.clone());
+        }
+        let re_err = |field: &str| {
+            let field = field.to_string();
+            move |e: burn_sparse::mask::MaskError| Error::Config {
+                field: field.clone(),
+                message: e.to_string(),
+            }
+        };
+        if let Some(r) = &self.regex {
+            f = f.with_regex(r).map_err(re_err("filter.regex"))?;
+        }
+        if let Some(r) = &self.exclude_regex {
+            f = f
+                .excluding_regex(r)
+                .map_err(re_err("filter.exclude_regex"))?;
+        }
+        Ok(f)
+    }
 }
 
 fn is_one(v: &u64) -> bool {
@@ -314,6 +411,10 @@ impl Default for ScheduleConfig {
             begin_fraction: 0.1,
             initial_sparsity: 0.0,
             grad_accumulation: 1,
+            drop_fraction_kind: None,
+            drop_fraction_decay: None,
+            grow_init_std: None,
+            skip_weight_update: false,
         }
     }
 }
@@ -426,6 +527,9 @@ pub struct ExperimentConfig {
     /// hash), `{ kind = "n_by_m", n = 2, m = 4 }` or `{ kind = "block", rows = 4, cols = 4 }`.
     #[serde(skip_serializing_if = "is_unstructured")]
     pub structure: burn_sparse::mask::Structure,
+    /// Which parameters are prunable (default: every weight of rank >= 2).
+    #[serde(skip_serializing_if = "FilterConfig::is_default")]
+    pub filter: FilterConfig,
 }
 
 fn is_unstructured(s: &burn_sparse::mask::Structure) -> bool {
@@ -450,6 +554,7 @@ impl Default for ExperimentConfig {
             compute: ComputeName::Masked,
             sparse_init: false,
             structure: burn_sparse::mask::Structure::Unstructured,
+            filter: FilterConfig::default(),
         }
     }
 }
@@ -700,6 +805,104 @@ impl ExperimentConfig {
         toml::to_string_pretty(self).unwrap_or_default()
     }
 
+    /// The default config as TOML, with every field the defaults leave out (optional settings,
+    /// and those kept out of the run hash at their defaults) as a commented example line in its
+    /// table: what `burn-sparse config` prints.
+    pub fn annotated_default_toml() -> String {
+        // Compact TOML: one line per key (arrays inline), so each can be commented alone.
+        let default = toml::to_string(&Self::default()).unwrap_or_default();
+        let full = toml::to_string(&Self::example_of_every_field()).unwrap_or_default();
+        // (table, key) of every line the defaults print.
+        let mut present = std::collections::BTreeSet::new();
+        let mut table = String::new();
+        for line in default.lines() {
+            if let Some(t) = line.strip_prefix('[') {
+                table = t.trim_end_matches(']').to_string();
+            } else if let Some((k, _)) = line.split_once(" = ") {
+                present.insert((table.clone(), k.to_string()));
+            }
+        }
+        let mut out = String::from(
+            "# burn-sparse experiment config: the defaults. Commented lines are optional \
+             settings, shown with an example value.\n",
+        );
+        let mut table = String::new();
+        let mut default_tables: std::collections::BTreeSet<String> =
+            present.iter().map(|(t, _)| t.clone()).collect();
+        default_tables.insert(String::new());
+        for line in full.lines() {
+            if let Some(t) = line.strip_prefix('[') {
+                table = t.trim_end_matches(']').to_string();
+                if default_tables.contains(&table) {
+                    out.push_str(line);
+                } else {
+                    out.push_str("# ");
+                    out.push_str(line);
+                }
+            } else if let Some((k, _)) = line.split_once(" = ") {
+                if present.contains(&(table.clone(), k.to_string())) {
+                    // The default's own value.
+                    let d = default
+                        .lines()
+                        .scan(String::new(), |t, l| {
+                            if let Some(x) = l.strip_prefix('[') {
+                                *t = x.trim_end_matches(']').to_string();
+                            }
+                            Some((t.clone(), l))
+                        })
+                        .find(|(t, l)| {
+                            *t == table && l.split_once(" = ").is_some_and(|(dk, _)| dk == k)
+                        })
+                        .map(|(_, l)| l.to_string())
+                        .unwrap_or_else(|| line.to_string());
+                    out.push_str(&d);
+                } else {
+                    out.push_str("# ");
+                    out.push_str(line);
+                }
+            } else {
+                out.push_str(line);
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// A config with every optional field set to an example value (not a sensible run: it
+    /// only shows the fields).
+    fn example_of_every_field() -> Self {
+        let mut c = Self::default();
+        c.distribution = Some(DistributionName::Erk);
+        c.compute = ComputeName::Sparse;
+        c.sparse_init = true;
+        c.structure = burn_sparse::mask::Structure::NByM { n: 2, m: 4 };
+        c.filter = FilterConfig {
+            names: Some(vec!["fc1.weight".into(), "fc2.weight".into()]),
+            regex: Some("^fc".into()),
+            exclude_regex: Some("fc3".into()),
+            min_rank: 2,
+            first_dense: true,
+            last_dense: true,
+        };
+        c.dataset.train_limit = Some(10_000);
+        c.dataset.test_limit = Some(2_000);
+        c.dataset.augment.max_shift = 1;
+        c.dataset.augment.hflip = true;
+        c.schedule.drop_fraction = Some(0.3);
+        c.schedule.begin_fraction = 0.2;
+        c.schedule.initial_sparsity = 0.5;
+        c.schedule.grad_accumulation = 4;
+        c.schedule.drop_fraction_kind = Some(DropKind::Exponential);
+        c.schedule.drop_fraction_decay = Some(0.9);
+        c.schedule.grow_init_std = Some(0.01);
+        c.schedule.skip_weight_update = true;
+        c.saliency.rounds = Some(100);
+        c.lottery.levels = Some(10);
+        c.lottery.retrain = RetrainName::FineTuning;
+        c.lottery.fine_tune_lr = Some(0.001);
+        c
+    }
+
     /// The config as pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
@@ -802,6 +1005,34 @@ impl ExperimentConfig {
             return bad(
                 "saliency.grasp_temperature",
                 "must be a positive number".into(),
+            );
+        }
+        self.filter.filter()?;
+        if self.filter.min_rank == 0 {
+            return bad("filter.min_rank", "must be at least 1".into());
+        }
+        if !self.filter.is_default() && self.compute == ComputeName::Sparse {
+            return bad(
+                "filter",
+                "`compute = \"sparse\"` prunes LeNet-300-100's three weights: a filter needs \
+                 `compute = \"masked\"`"
+                    .into(),
+            );
+        }
+        let sc = &self.schedule;
+        if sc.drop_fraction_decay.is_some() && sc.drop_fraction_kind != Some(DropKind::Exponential)
+        {
+            return bad(
+                "schedule.drop_fraction_decay",
+                "is the factor of `drop_fraction_kind = \"exponential\"` only".into(),
+            );
+        }
+        if let Some(std) = sc.grow_init_std
+            && !(std.is_finite() && std >= 0.0)
+        {
+            return bad(
+                "schedule.grow_init_std",
+                format!("{std} is not a non-negative number"),
             );
         }
         if !is_unstructured(&self.structure) {

@@ -56,11 +56,10 @@ fn main() -> ExitCode {
     };
     let status = match &cli.command {
         Command::Config { json } => {
-            let c = ExperimentConfig::default();
             outtext(&if *json {
-                c.to_json() + "\n"
+                ExperimentConfig::default().to_json() + "\n"
             } else {
-                c.to_toml()
+                ExperimentConfig::annotated_default_toml()
             });
             Ok(())
         }

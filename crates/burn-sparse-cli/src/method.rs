@@ -6,7 +6,7 @@ use burn::tensor::{Device, Tensor};
 use burn_sparse::data::{Splits, VisionDataset};
 use burn_sparse::dynamic::{DstError, DstMethod, DstPlan};
 use burn_sparse::mask::{
-    AdamRule, MaskError, MaskSet, ParamFilter, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
+    AdamRule, MaskError, MaskSet, Rule, Scope, SgdRule, SparseOptimizer, Sparsity,
     SparsityDistribution,
 };
 use burn_sparse::models::Classifier;
@@ -15,7 +15,9 @@ use burn_sparse::saliency::{
 };
 use burn_sparse::train::TrainConfig;
 
-use crate::config::{DistributionName, ExperimentConfig, LrSchedule, MethodName, OptimizerKind};
+use crate::config::{
+    DistributionName, DropKind, ExperimentConfig, LrSchedule, MethodName, OptimizerKind,
+};
 use crate::error::{Error, Result};
 
 /// The library's DST method of a mask-during-training method (static, SET, RigL, SNFS, GMP).
@@ -111,7 +113,7 @@ pub(crate) fn initial<M: Classifier + 'static>(
     total: u64,
     spe: u64,
 ) -> Result<(M, SparseOptimizer)> {
-    let filter = ParamFilter::new();
+    let filter = cfg.filter.filter()?;
     let seed = cfg.seed();
     let rule = rule_of(cfg);
     let sparsity = || {
@@ -212,6 +214,27 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     plan.begin_fraction = cfg.schedule.begin_fraction;
     plan.grad_accumulation = cfg.schedule.grad_accumulation;
     plan.structure = cfg.structure;
+    plan.skip_weight_update = cfg.schedule.skip_weight_update;
+    if let Some(std) = cfg.schedule.grow_init_std {
+        plan.grow_init = burn_sparse::dynamic::GrowInit::Normal { std: std as f32 };
+    }
+    if let Some(kind) = cfg.schedule.drop_fraction_kind {
+        use burn_sparse::mask::DropFraction;
+        // The method's initial fraction unless the config names one.
+        let alpha = plan.alpha.take().unwrap_or(match dm {
+            DstMethod::Snfs => 0.5,
+            _ => 0.3,
+        });
+        plan.drop_schedule = Some(match kind {
+            DropKind::Constant => DropFraction::Constant { alpha },
+            DropKind::Cosine => DropFraction::Cosine { alpha },
+            DropKind::Linear => DropFraction::Linear { alpha },
+            DropKind::Exponential => DropFraction::Exponential {
+                alpha,
+                decay: cfg.schedule.drop_fraction_decay.unwrap_or(0.9),
+            },
+        });
+    }
     if dm == DstMethod::Gmp {
         plan.initial_sparsity =
             Sparsity::new(cfg.schedule.initial_sparsity).map_err(|e| Error::Config {
@@ -236,6 +259,9 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
                 "global" => "distribution",
                 "grad_accumulation" => "schedule.grad_accumulation",
                 "structure" => "structure",
+                "drop_schedule" => "schedule.drop_fraction_kind",
+                "grow_init" => "schedule.grow_init_std",
+                "skip_weight_update" => "schedule.skip_weight_update",
                 "steps_per_epoch" => "optimizer.batch_size",
                 f => f,
             }

@@ -28,7 +28,7 @@ use burn_sparse::lottery::{
 };
 use burn_sparse::mask::checkpoint::{load_module, save_module_atomic};
 use burn_sparse::mask::{
-    FlopCount, LayerFlops, MaskSet, ParamFilter, SparseOptimizer, dense_forward_macs, forward_macs,
+    FlopCount, LayerFlops, MaskSet, SparseOptimizer, dense_forward_macs, forward_macs,
 };
 use burn_sparse::models::{
     Classifier, ConvNetConfig, InputShapeError, LeNet5Config, LeNet300Config, SparseMlp,
@@ -143,21 +143,30 @@ pub struct RunResult {
     pub inference_flops: Option<f64>,
 }
 
-/// The FLOP model of the prunable layers in `layers`' order: `uses` per weight (1 unless the
-/// model names more, as convolutions do).
-fn layer_flops(layers: &LayerCounts, uses: &BTreeMap<String, u64>) -> Vec<LayerFlops> {
-    layers
-        .iter()
-        .map(|(path, &(_, numel))| LayerFlops {
-            path: path.clone(),
-            numel,
-            uses: uses.get(path).copied().unwrap_or(1),
+/// The FLOP model of `model`: every weight of rank >= 2 (pruned or kept dense by the run's
+/// filter), `uses` times per example (1 unless the model names more, as convolutions do).
+fn flop_layers<M: burn::module::Module>(
+    model: &M,
+    uses: &BTreeMap<String, u64>,
+) -> Result<Vec<LayerFlops>> {
+    Ok(burn_sparse::mask::ParamFilter::new()
+        .select(model)?
+        .into_iter()
+        .map(|p| LayerFlops {
+            numel: p.numel(),
+            uses: uses.get(&p.path).copied().unwrap_or(1),
+            path: p.path,
         })
-        .collect()
+        .collect())
 }
 
-fn kept(layers: &LayerCounts) -> Vec<usize> {
-    layers.values().map(|&(nnz, _)| nnz).collect()
+/// The kept weights of every layer of `flops`: its count in `layers`, or all of a layer the
+/// run does not prune.
+fn kept_in(flops: &[LayerFlops], layers: &LayerCounts) -> Vec<usize> {
+    flops
+        .iter()
+        .map(|l| layers.get(&l.path).map_or(l.numel, |&(nnz, _)| nnz))
+        .collect()
 }
 
 /// Runs experiments into a runs directory, caching datasets between runs.
@@ -583,9 +592,10 @@ impl Runner {
         };
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
+        let flops = flop_layers(&init(seed), uses)?;
         if cfg.method == MethodName::Lottery {
             let trainer = step_trainer(cfg, data, device, total);
-            return self.lottery(cfg, dir, spe, uses, init, trainer);
+            return self.lottery(cfg, dir, spe, &flops, init, trainer);
         }
         let ck = dir.join("checkpoint");
         let state = rundir::load(&ck)?;
@@ -595,12 +605,12 @@ impl Runner {
                 let optim = SparseOptimizer::load(&ck.join(&st.optim_file), &model)?;
                 let optim = method::reattach_updater(cfg, optim, total, spe)?;
                 let run = MaskedRun { model, optim };
-                self.epochs(cfg, dir, data, device, uses, run, Some(st))
+                self.epochs(cfg, dir, data, device, &flops, run, Some(st))
             }
             None => {
                 let (model, optim) = method::initial(cfg, init(seed), data, device, total, spe)?;
                 let run = MaskedRun { model, optim };
-                self.epochs(cfg, dir, data, device, uses, run, None)
+                self.epochs(cfg, dir, data, device, &flops, run, None)
             }
         }
     }
@@ -619,16 +629,17 @@ impl Runner {
     ) -> Result<(RunResult, Option<u64>)> {
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
+        let init = |s: u64| {
+            device.seed(s);
+            make.init(device)
+        };
+        let flops = flop_layers(&init(cfg.seed()), uses)?;
         if cfg.method == MethodName::Lottery {
             let trainer = SparseStepTrainer {
                 steps: step_trainer(cfg, data, device, total),
                 compute: Compute::Auto,
             };
-            let init = |s: u64| {
-                device.seed(s);
-                make.init(device)
-            };
-            return self.lottery(cfg, dir, spe, uses, init, trainer);
+            return self.lottery(cfg, dir, spe, &flops, init, trainer);
         }
         device.seed(cfg.seed());
         let (model, masked) = method::initial(cfg, make.init(device), data, device, total, spe)?;
@@ -655,7 +666,7 @@ impl Runner {
             ),
         };
         let run = SparseRun { net, optim, dst };
-        self.epochs(cfg, dir, data, device, uses, run, state)
+        self.epochs(cfg, dir, data, device, &flops, run, state)
     }
 
     /// The epochs of a run from `state` (None: from the start): train, evaluate, record and
@@ -666,7 +677,7 @@ impl Runner {
         dir: &Path,
         data: &Splits,
         device: &Device,
-        uses: &BTreeMap<String, u64>,
+        flop_model: &[LayerFlops],
         mut run: T,
         state: Option<State>,
     ) -> Result<(RunResult, Option<u64>)> {
@@ -674,7 +685,6 @@ impl Runner {
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
         let tc = method::train_config(cfg, total);
-        let flop_model = layer_flops(&run.layers()?, uses);
         // The method's schedule, for the steps that compute a dense weight gradient.
         let schedule = match method::dst_method(cfg.method) {
             Some(dm) => method::plan(cfg, dm, total, spe)?.updater()?,
@@ -704,7 +714,7 @@ impl Runner {
             let t0 = Instant::now();
             bar.message(format!("epoch {}/{}", epoch + 1, cfg.epochs));
             let base = epoch * spe;
-            let (steps_before, mut nnz) = (run.steps(), kept(&run.layers()?));
+            let (steps_before, mut nnz) = (run.steps(), kept_in(flop_model, &run.layers()?));
             let eseed = epoch_seed(seed, epoch);
             let source = Augmented::for_epoch(&data.train, cfg.dataset.augment, eseed);
             let (r, report) = run.epoch(&source, tc, eseed, device, &mut |b, _| {
@@ -716,11 +726,11 @@ impl Runner {
             // FLOPs step by step: each step at the densities its forward pass saw; a pruning
             // method's update removes its `changed` weights after its step.
             for t in steps_before + 1..=run.steps() {
-                st.flops.add_step(&flop_model, &nnz, dense_grad(t));
+                st.flops.add_step(flop_model, &nnz, dense_grad(t));
                 if cfg.method == MethodName::Gmp {
                     for r in report.updates.iter().filter(|r| r.step == t) {
                         for (path, removed) in &r.changed {
-                            if let Some(i) = layers.keys().position(|p| p == path) {
+                            if let Some(i) = flop_model.iter().position(|l| &l.path == path) {
                                 nnz[i] = nnz[i].saturating_sub(*removed);
                             }
                         }
@@ -795,7 +805,8 @@ impl Runner {
             levels: None,
             train_flops: Some(st.flops.train_ratio()),
             inference_flops: Some(
-                forward_macs(&flop_model, &kept(&layers)) / dense_forward_macs(&flop_model),
+                forward_macs(flop_model, &kept_in(flop_model, &layers))
+                    / dense_forward_macs(flop_model),
             ),
         };
         rundir::write_outputs(dir, &st, cfg.method.is_dynamic())?;
@@ -853,7 +864,7 @@ impl Runner {
         cfg: &ExperimentConfig,
         dir: &Path,
         spe: u64,
-        uses: &BTreeMap<String, u64>,
+        flop_model: &[LayerFlops],
         init: impl Fn(u64) -> M,
         mut trainer: impl ImpTrainer<M>,
     ) -> Result<(RunResult, Option<u64>)> {
@@ -885,7 +896,7 @@ impl Runner {
             },
             seed,
         };
-        let filter = ParamFilter::new();
+        let filter = cfg.filter.filter()?;
         let per_layer: BTreeMap<String, usize> = filter
             .select(&init(seed))?
             .into_iter()
@@ -936,21 +947,13 @@ impl Runner {
         // pruned level its ticket from the rewind point (baselines are not counted), against
         // one dense training.
         let total = method::total_steps(cfg, spe)?;
-        let counts: LayerCounts = per_layer
-            .iter()
-            .map(|(p, &n)| (p.clone(), (n, n)))
-            .collect();
-        let flop_model = layer_flops(&counts, uses);
         let kept_of = |m: &LevelMetrics| -> Vec<usize> {
-            counts
-                .keys()
-                .map(|p| {
-                    m.layer_nnz
-                        .iter()
-                        .find(|(q, _)| q == p)
-                        .map_or(0, |(_, n)| *n)
-                })
-                .collect()
+            let counts: LayerCounts = m
+                .layer_nnz
+                .iter()
+                .map(|(p, n)| (p.clone(), (*n, per_layer.get(p).copied().unwrap_or(*n))))
+                .collect();
+            kept_in(flop_model, &counts)
         };
         let mut flops = FlopCount::default();
         for m in &metrics {
@@ -959,7 +962,7 @@ impl Runner {
             } else {
                 total.saturating_sub(Rewind::epochs(cfg.lottery.rewind_epoch, spe).step())
             };
-            flops.add_steps(&flop_model, &kept_of(m), steps);
+            flops.add_steps(flop_model, &kept_of(m), steps);
         }
         let layer_density: BTreeMap<String, f64> = last
             .layer_nnz
@@ -1015,9 +1018,9 @@ impl Runner {
             seconds: t0.elapsed().as_secs_f64(),
             curve: Vec::new(),
             levels: Some(rows),
-            train_flops: Some(flops.ratio_to(3.0 * dense_forward_macs(&flop_model) * total as f64)),
+            train_flops: Some(flops.ratio_to(3.0 * dense_forward_macs(flop_model) * total as f64)),
             inference_flops: Some(
-                forward_macs(&flop_model, &kept_of(last)) / dense_forward_macs(&flop_model),
+                forward_macs(flop_model, &kept_of(last)) / dense_forward_macs(flop_model),
             ),
         };
         self.run_plots(dir, &result, &[])?;

@@ -158,6 +158,30 @@ fn invalid_configs_name_the_field() {
             "structure",
         ),
         ("structure = { kind = \"diagonal\" }", "structure.kind"),
+        // Filters and schedule options.
+        ("[filter]\nregex = \"(\"", "filter.regex"),
+        ("[filter]\nmin_rank = 0", "filter.min_rank"),
+        (
+            "compute = \"sparse\"\n[filter]\nfirst_dense = true",
+            "filter",
+        ),
+        (
+            "[schedule]\ndrop_fraction_decay = 0.5",
+            "schedule.drop_fraction_decay",
+        ),
+        (
+            "method = \"static\"\n[schedule]\ndrop_fraction_kind = \"linear\"",
+            "schedule.drop_fraction_kind",
+        ),
+        (
+            "method = \"snfs\"\n[schedule]\nskip_weight_update = true",
+            "schedule.skip_weight_update",
+        ),
+        ("[schedule]\ngrow_init_std = -1.0", "schedule.grow_init_std"),
+        (
+            "method = \"static\"\n[schedule]\ngrow_init_std = 0.1",
+            "schedule.grow_init_std",
+        ),
         // IMP's retraining choices.
         ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
         ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),
@@ -1035,4 +1059,77 @@ fn runs_record_training_and_inference_flops() {
         l.inference_flops.unwrap(),
         levels.last().unwrap().density
     ));
+}
+
+#[test]
+fn filters_and_schedule_options_reach_the_run() {
+    // fc1 kept dense (first_dense): 30400 prunable weights, round(0.1 * 30400) kept, and the
+    // dense fc1 counted in the FLOPs; RigL with a linear drop schedule, Normal grow init and
+    // skipped weight updates runs to the same counts.
+    use burn_sparse_cli::config::DropKind;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let mut c = synthetic(MethodName::Rigl, 0.9, 2);
+    c.filter.first_dense = true;
+    c.schedule.drop_fraction_kind = Some(DropKind::Linear);
+    c.schedule.grow_init_std = Some(0.01);
+    c.schedule.skip_weight_update = true;
+    let r = runner.run_one(&c).unwrap().result;
+    assert_eq!(r.prunable, 30400);
+    assert_eq!(r.nnz, 3040);
+    assert!(!r.layer_density.contains_key("fc1.weight"));
+    let want = (19200.0 + 3040.0) / 49600.0;
+    assert!(
+        (r.inference_flops.unwrap() - want).abs() < 1e-12,
+        "{:?}",
+        r.inference_flops
+    );
+    // The same config with the default options is another run.
+    let plain = runner
+        .run_one(&synthetic(MethodName::Rigl, 0.9, 2))
+        .unwrap();
+    assert_ne!(plain.result.name, r.name);
+}
+
+#[test]
+fn config_prints_every_field() {
+    // As printed it is the default config; with every line uncommented, every commented field
+    // is one the config accepts (deny_unknown_fields), and none is left out.
+    let text = ExperimentConfig::annotated_default_toml();
+    let parsed: ExperimentConfig = toml::from_str(&text).unwrap();
+    assert_eq!(parsed, ExperimentConfig::default());
+    let all: String = text
+        .lines()
+        .skip(1)
+        .map(|l| l.strip_prefix("# ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let full: ExperimentConfig = toml::from_str(&all).unwrap_or_else(|e| panic!("{e}\n{all}"));
+    for key in [
+        "distribution",
+        "compute",
+        "sparse_init",
+        "train_limit",
+        "max_shift",
+        "drop_fraction",
+        "begin_fraction",
+        "initial_sparsity",
+        "grad_accumulation",
+        "drop_fraction_kind",
+        "drop_fraction_decay",
+        "grow_init_std",
+        "skip_weight_update",
+        "rounds",
+        "levels",
+        "retrain",
+        "fine_tune_lr",
+        "[structure]",
+        "[filter]",
+        "first_dense",
+        "exclude_regex",
+    ] {
+        assert!(text.contains(key), "{key} missing:\n{text}");
+    }
+    assert!(full.sparse_init && full.filter.first_dense && full.lottery.levels == Some(10));
 }

@@ -55,9 +55,9 @@ pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    GradualPruning, LayerScores, LayerView, MaskSet, ParamFilter, Rule, Scope, SparseOptimizer,
-    SparseRng, Sparsity, SparsityDistribution, Structure, TopologyUpdater, random_masks,
-    structured_masks,
+    DropFraction, GradualPruning, LayerScores, LayerView, MaskSet, ParamFilter, Rule, Scope,
+    SparseOptimizer, SparseRng, Sparsity, SparsityDistribution, Structure, TopologyUpdater,
+    random_masks, structured_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -159,6 +159,17 @@ pub struct DstPlan {
     /// weights between layers and takes no structure.
     #[serde(default)]
     pub structure: Structure,
+    /// The drop-fraction schedule, replacing the method's (RigL and SNFS cosine, SET constant)
+    /// together with `alpha` (set one or the other).
+    #[serde(default)]
+    pub drop_schedule: Option<DropFraction>,
+    /// The initial value of grown weights (default 0, as the references).
+    #[serde(default)]
+    pub grow_init: GrowInit,
+    /// SET and RigL: skip the optimizer's weight update on update steps (TF RigL does;
+    /// default false).
+    #[serde(default)]
+    pub skip_weight_update: bool,
 }
 
 fn default_grad_accumulation() -> u64 {
@@ -202,6 +213,9 @@ impl DstPlan {
             sparse_init: false,
             grad_accumulation: default_grad_accumulation(),
             structure: Structure::Unstructured,
+            drop_schedule: None,
+            grow_init: GrowInit::Zero,
+            skip_weight_update: false,
         }
     }
 
@@ -271,6 +285,34 @@ impl DstPlan {
             && !(a.is_finite() && (0.0..=1.0).contains(&a))
         {
             return bad("alpha", format!("{a} is outside [0, 1]"));
+        }
+        if self.drop_schedule.is_some() && self.alpha.is_some() {
+            return bad(
+                "drop_schedule",
+                "replaces `alpha` with its own: set one of the two".into(),
+            );
+        }
+        if let Some(d) = self.drop_schedule {
+            if let Err(e) = d.validate() {
+                return bad("drop_schedule", e.to_string());
+            }
+            if matches!(self.method, DstMethod::Static | DstMethod::Gmp) {
+                return bad(
+                    "drop_schedule",
+                    format!("{:?} drops nothing on a schedule", self.method),
+                );
+            }
+        }
+        if self.skip_weight_update && !matches!(self.method, DstMethod::Set | DstMethod::Rigl) {
+            return bad(
+                "skip_weight_update",
+                format!("is a SET/RigL option; {:?} does not use it", self.method),
+            );
+        }
+        if self.grow_init != GrowInit::Zero
+            && matches!(self.method, DstMethod::Static | DstMethod::Gmp)
+        {
+            return bad("grow_init", format!("{:?} grows nothing", self.method));
         }
         if let Err(e) = self.structure.validate() {
             return bad("structure", e.to_string());
@@ -387,7 +429,7 @@ impl DstPlan {
     /// # Errors
     /// As [`DstPlan::validate`], and invalid method settings.
     pub fn updater(&self) -> Result<Option<Box<dyn TopologyUpdater>>> {
-        use burn_sparse_mask::{DropFraction, UpdateSchedule};
+        use burn_sparse_mask::UpdateSchedule;
         self.validate()?;
         Ok(match self.method {
             DstMethod::Static => None,
@@ -396,7 +438,12 @@ impl DstPlan {
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Constant { alpha: a };
                 }
+                if let Some(d) = self.drop_schedule {
+                    c.drop_fraction = d;
+                }
                 c.structure = self.structure;
+                c.init = self.grow_init;
+                c.skip_weight_update = self.skip_weight_update;
                 Some(Box::new(SetUpdater::set(c)?))
             }
             DstMethod::Rigl => {
@@ -407,6 +454,11 @@ impl DstPlan {
                 if let Some(a) = self.alpha {
                     c.drop_fraction = DropFraction::Cosine { alpha: a };
                 }
+                if let Some(d) = self.drop_schedule {
+                    c.drop_fraction = d;
+                }
+                c.init = self.grow_init;
+                c.skip_weight_update = self.skip_weight_update;
                 Some(Box::new(RiglUpdater::rigl(c)?))
             }
             DstMethod::Snfs => {
@@ -415,6 +467,10 @@ impl DstPlan {
                 if let Some(a) = self.alpha {
                     c.prune_rate = DropFraction::Cosine { alpha: a };
                 }
+                if let Some(d) = self.drop_schedule {
+                    c.prune_rate = d;
+                }
+                c.init = self.grow_init;
                 Some(Box::new(Snfs::new(c)?))
             }
             DstMethod::Gmp => {

@@ -55,6 +55,8 @@ fn updater_cfg(delta_t: u64, skip: bool) -> DropGrowConfig {
         init: GrowInit::Zero,
         seed: 1,
         skip_weight_update: skip,
+        grad_accumulation: 1,
+        structure: Default::default(),
     }
 }
 

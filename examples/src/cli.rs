@@ -53,40 +53,38 @@ impl DistributionArg {
     }
 }
 
-/// `N:M` (`2:4`) as a [`Structure`](burn_sparse::mask::Structure).
-pub fn n_by_m(s: &str) -> Result<burn_sparse::mask::Structure, String> {
-    let (n, m) = s
-        .split_once(':')
-        .ok_or_else(|| format!("`{s}` is not N:M (e.g. 2:4)"))?;
+/// Two counts `A<sep>B` (`2:4`, `4x4`), built into a checked structure by `make`.
+fn count_pair(
+    s: &str,
+    sep: char,
+    example: &str,
+    make: fn(usize, usize) -> burn_sparse::mask::Structure,
+) -> Result<burn_sparse::mask::Structure, String> {
+    let (a, b) = s
+        .split_once(sep)
+        .ok_or_else(|| format!("`{s}` is not of the form {example}"))?;
     let parse = |x: &str| {
         x.trim()
             .parse::<usize>()
             .map_err(|_| format!("`{x}` is not a count"))
     };
-    let st = burn_sparse::mask::Structure::NByM {
-        n: parse(n)?,
-        m: parse(m)?,
-    };
+    let st = make(parse(a)?, parse(b)?);
     st.validate().map_err(|e| e.to_string())?;
     Ok(st)
 }
 
+/// `N:M` (`2:4`) as a [`Structure`](burn_sparse::mask::Structure).
+pub fn n_by_m(s: &str) -> Result<burn_sparse::mask::Structure, String> {
+    count_pair(s, ':', "N:M (e.g. 2:4)", |n, m| {
+        burn_sparse::mask::Structure::NByM { n, m }
+    })
+}
+
 /// `RxC` (`4x4`) as a block [`Structure`](burn_sparse::mask::Structure).
 pub fn block(s: &str) -> Result<burn_sparse::mask::Structure, String> {
-    let (r, c) = s
-        .split_once('x')
-        .ok_or_else(|| format!("`{s}` is not RxC (e.g. 4x4)"))?;
-    let parse = |x: &str| {
-        x.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("`{x}` is not a count"))
-    };
-    let st = burn_sparse::mask::Structure::Block {
-        rows: parse(r)?,
-        cols: parse(c)?,
-    };
-    st.validate().map_err(|e| e.to_string())?;
-    Ok(st)
+    count_pair(s, 'x', "RxC (e.g. 4x4)", |rows, cols| {
+        burn_sparse::mask::Structure::Block { rows, cols }
+    })
 }
 
 /// A sparsity in `[0, 1)`: the `burn-sparse` CLI's parser.

@@ -871,36 +871,52 @@ impl ExperimentConfig {
     /// A config with every optional field set to an example value (not a sensible run: it
     /// only shows the fields).
     fn example_of_every_field() -> Self {
-        let mut c = Self::default();
-        c.distribution = Some(DistributionName::Erk);
-        c.compute = ComputeName::Sparse;
-        c.sparse_init = true;
-        c.structure = burn_sparse::mask::Structure::NByM { n: 2, m: 4 };
-        c.filter = FilterConfig {
-            names: Some(vec!["fc1.weight".into(), "fc2.weight".into()]),
-            regex: Some("^fc".into()),
-            exclude_regex: Some("fc3".into()),
-            min_rank: 2,
-            first_dense: true,
-            last_dense: true,
-        };
-        c.dataset.train_limit = Some(10_000);
-        c.dataset.test_limit = Some(2_000);
-        c.dataset.augment.max_shift = 1;
-        c.dataset.augment.hflip = true;
-        c.schedule.drop_fraction = Some(0.3);
-        c.schedule.begin_fraction = 0.2;
-        c.schedule.initial_sparsity = 0.5;
-        c.schedule.grad_accumulation = 4;
-        c.schedule.drop_fraction_kind = Some(DropKind::Exponential);
-        c.schedule.drop_fraction_decay = Some(0.9);
-        c.schedule.grow_init_std = Some(0.01);
-        c.schedule.skip_weight_update = true;
-        c.saliency.rounds = Some(100);
-        c.lottery.levels = Some(10);
-        c.lottery.retrain = RetrainName::FineTuning;
-        c.lottery.fine_tune_lr = Some(0.001);
-        c
+        let d = Self::default();
+        Self {
+            distribution: Some(DistributionName::Erk),
+            compute: ComputeName::Sparse,
+            sparse_init: true,
+            structure: burn_sparse::mask::Structure::NByM { n: 2, m: 4 },
+            filter: FilterConfig {
+                names: Some(vec!["fc1.weight".into(), "fc2.weight".into()]),
+                regex: Some("^fc".into()),
+                exclude_regex: Some("fc3".into()),
+                min_rank: 2,
+                first_dense: true,
+                last_dense: true,
+            },
+            dataset: DatasetConfig {
+                train_limit: Some(10_000),
+                test_limit: Some(2_000),
+                augment: Augmentation {
+                    max_shift: 1,
+                    hflip: true,
+                },
+                ..d.dataset.clone()
+            },
+            schedule: ScheduleConfig {
+                drop_fraction: Some(0.3),
+                begin_fraction: 0.2,
+                initial_sparsity: 0.5,
+                grad_accumulation: 4,
+                drop_fraction_kind: Some(DropKind::Exponential),
+                drop_fraction_decay: Some(0.9),
+                grow_init_std: Some(0.01),
+                skip_weight_update: true,
+                ..d.schedule.clone()
+            },
+            saliency: SaliencyConfig {
+                rounds: Some(100),
+                ..d.saliency.clone()
+            },
+            lottery: LotteryConfig {
+                levels: Some(10),
+                retrain: RetrainName::FineTuning,
+                fine_tune_lr: Some(0.001),
+                ..d.lottery.clone()
+            },
+            ..d
+        }
     }
 
     /// The config as pretty JSON.

@@ -133,7 +133,7 @@ pub struct RunResult {
     /// IMP levels (lottery only).
     pub levels: Option<Vec<LevelRow>>,
     /// Training multiply-adds relative to dense training of the same length, counted as the
-    /// RigL paper does ([`FlopCount`](burn_sparse::mask::FlopCount): each step at its
+    /// RigL paper does ([`FlopCount`]: each step at its
     /// densities, the dense weight gradient where the method computes it; the lottery's every
     /// IMP level). Absent in results of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -671,6 +671,7 @@ impl Runner {
 
     /// The epochs of a run from `state` (None: from the start): train, evaluate, record and
     /// checkpoint after each one, then the final model, masks, plots and result.
+    #[allow(clippy::too_many_arguments)]
     fn epochs<T: Trainee>(
         &self,
         cfg: &ExperimentConfig,

@@ -35,13 +35,7 @@ pub fn drop_and_grow(
     n_drop: usize,
     n_grow: usize,
 ) -> Result<LayerUpdate> {
-    if weights.len() != mask.len() || grow_score.len() != mask.len() {
-        return Err(MaskError::ShapeMismatch {
-            param: name.to_string(),
-            mask: vec![mask.len()],
-            weight: vec![weights.len(), grow_score.len()],
-        });
-    }
+    check_lengths(name, mask, weights, grow_score)?;
     let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
     // Grow: the n_grow highest scores among everything inactive after the drop (which includes
     // the just-dropped positions, as in the reference), ties to the lower index.
@@ -74,6 +68,17 @@ pub fn drop_and_grow(
         grown,
         n_drop,
     })
+}
+
+fn check_lengths(name: &str, mask: &[bool], weights: &[f32], grow_score: &[f32]) -> Result<()> {
+    if weights.len() != mask.len() || grow_score.len() != mask.len() {
+        return Err(MaskError::ShapeMismatch {
+            param: name.to_string(),
+            mask: vec![mask.len()],
+            weight: vec![weights.len(), grow_score.len()],
+        });
+    }
+    Ok(())
 }
 
 /// Keep the `n_active - n_drop` largest `|w|` among the active weights only (the actives in
@@ -109,13 +114,7 @@ pub fn drop_and_grow_in_groups(
     n_drop: usize,
     groups: &[Vec<usize>],
 ) -> Result<LayerUpdate> {
-    if weights.len() != mask.len() || grow_score.len() != mask.len() {
-        return Err(MaskError::ShapeMismatch {
-            param: name.to_string(),
-            mask: vec![mask.len()],
-            weight: vec![weights.len(), grow_score.len()],
-        });
-    }
+    check_lengths(name, mask, weights, grow_score)?;
     let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
     for g in groups {
         let lost = g.iter().filter(|&&i| mask[i] && !new_mask[i]).count();

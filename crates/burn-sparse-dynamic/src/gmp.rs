@@ -13,7 +13,8 @@
 
 use burn_sparse_mask::{
     GradualPruning, LayerView, MaskError, ParamInfo, Scope, Sparsity, SparsityDistribution,
-    Structure, TopologyChange, TopologyUpdater, top_k, top_k_segments, top_per_group,
+    Structure, TopologyChange, TopologyUpdater, expand_groups, group_sums, no_empty_layer, top_k,
+    top_k_segments, top_per_group,
 };
 
 /// The settings of a [`GradualMagnitude`] run.
@@ -151,14 +152,8 @@ impl GradualMagnitude {
             }
         };
         if !self.cfg.allow_empty_layers {
-            for (l, m) in layers.iter().zip(&masks) {
-                if !m.is_empty() && !m.iter().any(|&b| b) {
-                    return Err(MaskError::EmptyLayer {
-                        param: l.param.path.clone(),
-                        numel: m.len(),
-                    });
-                }
-            }
+            let params: Vec<&ParamInfo> = layers.iter().map(|l| l.param).collect();
+            no_empty_layer(&params, &masks)?;
         }
         let removed = masks
             .iter()
@@ -185,11 +180,7 @@ impl GradualMagnitude {
         let block_scores: Vec<Vec<f32>> = scores
             .iter()
             .zip(&groups)
-            .map(|(s, gs)| {
-                gs.iter()
-                    .map(|g| g.iter().map(|&i| f64::from(s[i])).sum::<f64>() as f32)
-                    .collect()
-            })
+            .map(|(s, gs)| group_sums(s, gs))
             .collect();
         let alive = |b: &[f32]| b.iter().filter(|x| x.is_finite()).count();
         let kept: Vec<Vec<bool>> = match scope {
@@ -220,17 +211,7 @@ impl GradualMagnitude {
             .iter()
             .zip(&groups)
             .zip(kept)
-            .map(|((l, gs), k)| {
-                let mut mask = vec![false; l.mask.len()];
-                for (g, keep) in gs.iter().zip(k) {
-                    if keep {
-                        for &i in g {
-                            mask[i] = true;
-                        }
-                    }
-                }
-                mask
-            })
+            .map(|((l, gs), k)| expand_groups(l.mask.len(), gs, &k))
             .collect())
     }
 }

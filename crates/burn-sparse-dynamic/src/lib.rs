@@ -55,9 +55,8 @@ pub use snfs::{Snfs, SnfsConfig, redistribute};
 
 use burn::module::Module;
 use burn_sparse_mask::{
-    DropFraction, GradualPruning, LayerScores, LayerView, MaskSet, ParamFilter, Rule, Scope,
-    SparseOptimizer, SparseRng, Sparsity, SparsityDistribution, Structure, TopologyUpdater,
-    random_masks, structured_masks,
+    DropFraction, GradualPruning, LayerView, MaskSet, ParamFilter, Rule, Scope, SparseOptimizer,
+    Sparsity, SparsityDistribution, Structure, TopologyUpdater, random_structured_masks,
 };
 use serde::{Deserialize, Serialize};
 
@@ -498,7 +497,7 @@ impl DstPlan {
     /// optimizer with the updater attached.
     ///
     /// # Errors
-    /// As [`DstPlan::updater`] and [`random_masks`].
+    /// As [`DstPlan::updater`] and [`random_structured_masks`].
     pub fn build<M: Module>(
         &self,
         model: M,
@@ -531,32 +530,14 @@ impl DstPlan {
                 }
                 masks
             }
-            None if self.structure == Structure::Unstructured => {
-                random_masks(&model, filter, self.sparsity, &self.distribution, self.seed)?
-            }
-            None => {
-                // A random mask of the type: the same streams as `random_masks`.
-                let params = filter.select(&model)?;
-                let scores: Vec<LayerScores> = params
-                    .iter()
-                    .enumerate()
-                    .map(|(i, p)| {
-                        let mut rng = SparseRng::derive(self.seed, &[i as u64]);
-                        LayerScores {
-                            param: p.clone(),
-                            scores: (0..p.numel()).map(|_| rng.next_f32()).collect(),
-                        }
-                    })
-                    .collect();
-                let bits = structured_masks(
-                    &scores,
-                    self.sparsity,
-                    &Scope::Layerwise(self.distribution.clone()),
-                    self.structure,
-                    false,
-                )?;
-                MaskSet::from_bits(&model, params, bits)?
-            }
+            None => random_structured_masks(
+                &model,
+                filter,
+                self.sparsity,
+                &self.distribution,
+                self.structure,
+                self.seed,
+            )?,
         };
         let mut model = masks.apply(model);
         if self.sparse_init {

@@ -340,11 +340,8 @@ impl TopologyUpdater for Reviver {
     ) -> burn_sparse_mask::Result<Option<TopologyChange>> {
         self.calls += 1;
         let mut masks: Vec<Vec<bool>> = layers.iter().map(|l| l.mask.to_vec()).collect();
-        if self.calls == 1 {
-            masks[0][0] = false;
-        } else {
-            masks[0][0] = true;
-        }
+        // First call: prune weight 0; second: bring it back.
+        masks[0][0] = self.calls != 1;
         Ok(Some(TopologyChange {
             grown_values: vec![Vec::new(); masks.len()],
             changed: vec![0; masks.len()],

@@ -70,7 +70,10 @@ pub use optim::{
 pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
 pub use rng::{SPLITMIX64_GAMMA, SparseRng, splitmix64, splitmix64_mix};
 pub use schedule::{DropFraction, GradualPruning, UpdateSchedule};
-pub use structure::{Structure, has_structure, structured_masks, top_per_group};
+pub use structure::{
+    Structure, expand_groups, group_sums, has_structure, no_empty_layer, structured_masks,
+    top_per_group,
+};
 pub use topk::{LayerScores, Scope, masks_from_scores, top_k, top_k_segments};
 
 use burn::module::Module;
@@ -114,6 +117,28 @@ pub fn random_masks<M: Module>(
     distribution: &SparsityDistribution,
     seed: u64,
 ) -> Result<MaskSet> {
+    random_structured_masks(
+        model,
+        filter,
+        sparsity,
+        distribution,
+        Structure::Unstructured,
+        seed,
+    )
+}
+
+/// [`random_masks`] of a [`Structure`] (the same random scores, through [`structured_masks`]).
+///
+/// # Errors
+/// As [`structured_masks`] and [`ParamFilter::select`].
+pub fn random_structured_masks<M: Module>(
+    model: &M,
+    filter: &ParamFilter,
+    sparsity: Sparsity,
+    distribution: &SparsityDistribution,
+    structure: Structure,
+    seed: u64,
+) -> Result<MaskSet> {
     let params = filter.select(model)?;
     let scores: Vec<LayerScores> = params
         .iter()
@@ -126,10 +151,11 @@ pub fn random_masks<M: Module>(
             }
         })
         .collect();
-    let bits = masks_from_scores(
+    let bits = structured_masks(
         &scores,
         sparsity,
         &Scope::Layerwise(distribution.clone()),
+        structure,
         false,
     )?;
     MaskSet::from_bits(model, params, bits)

@@ -244,14 +244,7 @@ pub fn structured_masks(
             let block_scores: Vec<Vec<f32>> = layers
                 .iter()
                 .zip(&groups)
-                .map(|(l, gs)| {
-                    gs.iter()
-                        .map(|g| {
-                            let s: f64 = g.iter().map(|&i| f64::from(l.scores[i])).sum();
-                            s as f32
-                        })
-                        .collect()
-                })
+                .map(|(l, gs)| group_sums(&l.scores, gs))
                 .collect();
             let kept_blocks: Vec<Vec<bool>> = match scope {
                 Scope::Global => {
@@ -283,31 +276,52 @@ pub fn structured_masks(
                 .iter()
                 .zip(&groups)
                 .zip(kept_blocks)
-                .map(|((l, gs), kept)| {
-                    let mut mask = vec![false; l.scores.len()];
-                    for (g, k) in gs.iter().zip(kept) {
-                        if k {
-                            for &i in g {
-                                mask[i] = true;
-                            }
-                        }
-                    }
-                    mask
-                })
+                .map(|((l, gs), kept)| expand_groups(l.scores.len(), gs, &kept))
                 .collect()
         }
     };
     if !allow_empty_layers {
-        for (l, m) in layers.iter().zip(&masks) {
-            if !m.is_empty() && !m.iter().any(|&b| b) {
-                return Err(MaskError::EmptyLayer {
-                    param: l.param.path.clone(),
-                    numel: m.len(),
-                });
+        let params: Vec<&ParamInfo> = layers.iter().map(|l| &l.param).collect();
+        no_empty_layer(&params, &masks)?;
+    }
+    Ok(masks)
+}
+
+/// The sum of `scores` over each group (a block's score), in f64.
+pub fn group_sums(scores: &[f32], groups: &[Vec<usize>]) -> Vec<f32> {
+    groups
+        .iter()
+        .map(|g| g.iter().map(|&i| f64::from(scores[i])).sum::<f64>() as f32)
+        .collect()
+}
+
+/// A mask of `len` positions keeping every position of the groups that `kept` marks.
+pub fn expand_groups(len: usize, groups: &[Vec<usize>], kept: &[bool]) -> Vec<bool> {
+    let mut mask = vec![false; len];
+    for (g, &k) in groups.iter().zip(kept) {
+        if k {
+            for &i in g {
+                mask[i] = true;
             }
         }
     }
-    Ok(masks)
+    mask
+}
+
+/// [`MaskError::EmptyLayer`] for the first non-empty layer whose mask keeps nothing.
+///
+/// # Errors
+/// That one.
+pub fn no_empty_layer(params: &[&ParamInfo], masks: &[Vec<bool>]) -> Result<()> {
+    for (p, m) in params.iter().zip(masks) {
+        if !m.is_empty() && !m.iter().any(|&b| b) {
+            return Err(MaskError::EmptyLayer {
+                param: p.path.clone(),
+                numel: m.len(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Whether `mask` has the structure: exactly `n` per group for N:M (`min(n, r)` in a padded

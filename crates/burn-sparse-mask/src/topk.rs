@@ -527,14 +527,8 @@ pub fn masks_from_scores(
         }
     };
     if !allow_empty_layers {
-        for (l, m) in layers.iter().zip(&masks) {
-            if !m.is_empty() && !m.iter().any(|&b| b) {
-                return Err(MaskError::EmptyLayer {
-                    param: l.param.path.clone(),
-                    numel: m.len(),
-                });
-            }
-        }
+        let params: Vec<&ParamInfo> = layers.iter().map(|l| &l.param).collect();
+        crate::structure::no_empty_layer(&params, &masks)?;
     }
     Ok(masks)
 }

@@ -339,6 +339,14 @@ pub struct FilterConfig {
     pub first_dense: bool,
     /// Keep the last prunable layer dense.
     pub last_dense: bool,
+    /// Prune embedding tables too (dense by default, as every norm).
+    pub embeddings: bool,
+    /// Also keep the weights of these module types dense (`"Conv2d"` ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dense_types: Vec<String>,
+    /// Only the weights of these module types (`"Linear"` ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub types: Option<Vec<String>>,
 }
 
 impl Default for FilterConfig {
@@ -350,6 +358,9 @@ impl Default for FilterConfig {
             min_rank: 2,
             first_dense: false,
             last_dense: false,
+            embeddings: false,
+            dense_types: Vec::new(),
+            types: None,
         }
     }
 }
@@ -367,7 +378,12 @@ impl FilterConfig {
         let mut f = burn_sparse::mask::ParamFilter::new()
             .with_min_rank(self.min_rank)
             .keep_first_dense(self.first_dense)
-            .keep_last_dense(self.last_dense);
+            .keep_last_dense(self.last_dense)
+            .with_embeddings(self.embeddings)
+            .excluding_types(self.dense_types.clone());
+        if let Some(t) = &self.types {
+            f = f.with_types(t.clone());
+        }
         if let Some(n) = &self.names {
             f = f.with_names(n.clone());
         }
@@ -884,6 +900,9 @@ impl ExperimentConfig {
                 min_rank: 2,
                 first_dense: true,
                 last_dense: true,
+                embeddings: true,
+                dense_types: vec!["Conv2d".into()],
+                types: Some(vec!["Linear".into()]),
             },
             dataset: DatasetConfig {
                 train_limit: Some(10_000),

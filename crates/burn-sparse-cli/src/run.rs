@@ -143,6 +143,28 @@ pub struct RunResult {
     pub inference_flops: Option<f64>,
 }
 
+/// `params.csv` in the run directory: every float parameter of the model with its shape, module
+/// type and why the run's filter does or does not prune it.
+fn write_param_report<M: burn::module::Module>(
+    dir: &Path,
+    cfg: &ExperimentConfig,
+    model: &M,
+) -> Result<()> {
+    let mut csv = String::from("path,shape,module,prunable,why\n");
+    for (p, v) in cfg.filter.filter()?.explain(model) {
+        let shape: Vec<String> = p.shape.iter().map(|d| d.to_string()).collect();
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            p.path,
+            shape.join("x"),
+            p.module,
+            v == burn_sparse::mask::Verdict::Prunable,
+            v
+        ));
+    }
+    write_atomic(&dir.join("params.csv"), csv.as_bytes())
+}
+
 /// The FLOP model of `model`: every weight of rank >= 2 (pruned or kept dense by the run's
 /// filter), `uses` times per example (1 unless the model names more, as convolutions do).
 fn flop_layers<M: burn::module::Module>(
@@ -592,7 +614,10 @@ impl Runner {
         };
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
-        let flops = flop_layers(&init(seed), uses)?;
+        let template = init(seed);
+        let flops = flop_layers(&template, uses)?;
+        write_param_report(dir, cfg, &template)?;
+        drop(template);
         if cfg.method == MethodName::Lottery {
             let trainer = step_trainer(cfg, data, device, total);
             return self.lottery(cfg, dir, spe, &flops, init, trainer);
@@ -633,7 +658,10 @@ impl Runner {
             device.seed(s);
             make.init(device)
         };
-        let flops = flop_layers(&init(cfg.seed()), uses)?;
+        let template = init(cfg.seed());
+        let flops = flop_layers(&template, uses)?;
+        write_param_report(dir, cfg, &template)?;
+        drop(template);
         if cfg.method == MethodName::Lottery {
             let trainer = SparseStepTrainer {
                 steps: step_trainer(cfg, data, device, total),

@@ -1075,7 +1075,15 @@ fn filters_and_schedule_options_reach_the_run() {
     c.schedule.drop_fraction_kind = Some(DropKind::Linear);
     c.schedule.grow_init_std = Some(0.01);
     c.schedule.skip_weight_update = true;
-    let r = runner.run_one(&c).unwrap().result;
+    let o = runner.run_one(&c).unwrap();
+    let report = std::fs::read_to_string(o.dir.join("params.csv")).unwrap();
+    assert!(
+        report.contains("fc1.weight,64x300,Linear,false,dense: the first prunable layer")
+            && report.contains("fc2.weight,300x100,Linear,true,prunable")
+            && report.contains("fc1.bias,300,Linear,false,dense: rank below 2"),
+        "{report}"
+    );
+    let r = o.result;
     assert_eq!(r.prunable, 30400);
     assert_eq!(r.nnz, 3040);
     assert!(!r.layer_density.contains_key("fc1.weight"));

@@ -260,6 +260,7 @@ mod tests {
             id: ParamId::new(),
             shape: shape.to_vec(),
             trainable: true,
+            module: "Linear".into(),
         }
     }
 

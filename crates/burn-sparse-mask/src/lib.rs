@@ -67,7 +67,7 @@ pub use optim::{
     StepReport, TopologyChange, TopologyUpdater, WriteWeights, flat_grads, mask_gradients,
     read_grads,
 };
-pub use params::{ParamFilter, ParamInfo, param_devices, param_infos};
+pub use params::{DENSE_MODULE_TYPES, ParamFilter, ParamInfo, Verdict, param_devices, param_infos};
 pub use rng::{SPLITMIX64_GAMMA, SparseRng, splitmix64, splitmix64_mix};
 pub use schedule::{DropFraction, GradualPruning, UpdateSchedule};
 pub use structure::{

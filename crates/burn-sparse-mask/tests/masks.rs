@@ -2,7 +2,7 @@
 
 use burn::module::Module;
 use burn_sparse_mask::prelude::*;
-use burn_sparse_mask::{MaskError, param_infos};
+use burn_sparse_mask::{MaskError, Verdict, param_infos};
 use burn_sparse_test_support::{ConvNet, Mlp, device};
 use proptest::prelude::*;
 
@@ -311,4 +311,101 @@ fn sparse_fan_in_rescales_each_unit_by_its_kept_inputs() {
     let before = mlp.bits();
     let dense = MaskSet::dense(&mlp, &ParamFilter::new()).unwrap();
     assert_eq!(dense.sparse_fan_in(mlp).unwrap().bits(), before);
+}
+
+#[derive(burn::module::Module, Debug)]
+struct TokenModel {
+    embed: burn::nn::Embedding,
+    proj: burn::nn::Linear,
+    norm: burn::nn::LayerNorm,
+    attn: burn::nn::attention::MultiHeadAttention,
+    head: burn::nn::Linear,
+}
+
+#[test]
+fn the_default_filter_keeps_embeddings_and_norms_dense_by_module_type() {
+    // Embedding [50, 16], Linear 16 -> 16, LayerNorm(16), attention (4 Linear 16 -> 16 inside),
+    // Linear 16 -> 5: the default prunes the six Linear weights only, says why for each other
+    // parameter, and options change it.
+    let d = device();
+    let m = TokenModel {
+        embed: burn::nn::EmbeddingConfig::new(50, 16).init(&d),
+        proj: burn::nn::LinearConfig::new(16, 16).init(&d),
+        norm: burn::nn::LayerNormConfig::new(16).init(&d),
+        attn: burn::nn::attention::MultiHeadAttentionConfig::new(16, 4).init(&d),
+        head: burn::nn::LinearConfig::new(16, 5).init(&d),
+    };
+    let paths = |f: &ParamFilter| -> Vec<String> {
+        f.select(&m).unwrap().into_iter().map(|p| p.path).collect()
+    };
+    let default = paths(&ParamFilter::new());
+    assert_eq!(
+        default,
+        [
+            "proj.weight",
+            "attn.query.weight",
+            "attn.key.weight",
+            "attn.value.weight",
+            "attn.output.weight",
+            "head.weight"
+        ]
+    );
+    let report = ParamFilter::new().explain(&m);
+    let why = |path: &str| {
+        report
+            .iter()
+            .find(|(p, _)| p.path == path)
+            .map(|(p, v)| (p.module.clone(), v.clone()))
+            .unwrap()
+    };
+    assert_eq!(
+        why("embed.weight"),
+        (
+            "Embedding".into(),
+            Verdict::DenseModuleType("Embedding".into())
+        )
+    );
+    assert_eq!(why("norm.gamma").1, Verdict::RankBelow(2));
+    assert_eq!(why("proj.bias").1, Verdict::RankBelow(2));
+    assert_eq!(
+        why("attn.query.weight"),
+        ("Linear".into(), Verdict::Prunable)
+    );
+    assert!(why("embed.weight").1.to_string().contains("Embedding"));
+    // Options: embeddings too; only some types; a type kept dense; a name overrides the type.
+    assert_eq!(
+        paths(&ParamFilter::new().with_embeddings(true))[0],
+        "embed.weight"
+    );
+    assert_eq!(paths(&ParamFilter::new().with_embeddings(true)).len(), 7);
+    assert_eq!(
+        paths(&ParamFilter::new().excluding_types(["MultiHeadAttention"])).len(),
+        6,
+        "the attention's Linear weights are held by Linear, not by the attention"
+    );
+    assert_eq!(
+        paths(
+            &ParamFilter::new()
+                .with_types(["Embedding"])
+                .with_embeddings(true)
+        ),
+        ["embed.weight"]
+    );
+    assert_eq!(
+        paths(&ParamFilter::new().with_names(["embed.weight", "head.weight"])),
+        ["embed.weight", "head.weight"]
+    );
+    let first_last = ParamFilter::new()
+        .keep_first_dense(true)
+        .keep_last_dense(true);
+    assert_eq!(paths(&first_last).len(), 4);
+    let r = first_last.explain(&m);
+    assert!(
+        r.iter()
+            .any(|(p, v)| p.path == "proj.weight" && *v == Verdict::FirstKeptDense)
+    );
+    assert!(
+        r.iter()
+            .any(|(p, v)| p.path == "head.weight" && *v == Verdict::LastKeptDense)
+    );
 }

@@ -13,6 +13,7 @@ fn param(path: &str, shape: &[usize]) -> ParamInfo {
         id: ParamId::new(),
         shape: shape.to_vec(),
         trainable: true,
+        module: "Linear".into(),
     }
 }
 

@@ -454,6 +454,7 @@ impl SparseMlpConfig {
                 id: burn::module::ParamId::new(),
                 shape: vec![w[0], w[1]],
                 trainable: true,
+                module: "SparseLinear".into(),
             })
             .collect();
         let densities = distribution.layer_densities(&layers, sparsity, &Default::default())?;

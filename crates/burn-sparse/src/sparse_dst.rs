@@ -138,6 +138,7 @@ impl SparseDst {
                 id: l.values.id,
                 shape: vec![l.d_input, l.d_output],
                 trainable: true,
+                module: "SparseLinear".into(),
             });
             let p = l.pattern()?;
             masks.push(l.active_mask()?);

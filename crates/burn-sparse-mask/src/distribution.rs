@@ -28,10 +28,13 @@ pub enum SparsityDistribution {
     /// Erdős–Rényi: density proportional to `(n_in + n_out) / (n_in * n_out)`.
     ///
     /// `n_in`, `n_out` are the channel dimensions: the two dims of a rank-2 weight, and dims
-    /// 1 and 0 of a burn `Conv` weight `[out, in, k..]` (the reference's TF layout
-    /// `[k.., in, out]` has them last; burn puts them first).
+    /// 1 and 0 of a burn `Conv` weight `[out, in, k..]` of any rank (`Conv1d` rank 3, `Conv2d`
+    /// rank 4, `Conv3d` rank 5; the reference's TF layout `[k.., in, out]` has them last, burn
+    /// puts them first). A transposed convolution's `[in, out, k..]` gives the same score: it is
+    /// symmetric in the two.
     Er,
-    /// Erdős–Rényi-Kernel: density proportional to `sum(shape) / prod(shape)` over all dims.
+    /// Erdős–Rényi-Kernel: density proportional to `sum(shape) / prod(shape)` over all dims,
+    /// whatever the rank or layout.
     Erk,
     /// A per-layer sparsity for every prunable layer, by path.
     Custom(BTreeMap<String, f64>),

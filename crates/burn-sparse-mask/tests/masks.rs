@@ -409,3 +409,64 @@ fn the_default_filter_keeps_embeddings_and_norms_dense_by_module_type() {
             .any(|(p, v)| p.path == "head.weight" && *v == Verdict::LastKeptDense)
     );
 }
+
+fn info(path: &str, shape: &[usize], module: &str) -> burn_sparse_mask::ParamInfo {
+    burn_sparse_mask::ParamInfo {
+        path: path.into(),
+        id: burn::module::ParamId::new(),
+        shape: shape.to_vec(),
+        trainable: true,
+        module: module.into(),
+    }
+}
+
+#[test]
+fn er_and_erk_for_conv1d_conv3d_and_transposed_weights_by_hand() {
+    // Conv1d [out 6, in 4, k 3] (72 weights) and Conv3d [out 4, in 2, 3, 3, 3] (216), 80%
+    // sparse: keep round(0.2 * 288) = 58.
+    // ER (channel dims in, out): scores 10/24 and 6/8; eps (10/24 * 72 + 6/8 * 216) = 57.6
+    // gives eps = 0.3, densities 0.125 and 0.225, shares 9 and 48.6: [9, 49].
+    // ERK (all dims): scores 13/72 and 15/216; eps (13 + 15) = 57.6, eps = 2.057, shares
+    // 26.74 and 30.86: floors 26 + 30 = 56, the two remainders take one each: [27, 31].
+    let layers = [
+        info("c1.weight", &[6, 4, 3], "Conv1d"),
+        info("c3.weight", &[4, 2, 3, 3, 3], "Conv3d"),
+    ];
+    let s = Sparsity::new(0.8).unwrap();
+    let none = Default::default();
+    assert_eq!(
+        SparsityDistribution::Er
+            .layer_counts(&layers, s, &none)
+            .unwrap(),
+        vec![9, 49]
+    );
+    let d = SparsityDistribution::Er
+        .layer_densities(&layers, s, &none)
+        .unwrap();
+    assert!(
+        (d[0] - 0.125).abs() < 1e-12 && (d[1] - 0.225).abs() < 1e-12,
+        "{d:?}"
+    );
+    assert_eq!(
+        SparsityDistribution::Erk
+            .layer_counts(&layers, s, &none)
+            .unwrap(),
+        vec![27, 31]
+    );
+    // A transposed convolution stores [in, out, k1, k2]: ER's score is symmetric in the two
+    // channel dims and ERK's uses all dims, so it gets what the same Conv2d [out, in, ..] gets.
+    let conv = [
+        info("a", &[6, 4, 3, 3], "Conv2d"),
+        info("b", &[10, 10], "Linear"),
+    ];
+    let tconv = [
+        info("a", &[4, 6, 3, 3], "ConvTranspose2d"),
+        info("b", &[10, 10], "Linear"),
+    ];
+    for dist in [SparsityDistribution::Er, SparsityDistribution::Erk] {
+        assert_eq!(
+            dist.layer_counts(&conv, s, &none).unwrap(),
+            dist.layer_counts(&tconv, s, &none).unwrap()
+        );
+    }
+}

@@ -366,10 +366,18 @@ impl ModuleMapper for Abs {
         let a = if rg { a.require_grad() } else { a };
         Param::from_mapped_value(id, a, mapper)
     }
+    /// Norm layers in eval mode (running statistics, as the paper evaluates SynFlow), while
+    /// autodiff still runs: with one all-ones input, batch statistics would zero every
+    /// activation.
+    fn map_flag(&mut self, flag: Param<burn::module::Flag>) -> Param<burn::module::Flag> {
+        flag.with_value(false)
+    }
 }
 
 /// SynFlow (Tanaka et al. 2020, arXiv:2006.05467): data-free. With every parameter replaced by
 /// its absolute value and an all-ones input, `R = sum(f(1))`, and the score is `|w * dR/dw|`.
+/// Norm layers (burn's `BatchNorm`) run in eval mode for it, on their running statistics, as in
+/// the paper: their training flags are switched off on the scored copy only.
 /// Run it iteratively ([`crate::PruneConfig::rounds`], default 100 for SynFlow) on the
 /// exponential schedule; the original signed weights are restored at the end.
 pub struct SynFlow<F> {

@@ -1,7 +1,8 @@
 //! Every mask method on burn's own building blocks: a `TransformerEncoder` (attention and the
 //! position-wise feed-forward inside), a residual CNN block with `BatchNorm`, and an `Lstm`. The
 //! default filter must pick their weights (and never a norm, an embedding or a running
-//! statistic); every method keeps exact counts and exact zeros through training steps.
+//! statistic); every method keeps exact counts and exact zeros through training steps, and IMP
+//! with rewinding and linear mode connectivity run on each.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -18,6 +19,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse::dynamic::{DstMethod, DstPlan};
 use burn_sparse::mask::prelude::*;
 use burn_sparse::mask::{SparseRng, to_host};
+use burn_sparse::models::Classifier;
 use burn_sparse::saliency::{
     Batch, Grasp, Magnitude, PruneConfig, RandomScore, Snip, SynFlow, prune_at_init,
 };
@@ -108,6 +110,104 @@ impl LstmNet {
 
 fn device() -> Device {
     Device::flex().autodiff()
+}
+
+impl Classifier for TinyTransformer {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        TinyTransformer::logits(self, x)
+    }
+}
+impl Classifier for ResBlockNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        ResBlockNet::logits(self, x)
+    }
+}
+impl Classifier for LstmNet {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        LstmNet::logits(self, x)
+    }
+}
+
+/// IMP with rewinding to step 2 (global 30% per level, 2 levels of 12 steps each) and linear
+/// mode connectivity of the last ticket, on a 48-image generated dataset of `[1, 6, 8]`
+/// inputs: exact counts per level, nested masks, masked final weights, a finite barrier.
+fn imp_and_lmc<M: Classifier + 'static>(name: &str, make: fn(&Device) -> M) {
+    use burn_sparse::data::VisionDataset;
+    use burn_sparse::lottery::{Imp, ImpConfig, PruneRate, Retrain, Rewind};
+    use burn_sparse::train::{StepTrainer, TrainConfig};
+    let d = device();
+    let mut r = SparseRng::new(5);
+    let pixels: Vec<u8> = (0..48 * 48).map(|_| (r.next_u64() % 256) as u8).collect();
+    let labels: Vec<u8> = (0..48)
+        .map(|_| (r.next_u64() % CLASSES as u64) as u8)
+        .collect();
+    let ds = VisionDataset::new(
+        "gen",
+        [1, 6, 8],
+        pixels,
+        labels,
+        CLASSES,
+        vec![0.5],
+        vec![0.25],
+    )
+    .unwrap();
+    let mut trainer = StepTrainer {
+        train: &ds,
+        test: &ds,
+        cfg: TrainConfig {
+            batch_size: 12,
+            lr: 0.05,
+            cosine_total_steps: Some(12),
+        },
+        total_steps: 12,
+        device: d.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ImpConfig {
+        rate: PruneRate::Global(0.3),
+        levels: 2,
+        min_density: None,
+        rewind: Rewind::Step(2),
+        retrain: Retrain::WeightRewinding,
+        baselines: Vec::new(),
+        seed: 4,
+    };
+    let init_d = d.clone();
+    let init = move |s: u64| {
+        init_d.seed(s);
+        make(&init_d)
+    };
+    let imp = Imp::new(
+        cfg,
+        dir.path(),
+        ParamFilter::new(),
+        SgdRule::default(),
+        init,
+    );
+    let levels = imp
+        .run(&mut trainer, |_| {})
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let n = levels[0].nnz;
+    let l1 = n - (0.3 * n as f64).round() as usize;
+    let l2 = l1 - (0.3 * l1 as f64).round() as usize;
+    assert_eq!(
+        levels.iter().map(|l| l.nnz).collect::<Vec<_>>(),
+        vec![n, l1, l2],
+        "{name}: IMP counts"
+    );
+    let (m1, m2) = (imp.level_masks(1).unwrap(), imp.level_masks(2).unwrap());
+    for (a, b) in m1.layers().iter().zip(m2.layers()) {
+        assert!(
+            b.bits().iter().zip(a.bits()).all(|(&n, &o)| !n || o),
+            "{name}: nested"
+        );
+    }
+    let fin =
+        burn_sparse::mask::checkpoint::load_module(make(&d), &imp.final_model_path(2)).unwrap();
+    m2.rebind(&fin).unwrap().ensure_masked(&fin).unwrap();
+    let lmc = imp.instability(2, &mut trainer, (1, 2), 3).unwrap();
+    assert_eq!(lmc.errors.len(), 3);
+    assert!(lmc.instability.is_finite(), "{name}: {lmc:?}");
 }
 
 /// A fixed random batch of 12 inputs `[1, 6, 8]` with labels.
@@ -295,6 +395,7 @@ fn transformer_encoder() {
         TinyTransformer::logits,
         &want,
     );
+    imp_and_lmc("transformer", TinyTransformer::new);
 }
 
 #[test]
@@ -305,6 +406,7 @@ fn residual_block_with_batch_norm() {
         ResBlockNet::logits,
         &["stem.weight", "conv1.weight", "conv2.weight", "head.weight"],
     );
+    imp_and_lmc("resblock", ResBlockNet::new);
     // Training moves the running statistics, which no mask ever touches.
     let d = device();
     let m = ResBlockNet::new(&d);
@@ -333,4 +435,5 @@ fn lstm() {
     want.push("head.weight".into());
     let want: Vec<&str> = want.iter().map(String::as_str).collect();
     every_method("lstm", LstmNet::new, LstmNet::logits, &want);
+    imp_and_lmc("lstm", LstmNet::new);
 }

@@ -23,6 +23,10 @@ pub enum ModelName {
     Conv4,
     /// Conv-6 of the LTH paper.
     Conv6,
+    /// ResNet-20 (16/32/64 channels, 3 blocks per stage, batch norm).
+    Resnet20,
+    /// A small transformer classifier reading each image row as a token (2 layers, d 64).
+    VitTiny,
 }
 
 /// The datasets.

@@ -38,6 +38,7 @@ use burn_sparse::train::{
     Augmented, EpochReport, SparseStepTrainer, StepTrainer, TrainConfig, accuracy, epoch_seed,
     train_epoch_sparse_with, train_epoch_with,
 };
+use burn_sparse::zoo::{ResNetConfig, RowTransformerConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{
@@ -575,6 +576,15 @@ impl Runner {
                 let m = LeNet5Config::for_data(shape, classes).map_err(model_err)?;
                 let uses = m.weight_uses().into_iter().collect();
                 self.train_model(&cfg, &dir, &data, &device, &uses, |d| m.init(d))?
+            }
+            ModelName::Resnet20 => {
+                let m = ResNetConfig::resnet20_for(shape, classes).map_err(model_err)?;
+                let uses = m.weight_uses().into_iter().collect();
+                self.train_model(&cfg, &dir, &data, &device, &uses, |d| m.init(d))?
+            }
+            ModelName::VitTiny => {
+                let m = RowTransformerConfig::for_data(shape, classes);
+                self.train_model(&cfg, &dir, &data, &device, &no_uses, |d| m.init(d))?
             }
             ModelName::Conv2 | ModelName::Conv4 | ModelName::Conv6 => {
                 let depth = match cfg.model {

@@ -1141,3 +1141,38 @@ fn config_prints_every_field() {
     }
     assert!(full.sparse_init && full.filter.first_dense && full.lottery.levels == Some(10));
 }
+
+#[test]
+fn resnet20_and_vit_tiny_train_sparse() {
+    // The zoo's residual net and transformer through the CLI on the synthetic 8x8 data: RigL
+    // and GMP at 80% keep round(0.2 n) of the default prunable set (no batch norm, no
+    // position embedding), with FLOPs recorded.
+    use burn_sparse_cli::config::ModelName;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    for model in [ModelName::Resnet20, ModelName::VitTiny] {
+        for m in [MethodName::Rigl, MethodName::Gmp] {
+            let mut c = synthetic(m, 0.8, 1);
+            c.model = model;
+            c.distribution = Some(burn_sparse_cli::config::DistributionName::Uniform);
+            let o = runner
+                .run_one(&c)
+                .unwrap_or_else(|e| panic!("{model:?} {m}: {e}"));
+            let r = &o.result;
+            assert!(
+                r.layer_density
+                    .keys()
+                    .all(|p| !p.contains("bn") && !p.contains("position"))
+            );
+            let layers = if model == ModelName::Resnet20 { 22 } else { 14 };
+            assert_eq!(r.layer_density.len(), layers, "{model:?} {m}");
+            assert!(
+                (r.density - 0.2).abs() < 0.01,
+                "{model:?} {m}: {}",
+                r.density
+            );
+            assert!(r.train_flops.unwrap() < 1.0 && r.inference_flops.unwrap() < 1.0);
+        }
+    }
+}

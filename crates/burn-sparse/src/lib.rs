@@ -83,6 +83,7 @@ pub mod device;
 pub mod models;
 pub mod sparse_dst;
 pub mod train;
+pub mod zoo;
 
 /// The common imports.
 pub mod prelude {

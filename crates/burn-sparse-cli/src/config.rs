@@ -486,6 +486,32 @@ pub struct LotteryConfig {
     /// `fine-tuning`'s constant learning rate (None: the schedule's last, near 0 for `cosine`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fine_tune_lr: Option<f64>,
+    /// Linear mode connectivity of one level's ticket once IMP is done (`lmc.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lmc: Option<LmcConfig>,
+}
+
+/// Linear mode connectivity (Frankle et al. 2020): from the rewind point, train two copies of
+/// `level`'s ticket with the data orders of `seeds`, and evaluate `points` interpolations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmcConfig {
+    /// The IMP level whose ticket is tested (0: the dense network).
+    pub level: usize,
+    /// Interpolation points, the two ends included.
+    pub points: usize,
+    /// The two data orders.
+    pub seeds: [u64; 2],
+}
+
+impl Default for LmcConfig {
+    fn default() -> Self {
+        Self {
+            level: 1,
+            points: 11,
+            seeds: [101, 202],
+        }
+    }
 }
 
 /// How IMP retrains after each prune (Renda et al. 2020).
@@ -936,6 +962,7 @@ impl ExperimentConfig {
                 levels: Some(10),
                 retrain: RetrainName::FineTuning,
                 fine_tune_lr: Some(0.001),
+                lmc: Some(LmcConfig::default()),
                 ..d.lottery.clone()
             },
             ..d
@@ -1117,6 +1144,31 @@ impl ExperimentConfig {
                 return bad(
                     "lottery.fine_tune_lr",
                     format!("{lr} is not a positive number"),
+                );
+            }
+        }
+        if let Some(l) = &self.lottery.lmc {
+            if self.method != MethodName::Lottery {
+                return bad("lottery.lmc", "is a `lottery` option".into());
+            }
+            if l.points < 2 {
+                return bad(
+                    "lottery.lmc.points",
+                    "needs the two ends: at least 2".into(),
+                );
+            }
+            if l.seeds[0] == l.seeds[1] {
+                return bad(
+                    "lottery.lmc.seeds",
+                    "two copies with the same data order are the same network".into(),
+                );
+            }
+            if let Some(levels) = self.lottery.levels
+                && l.level > levels
+            {
+                return bad(
+                    "lottery.lmc.level",
+                    format!("level {} is beyond the {levels} levels", l.level),
                 );
             }
         }

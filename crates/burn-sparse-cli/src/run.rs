@@ -142,6 +142,9 @@ pub struct RunResult {
     /// The final network's forward multiply-adds relative to the dense network's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inference_flops: Option<f64>,
+    /// The error barrier of `lottery.lmc` (percentage points), when asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instability: Option<f64>,
 }
 
 /// `params.csv` in the run directory: every float parameter of the model with its shape, module
@@ -842,6 +845,7 @@ impl Runner {
             seconds: st.seconds,
             curve: st.metrics.iter().map(|m| m.test_accuracy).collect(),
             levels: None,
+            instability: None,
             train_flops: Some(st.flops.train_ratio()),
             inference_flops: Some(
                 forward_macs(flop_model, &kept_in(flop_model, &layers))
@@ -978,6 +982,25 @@ impl Runner {
             })
             .collect();
         rundir::write_levels(dir, &rows)?;
+        let instability = match &cfg.lottery.lmc {
+            Some(l) => {
+                if l.level >= metrics.len() {
+                    return Err(Error::Config {
+                        field: "lottery.lmc.level".into(),
+                        message: format!(
+                            "level {} is beyond the {} levels",
+                            l.level,
+                            metrics.len() - 1
+                        ),
+                    });
+                }
+                let report =
+                    imp.instability(l.level, &mut trainer, (l.seeds[0], l.seeds[1]), l.points)?;
+                write_atomic(&dir.join("lmc.json"), &rundir::json(&report))?;
+                Some(report.instability)
+            }
+            None => None,
+        };
         let last = metrics.last().ok_or_else(|| Error::RunDir {
             path: imp_dir.clone(),
             message: "IMP finished no level".into(),
@@ -1057,6 +1080,7 @@ impl Runner {
             seconds: t0.elapsed().as_secs_f64(),
             curve: Vec::new(),
             levels: Some(rows),
+            instability,
             train_flops: Some(flops.ratio_to(3.0 * dense_forward_macs(flop_model) * total as f64)),
             inference_flops: Some(
                 forward_macs(flop_model, &kept_of(last)) / dense_forward_macs(flop_model),

@@ -182,6 +182,20 @@ fn invalid_configs_name_the_field() {
             "method = \"static\"\n[schedule]\ngrow_init_std = 0.1",
             "schedule.grow_init_std",
         ),
+        // Linear mode connectivity.
+        ("method = \"rigl\"\n[lottery.lmc]\nlevel = 1", "lottery.lmc"),
+        (
+            "method = \"lottery\"\n[lottery]\nlevels = 2\n[lottery.lmc]\nlevel = 3",
+            "lottery.lmc.level",
+        ),
+        (
+            "method = \"lottery\"\n[lottery.lmc]\npoints = 1",
+            "lottery.lmc.points",
+        ),
+        (
+            "method = \"lottery\"\n[lottery.lmc]\nseeds = [5, 5]",
+            "lottery.lmc.seeds",
+        ),
         // IMP's retraining choices.
         ("[lottery]\nretrain = \"rewind-it\"", "lottery.retrain"),
         ("[lottery]\nfine_tune_lr = 0.01", "lottery.fine_tune_lr"),
@@ -632,6 +646,19 @@ fn lottery_retrain_choices_run_with_the_same_counts() {
             .map(|l| l.density)
             .collect::<Vec<f64>>()
     };
+    // Linear mode connectivity of the last level, on request.
+    let mut c = synthetic(MethodName::Lottery, 0.6, 1);
+    c.lottery.levels = Some(2);
+    c.lottery.lmc = Some(burn_sparse_cli::config::LmcConfig {
+        level: 2,
+        points: 3,
+        seeds: [1, 2],
+    });
+    let o = runner.run_one(&c).unwrap();
+    let lmc: burn_sparse::lottery::LmcReport =
+        serde_json::from_slice(&std::fs::read(o.dir.join("lmc.json")).unwrap()).unwrap();
+    assert_eq!(lmc.errors.len(), 3);
+    assert_eq!(o.result.instability, Some(lmc.instability));
     for (d, r) in &results[1..] {
         assert_ne!(d, &results[0].0, "a retrain choice is its own run");
         assert_eq!(r.nnz, results[0].1.nnz);

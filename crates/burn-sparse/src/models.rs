@@ -124,6 +124,25 @@ pub struct LeNet5Config {
     pub image_size: usize,
 }
 
+/// The side of square images of `shape` (`[c, h, w]`) at least `min` pixels wide.
+///
+/// # Errors
+/// [`InputShapeError`] for `model` otherwise.
+pub(crate) fn square_side(
+    shape: [usize; 3],
+    min: usize,
+    model: &str,
+) -> Result<usize, InputShapeError> {
+    let [_, h, w] = shape;
+    if h != w || h < min {
+        return Err(InputShapeError {
+            model: model.into(),
+            message: format!("needs square images of at least {min} pixels, the data has {h}x{w}"),
+        });
+    }
+    Ok(h)
+}
+
 impl LeNet5Config {
     /// LeNet-5 for images of `shape` (`[c, h, w]`) and `classes` classes.
     ///
@@ -131,16 +150,10 @@ impl LeNet5Config {
     /// [`InputShapeError`] unless the images are square and at least 16 pixels wide (two valid
     /// 5x5 convolutions, each followed by a 2x2 pool, must leave a pixel).
     pub fn for_data(shape: [usize; 3], classes: usize) -> Result<Self, InputShapeError> {
-        let [c, h, w] = shape;
-        if h != w || h < 16 {
-            return Err(InputShapeError {
-                model: "LeNet-5".into(),
-                message: format!("needs square images of at least 16 pixels, the data has {h}x{w}"),
-            });
-        }
+        let side = square_side(shape, 16, "LeNet-5")?;
         Ok(Self::new()
-            .with_in_channels(c)
-            .with_image_size(h)
+            .with_in_channels(shape[0])
+            .with_image_size(side)
             .with_classes(classes))
     }
 

@@ -14,7 +14,7 @@ use burn::nn::{
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::models::{Classifier, InputShapeError};
+use crate::models::{Classifier, InputShapeError, square_side};
 
 /// A basic residual block: two 3x3 convolutions with batch norm, and a 1x1 projection
 /// shortcut (with its batch norm) when the stride or the width changes.
@@ -109,16 +109,10 @@ impl ResNetConfig {
     /// # Errors
     /// [`InputShapeError`] for non-square or too small images.
     pub fn resnet20_for(shape: [usize; 3], classes: usize) -> Result<Self, InputShapeError> {
-        let [c, h, w] = shape;
-        if h != w || h < 4 {
-            return Err(InputShapeError {
-                model: "ResNet-20".into(),
-                message: format!("needs square images of at least 4 pixels, the data has {h}x{w}"),
-            });
-        }
+        let side = square_side(shape, 4, "ResNet-20")?;
         Ok(Self::new()
-            .with_in_channels(c)
-            .with_image_size(h)
+            .with_in_channels(shape[0])
+            .with_image_size(side)
             .with_classes(classes))
     }
 

@@ -489,6 +489,22 @@ pub struct LotteryConfig {
     /// Linear mode connectivity of one level's ticket once IMP is done (`lmc.json`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lmc: Option<LmcConfig>,
+    /// Per-layer prune rates per level instead of one global ranking (the LTH paper's: 0.2,
+    /// and 0.1 for the output layer). Needs `levels`; `sparsity` must be what the rates reach
+    /// (the error says the value).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub layer_rates: Option<LayerRates>,
+}
+
+/// Per-layer IMP rates: `default` for every prunable layer, `overrides` by parameter path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerRates {
+    /// The rate of layers not named in `overrides`, in `[0, 1)`.
+    pub default: f64,
+    /// Rates by parameter path (`fc3.weight = 0.1`).
+    #[serde(default)]
+    pub overrides: std::collections::BTreeMap<String, f64>,
 }
 
 /// Linear mode connectivity (Frankle et al. 2020): from the rewind point, train two copies of
@@ -963,6 +979,10 @@ impl ExperimentConfig {
                 retrain: RetrainName::FineTuning,
                 fine_tune_lr: Some(0.001),
                 lmc: Some(LmcConfig::default()),
+                layer_rates: Some(LayerRates {
+                    default: 0.2,
+                    overrides: [("fc3.weight".to_string(), 0.1)].into_iter().collect(),
+                }),
                 ..d.lottery.clone()
             },
             ..d
@@ -1145,6 +1165,26 @@ impl ExperimentConfig {
                     "lottery.fine_tune_lr",
                     format!("{lr} is not a positive number"),
                 );
+            }
+        }
+        if let Some(r) = &self.lottery.layer_rates {
+            if self.method != MethodName::Lottery {
+                return bad("lottery.layer_rates", "is a `lottery` option".into());
+            }
+            if self.lottery.levels.is_none() {
+                return bad(
+                    "lottery.levels",
+                    "per-layer rates need the number of levels".into(),
+                );
+            }
+            let named = r.overrides.iter().map(|(k, v)| (k.as_str(), *v));
+            for (k, v) in std::iter::once(("default", r.default)).chain(named) {
+                if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                    return bad(
+                        "lottery.layer_rates",
+                        format!("the rate of `{k}`, {v}, is outside [0, 1)"),
+                    );
+                }
             }
         }
         if let Some(l) = &self.lottery.lmc {

@@ -920,8 +920,55 @@ impl Runner {
         // The per-level rate that lands the last level on the target: (1 - r)^L = 1 - s.
         let rate = 1.0 - (1.0 - s).powf(1.0 / levels as f64);
         let imp_dir = dir.join("imp");
+        let filter = cfg.filter.filter()?;
+        let per_layer: BTreeMap<String, usize> = filter
+            .select(&init(seed))?
+            .into_iter()
+            .map(|p| (p.path.clone(), p.numel()))
+            .collect();
+        let rate = match &cfg.lottery.layer_rates {
+            None => PruneRate::Global(rate),
+            Some(r) => {
+                // The counts the rates reach, level by level (each rounds as `prune_level` does).
+                let rate_of = |p: &str| r.overrides.get(p).copied().unwrap_or(r.default);
+                for p in r.overrides.keys() {
+                    if !per_layer.contains_key(p) {
+                        return Err(Error::Config {
+                            field: "lottery.layer_rates".into(),
+                            message: format!(
+                                "`{p}` is not a prunable parameter ({})",
+                                per_layer.keys().cloned().collect::<Vec<_>>().join(", ")
+                            ),
+                        });
+                    }
+                }
+                let mut kept: usize = 0;
+                for (p, &n) in &per_layer {
+                    let mut k = n;
+                    for _ in 0..levels {
+                        k -= ((rate_of(p) * k as f64).round() as usize).min(k);
+                    }
+                    kept += k;
+                }
+                let total: usize = per_layer.values().sum();
+                let reached = 1.0 - kept as f64 / total.max(1) as f64;
+                if (reached - s).abs() > 5e-5 {
+                    return Err(Error::Config {
+                        field: "sparsity".into(),
+                        message: format!(
+                            "the per-layer rates reach {reached:.4} after {levels} levels, not \
+                             {s}: set sparsity = {reached:.4}"
+                        ),
+                    });
+                }
+                PruneRate::PerLayer {
+                    default: r.default,
+                    overrides: r.overrides.clone(),
+                }
+            }
+        };
         let imp_cfg = ImpConfig {
-            rate: PruneRate::Global(rate),
+            rate,
             levels,
             min_density: None,
             rewind: Rewind::epochs(cfg.lottery.rewind_epoch, spe),
@@ -939,12 +986,6 @@ impl Runner {
             },
             seed,
         };
-        let filter = cfg.filter.filter()?;
-        let per_layer: BTreeMap<String, usize> = filter
-            .select(&init(seed))?
-            .into_iter()
-            .map(|p| (p.path.clone(), p.numel()))
-            .collect();
         let imp = Imp::new(imp_cfg, &imp_dir, filter, method::rule_of(cfg), &init);
         let resumed = imp.finished_levels() as u64;
         let name = dir

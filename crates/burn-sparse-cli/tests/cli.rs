@@ -182,6 +182,15 @@ fn invalid_configs_name_the_field() {
             "method = \"static\"\n[schedule]\ngrow_init_std = 0.1",
             "schedule.grow_init_std",
         ),
+        // Per-layer IMP rates.
+        (
+            "method = \"lottery\"\n[lottery.layer_rates]\ndefault = 0.2",
+            "lottery.levels",
+        ),
+        (
+            "method = \"lottery\"\n[lottery]\nlevels = 2\n[lottery.layer_rates]\ndefault = 1.2",
+            "lottery.layer_rates",
+        ),
         // Linear mode connectivity.
         ("method = \"rigl\"\n[lottery.lmc]\nlevel = 1", "lottery.lmc"),
         (
@@ -646,6 +655,27 @@ fn lottery_retrain_choices_run_with_the_same_counts() {
             .map(|l| l.density)
             .collect::<Vec<f64>>()
     };
+    // Per-layer rates (LTH's 0.2, 0.1 for the output), 2 levels: fc1 19200 -> 15360 -> 12288,
+    // fc2 30000 -> 24000 -> 19200, fc3 400 -> 360 -> 324: 31812 of 49600 kept, sparsity
+    // 0.3586, which the config must state.
+    let mut c = synthetic(MethodName::Lottery, 0.5, 1);
+    c.lottery.levels = Some(2);
+    c.lottery.layer_rates = Some(burn_sparse_cli::config::LayerRates {
+        default: 0.2,
+        overrides: [("fc3.weight".to_string(), 0.1)].into_iter().collect(),
+    });
+    let e = runner.run_one(&c).unwrap_err();
+    assert_eq!(field_of(&e), "sparsity", "{e}");
+    assert!(e.to_string().contains("set sparsity = 0.3586"), "{e}");
+    let mut typo = c.clone();
+    typo.lottery.layer_rates.as_mut().unwrap().overrides =
+        [("fc9.weight".to_string(), 0.1)].into_iter().collect();
+    let e = runner.run_one(&typo).unwrap_err();
+    assert_eq!(field_of(&e), "lottery.layer_rates", "{e}");
+    c.sparsity = 0.3586;
+    let r = runner.run_one(&c).unwrap().result;
+    assert_eq!(r.nnz, 31812);
+    assert_eq!(r.layer_density["fc3.weight"], 324.0 / 400.0);
     // Linear mode connectivity of the last level, on request.
     let mut c = synthetic(MethodName::Lottery, 0.6, 1);
     c.lottery.levels = Some(2);

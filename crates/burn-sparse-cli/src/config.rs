@@ -592,6 +592,10 @@ pub struct ExperimentConfig {
     /// Which parameters are prunable (default: every weight of rank >= 2).
     #[serde(skip_serializing_if = "FilterConfig::is_default")]
     pub filter: FilterConfig,
+    /// A sparsity for every prunable layer, by path (the custom distribution), instead of
+    /// `distribution`; `sparsity` must be the total it reaches (the error says the value).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub layer_sparsity: std::collections::BTreeMap<String, f64>,
 }
 
 fn is_unstructured(s: &burn_sparse::mask::Structure) -> bool {
@@ -617,6 +621,7 @@ impl Default for ExperimentConfig {
             sparse_init: false,
             structure: burn_sparse::mask::Structure::Unstructured,
             filter: FilterConfig::default(),
+            layer_sparsity: Default::default(),
         }
     }
 }
@@ -939,6 +944,13 @@ impl ExperimentConfig {
             compute: ComputeName::Sparse,
             sparse_init: true,
             structure: burn_sparse::mask::Structure::NByM { n: 2, m: 4 },
+            layer_sparsity: [
+                ("fc1.weight".to_string(), 0.95),
+                ("fc2.weight".to_string(), 0.9),
+                ("fc3.weight".to_string(), 0.5),
+            ]
+            .into_iter()
+            .collect(),
             filter: FilterConfig {
                 names: Some(vec!["fc1.weight".into(), "fc2.weight".into()]),
                 regex: Some("^fc".into()),
@@ -1094,6 +1106,28 @@ impl ExperimentConfig {
             );
         }
         self.filter.filter()?;
+        if !self.layer_sparsity.is_empty() {
+            if self.distribution.is_some() {
+                return bad(
+                    "layer_sparsity",
+                    "replaces `distribution`: set one of the two".into(),
+                );
+            }
+            if matches!(
+                self.method,
+                MethodName::Dense | MethodName::Lottery | MethodName::Gmp | MethodName::Snfs
+            ) {
+                return bad(
+                    "layer_sparsity",
+                    format!("`{}` does not take per-layer sparsities", self.method),
+                );
+            }
+            for (k, &v) in &self.layer_sparsity {
+                if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                    return bad("layer_sparsity", format!("`{k}` = {v} is outside [0, 1)"));
+                }
+            }
+        }
         if self.filter.min_rank == 0 {
             return bad("filter.min_rank", "must be at least 1".into());
         }

@@ -60,6 +60,12 @@ fn dist(d: DistributionName) -> SparsityDistribution {
     }
 }
 
+/// `layer_sparsity` as a distribution, when set.
+fn custom_distribution(cfg: &ExperimentConfig) -> Option<SparsityDistribution> {
+    (!cfg.layer_sparsity.is_empty())
+        .then(|| SparsityDistribution::Custom(cfg.layer_sparsity.clone()))
+}
+
 /// The optimizer rule of `cfg.optimizer`.
 pub(crate) fn rule_of(cfg: &ExperimentConfig) -> Rule {
     let o = &cfg.optimizer;
@@ -123,6 +129,30 @@ pub(crate) fn initial<M: Classifier + 'static>(
         })
     };
     let m = cfg.method;
+    if let Some(custom) = custom_distribution(cfg) {
+        // The total the per-layer sparsities reach must be the stated one.
+        let params = filter.select(&model)?;
+        let kept: usize = custom
+            .layer_counts(&params, Sparsity::DENSE, &Default::default())
+            .map_err(|e| Error::Config {
+                field: "layer_sparsity".into(),
+                message: e.to_string(),
+            })?
+            .iter()
+            .sum();
+        let total: usize = params.iter().map(|p| p.numel()).sum();
+        let reached = 1.0 - kept as f64 / total.max(1) as f64;
+        if (reached - cfg.sparsity).abs() > 5e-5 {
+            return Err(Error::Config {
+                field: "sparsity".into(),
+                message: format!(
+                    "the per-layer sparsities keep {kept} of {total} weights, sparsity \
+                     {reached:.4}, not {}: set sparsity = {reached:.4}",
+                    cfg.sparsity
+                ),
+            });
+        }
+    }
     if m == MethodName::Dense {
         let masks = MaskSet::dense(&model, &filter)?;
         return Ok((model, SparseOptimizer::new(rule, masks)?));
@@ -132,9 +162,10 @@ pub(crate) fn initial<M: Classifier + 'static>(
         plan.sparse_init = cfg.sparse_init;
         return Ok(plan.build(model, &filter, rule)?);
     }
-    let scope = match cfg.distribution {
-        None | Some(DistributionName::Global) => Scope::Global,
-        Some(d) => Scope::Layerwise(dist(d)),
+    let scope = match (custom_distribution(cfg), cfg.distribution) {
+        (Some(c), _) => Scope::Layerwise(c),
+        (None, None | Some(DistributionName::Global)) => Scope::Global,
+        (None, Some(d)) => Scope::Layerwise(dist(d)),
     };
     let rounds = cfg.saliency.rounds.unwrap_or(
         // A structured mask is computed in one round.
@@ -245,6 +276,9 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     }
     if let Some(d) = cfg.distribution {
         plan.distribution = dist(d);
+    }
+    if let Some(c) = custom_distribution(cfg) {
+        plan.distribution = c;
     }
     // The plan's errors name its fields; say them as the config's.
     plan.validate().map_err(|e| match e {

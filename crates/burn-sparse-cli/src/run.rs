@@ -169,6 +169,21 @@ fn write_param_report<M: burn::module::Module>(
     write_atomic(&dir.join("params.csv"), csv.as_bytes())
 }
 
+/// Held while seeding burn's device RNG and drawing a model's initial weights from it. That RNG
+/// is process-wide: two runs initialising models on two threads (the tests do) would otherwise
+/// interleave their draws and lose the same-seed-same-weights guarantee.
+static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// `make(device)` with the device RNG seeded by `seed` (None: as it is), no other thread seeding
+/// or drawing through this function meanwhile. Use it for every model built next to runs.
+pub fn seeded<M>(device: &Device, seed: Option<u64>, make: impl FnOnce(&Device) -> M) -> M {
+    let _held = DEVICE_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(s) = seed {
+        device.seed(s);
+    }
+    make(device)
+}
+
 /// The FLOP model of `model`: every weight of rank >= 2 (pruned or kept dense by the run's
 /// filter), `uses` times per example (1 unless the model names more, as convolutions do).
 fn flop_layers<M: burn::module::Module>(
@@ -621,10 +636,7 @@ impl Runner {
         make: impl Fn(&Device) -> M,
     ) -> Result<(RunResult, Option<u64>)> {
         let seed = cfg.seed();
-        let init = |s: u64| {
-            device.seed(s);
-            make(device)
-        };
+        let init = |s: u64| seeded(device, Some(s), &make);
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
         let template = init(seed);
@@ -667,10 +679,7 @@ impl Runner {
     ) -> Result<(RunResult, Option<u64>)> {
         let spe = data.train.len().div_ceil(cfg.optimizer.batch_size) as u64;
         let total = method::total_steps(cfg, spe)?;
-        let init = |s: u64| {
-            device.seed(s);
-            make.init(device)
-        };
+        let init = |s: u64| seeded(device, Some(s), |d| make.init(d));
         let template = init(cfg.seed());
         let flops = flop_layers(&template, uses)?;
         write_param_report(dir, cfg, &template)?;
@@ -682,8 +691,7 @@ impl Runner {
             };
             return self.lottery(cfg, dir, spe, &flops, init, trainer);
         }
-        device.seed(cfg.seed());
-        let (model, masked) = method::initial(cfg, make.init(device), data, device, total, spe)?;
+        let (model, masked) = method::initial(cfg, init(cfg.seed()), data, device, total, spe)?;
         let net = SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto)?;
         drop((model, masked));
         let dst = match method::dst_method(cfg.method) {

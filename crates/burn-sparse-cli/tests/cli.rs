@@ -182,6 +182,16 @@ fn invalid_configs_name_the_field() {
             "method = \"static\"\n[schedule]\ngrow_init_std = 0.1",
             "schedule.grow_init_std",
         ),
+        // The custom distribution.
+        (
+            "distribution = \"erk\"\n[layer_sparsity]\n\"fc1.weight\" = 0.9",
+            "layer_sparsity",
+        ),
+        (
+            "method = \"gmp\"\n[layer_sparsity]\n\"fc1.weight\" = 0.9",
+            "layer_sparsity",
+        ),
+        ("[layer_sparsity]\n\"fc1.weight\" = 1.0", "layer_sparsity"),
         // Per-layer IMP rates.
         (
             "method = \"lottery\"\n[lottery.layer_rates]\ndefault = 0.2",
@@ -605,10 +615,13 @@ fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
             prunable / 4
         };
         assert_eq!(o.result.nnz, want, "{m} {st:?} {compute:?}");
-        let model = burn_sparse::models::LeNet300Config::new()
-            .with_inputs(64)
-            .with_classes(4)
-            .init(&burn::tensor::Device::default());
+        // Through the runs' RNG lock, so this draw cannot land inside another test's init.
+        let model = burn_sparse_cli::run::seeded(&burn::tensor::Device::default(), None, |d| {
+            burn_sparse::models::LeNet300Config::new()
+                .with_inputs(64)
+                .with_classes(4)
+                .init(d)
+        });
         let masks = burn_sparse::lottery::load_masks(&model, &o.dir.join("masks.bsp")).unwrap();
         for l in masks.layers() {
             assert!(
@@ -776,10 +789,12 @@ fn sparse_compute_trains_every_fixed_nnz_method() {
             );
         }
         // The sparse run's final model is a dense LeNet-300-100 with zeros off its mask.
-        let template = burn_sparse::models::LeNet300Config::new()
-            .with_inputs(64)
-            .with_classes(4)
-            .init(&d);
+        let template = burn_sparse_cli::run::seeded(&d, None, |d| {
+            burn_sparse::models::LeNet300Config::new()
+                .with_inputs(64)
+                .with_classes(4)
+                .init(d)
+        });
         let model =
             burn_sparse::mask::checkpoint::load_module(template, &sparse.dir.join("model.bpk"))
                 .unwrap();
@@ -1231,5 +1246,34 @@ fn resnet20_and_vit_tiny_train_sparse() {
             );
             assert!(r.train_flops.unwrap() < 1.0 && r.inference_flops.unwrap() < 1.0);
         }
+    }
+}
+
+#[test]
+fn per_layer_sparsities_reach_the_run() {
+    // fc1 90%, fc2 80%, fc3 50%: 1920 + 6000 + 200 = 8120 of 49600 kept, sparsity 0.8363,
+    // which the config must state; then static and RigL keep exactly those counts.
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let mut c = synthetic(MethodName::Static, 0.5, 1);
+    c.layer_sparsity = [
+        ("fc1.weight", 0.9),
+        ("fc2.weight", 0.8),
+        ("fc3.weight", 0.5),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let e = runner.run_one(&c).unwrap_err();
+    assert_eq!(field_of(&e), "sparsity", "{e}");
+    assert!(e.to_string().contains("set sparsity = 0.8363"), "{e}");
+    c.sparsity = 0.8363;
+    for m in [MethodName::Static, MethodName::Rigl] {
+        c.method = m;
+        let r = runner.run_one(&c).unwrap().result;
+        assert_eq!(r.nnz, 8120, "{m}");
+        assert_eq!(r.layer_density["fc1.weight"], 0.1, "{m}");
+        assert_eq!(r.layer_density["fc3.weight"], 0.5, "{m}");
     }
 }

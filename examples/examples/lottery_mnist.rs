@@ -73,6 +73,7 @@ fn main() {
             Rewind::Step(k)
         },
         retrain: args.retrain.retrain(args.fine_tune_lr),
+        structure: Default::default(),
         baselines: if args.no_baselines {
             Vec::new()
         } else {

@@ -987,6 +987,7 @@ impl Runner {
                 },
                 RetrainName::LrRewinding => Retrain::LrRewinding,
             },
+            structure: Default::default(),
             baselines: if cfg.lottery.baselines {
                 vec![Variant::RandomReinit, Variant::RandomPruning]
             } else {

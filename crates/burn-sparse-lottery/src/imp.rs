@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn_sparse_mask::checkpoint::{Archive, Blob, atomic_write, load_module, save_module_atomic};
 use burn_sparse_mask::{
-    MaskError, MaskSet, ParamFilter, ParamInfo, Rule, SparseOptimizer, SparseRng, top_k_segments,
+    MaskError, MaskSet, ParamFilter, ParamInfo, Rule, SparseOptimizer, SparseRng, Structure, top_k,
+    top_k_segments,
 };
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +175,10 @@ pub struct ImpConfig {
     /// How pruned levels retrain (default: weight rewinding).
     #[serde(default)]
     pub retrain: Retrain,
+    /// The sparsity type each level prunes to (default unstructured; N:M per group, see
+    /// [`prune_level_structured`]).
+    #[serde(default)]
+    pub structure: Structure,
     /// Baselines to train at every pruned level besides the ticket.
     pub baselines: Vec<Variant>,
     /// Seed of the initialisation, baselines and data order.
@@ -374,6 +379,61 @@ pub fn prune_level(
     }
 }
 
+/// [`prune_level`] of a [`Structure`]. N:M: every group of a layer loses `round(p * k)` of its
+/// `k` survivors by smallest `|w|` (ties: the higher index goes first), never going below
+/// `min(n, group size)`, and stays at N once there (`p` is the layer's rate; a global rate
+/// applies to every group). The rounding is per group: a rate below `1 / (2k)` removes nothing
+/// from a group of `k`, so use rates of 0.2 or more (groups of 4 then go 4, 3, 2).
+/// Unstructured is [`prune_level`].
+///
+/// # Errors
+/// As [`prune_level`]; [`MaskError::InvalidConfig`] for block structure (IMP does not prune
+/// blocks) or a layer the structure cannot group.
+pub fn prune_level_structured(
+    masks: &MaskSet,
+    weights: &[Vec<f32>],
+    rate: &PruneRate,
+    structure: Structure,
+) -> Result<Vec<Vec<bool>>> {
+    let Structure::NByM { n, .. } = structure else {
+        if structure == Structure::Unstructured {
+            return prune_level(masks, weights, rate);
+        }
+        return Err(MaskError::InvalidConfig {
+            field: "structure",
+            message: format!("IMP prunes unstructured or N:M masks, not {structure:?}"),
+        }
+        .into());
+    };
+    rate.validate(&masks.params())?;
+    masks
+        .layers()
+        .iter()
+        .zip(weights)
+        .map(|(l, w)| {
+            let p = match rate {
+                PruneRate::Global(p) => *p,
+                PruneRate::PerLayer { default, overrides } => {
+                    overrides.get(&l.param().path).copied().unwrap_or(*default)
+                }
+            };
+            let groups = structure.groups(l.param())?.unwrap_or_default();
+            let mut bits = vec![false; l.numel()];
+            for g in &groups {
+                let alive: Vec<usize> = g.iter().copied().filter(|&i| l.bits()[i]).collect();
+                let k = alive.len();
+                let keep =
+                    (k - ((p * k as f64).round() as usize).min(k)).max(n.min(g.len()).min(k));
+                let scores: Vec<f32> = alive.iter().map(|&i| w[i].abs()).collect();
+                for (&i, &kept) in alive.iter().zip(&top_k(&scores, keep)?) {
+                    bits[i] = kept;
+                }
+            }
+            Ok(bits)
+        })
+        .collect()
+}
+
 /// Random positions with the same count per layer as `masks`, from `seed`.
 pub fn random_pruning(masks: &MaskSet, seed: u64) -> Vec<Vec<bool>> {
     masks
@@ -563,7 +623,7 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
             let prev_model = load_module(template, &prev.join("final.bpk"))?;
             let prev_masks = load_masks(&prev_model, &prev.join("masks.bsp"))?;
             let w = prev_masks.read_weights(&prev_model)?;
-            let bits = prune_level(&prev_masks, &w, &self.cfg.rate)?;
+            let bits = prune_level_structured(&prev_masks, &w, &self.cfg.rate, self.cfg.structure)?;
             let rewind = self.rewind_weights()?;
             let masks =
                 MaskSet::from_bits(&prev_model, prev_masks.params(), bits)?.rebind(&rewind)?;

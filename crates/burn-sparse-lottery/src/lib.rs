@@ -22,6 +22,6 @@ mod lmc;
 pub use error::{LotteryError, Result, TrainerError};
 pub use imp::{
     Capture, Imp, ImpConfig, ImpTrainer, LevelMetrics, PruneRate, Retrain, Rewind, Variant,
-    load_masks, prune_level, random_pruning, save_masks,
+    load_masks, prune_level, prune_level_structured, random_pruning, save_masks,
 };
 pub use lmc::{LmcReport, interpolate, linear_mode_connectivity};

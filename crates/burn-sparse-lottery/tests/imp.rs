@@ -154,6 +154,7 @@ fn config(rewind: Rewind) -> ImpConfig {
         min_density: None,
         rewind,
         retrain: Retrain::WeightRewinding,
+        structure: Default::default(),
         baselines: vec![Variant::RandomReinit, Variant::RandomPruning],
         seed: 7,
     }
@@ -646,4 +647,63 @@ fn a_trainer_without_fine_tuning_and_a_bad_rate_are_typed_errors() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn n_by_m_levels_by_hand_and_to_exactly_two_of_four() {
+    // One layer [8, 1] (two groups of 4 down the column), rate 0.5, 2:4. Level 1: group 0
+    // (|w| .1 .4 .3 .2) keeps 4 - round(2) = 2: .4 (1), .3 (2); group 1 (.5 .5 .1 .9) keeps .9
+    // (7) and the tie .5/.5 goes to the lower index 4. Level 2 would keep 1, but 2:4 floors at 2.
+    use burn::module::Param;
+    #[derive(Module, Debug)]
+    struct One {
+        w: Param<Tensor<2>>,
+    }
+    let d = device();
+    let m = One {
+        w: Param::from_data(
+            [[0.1f32], [0.4], [0.3], [0.2], [0.5], [0.5], [0.1], [0.9]],
+            &d,
+        ),
+    };
+    let masks = MaskSet::dense(&m, &ParamFilter::new()).unwrap();
+    let w = masks.read_weights(&m).unwrap();
+    let s24 = burn_sparse_mask::Structure::NByM { n: 2, m: 4 };
+    let rate = PruneRate::Global(0.5);
+    let bits = prune_level_structured(&masks, &w, &rate, s24).unwrap();
+    let ones = |b: &[bool]| (0..b.len()).filter(|&i| b[i]).collect::<Vec<_>>();
+    assert_eq!(ones(&bits[0]), vec![1, 2, 4, 7]);
+    let next = MaskSet::from_bits(&m, masks.params(), bits.clone()).unwrap();
+    assert_eq!(prune_level_structured(&next, &w, &rate, s24).unwrap(), bits);
+    // Blocks are refused; unstructured is prune_level.
+    let block = burn_sparse_mask::Structure::Block { rows: 2, cols: 1 };
+    assert!(prune_level_structured(&masks, &w, &rate, block).is_err());
+    assert_eq!(
+        prune_level_structured(&masks, &w, &rate, Default::default()).unwrap(),
+        prune_level(&masks, &w, &rate).unwrap()
+    );
+    // The driver: 3 levels at 20% on [12, 16, 10, 3] reach 2:4 where the reduction dim divides
+    // (12 -> 16: 4 -> 3 -> 2), and the padded l3 (d_in 10 = 4 + 4 + 2) keeps 2 of 2.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(Rewind::Init);
+    cfg.rate = PruneRate::Global(0.2);
+    cfg.structure = s24;
+    cfg.baselines.clear();
+    let mut t = Synthetic::new(12, device());
+    let imp = Imp::new(
+        cfg,
+        dir.path(),
+        ParamFilter::new(),
+        SgdRule::default(),
+        init,
+    );
+    imp.run(&mut t, |_| {}).unwrap();
+    let last = imp.level_masks(3).unwrap();
+    for l in last.layers() {
+        assert!(
+            burn_sparse_mask::has_structure(s24, l.param(), l.bits()).unwrap(),
+            "{}",
+            l.param().path
+        );
+    }
 }

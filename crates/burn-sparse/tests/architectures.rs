@@ -169,6 +169,7 @@ fn imp_and_lmc<M: Classifier + 'static>(name: &str, make: fn(&Device) -> M) {
         min_density: None,
         rewind: Rewind::Step(2),
         retrain: Retrain::WeightRewinding,
+        structure: Default::default(),
         baselines: Vec::new(),
         seed: 4,
     };

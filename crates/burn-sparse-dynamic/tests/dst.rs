@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use burn_sparse_dynamic::*;
 use burn_sparse_mask::prelude::*;
 use burn_sparse_mask::{LayerView, MaskError, Structure, has_structure, to_host};
-use burn_sparse_test_support::{Mlp, device, mlp_grads};
+use burn_sparse_test_support::{Mlp, device, mlp_grads, view};
 use proptest::prelude::*;
 
 fn per_layer_nnz(o: &SparseOptimizer) -> Vec<usize> {
@@ -460,20 +460,6 @@ proptest! {
 struct TwoLayers {
     a: Param<Tensor<2>>,
     b: Param<Tensor<2>>,
-}
-
-fn view<'a>(
-    p: &'a burn_sparse_mask::ParamInfo,
-    mask: &'a [bool],
-    weights: &'a [f32],
-) -> LayerView<'a> {
-    LayerView {
-        param: p,
-        mask,
-        weights,
-        grads: None,
-        momentum: None,
-    }
 }
 
 #[test]

@@ -9,22 +9,12 @@ use burn_sparse_mask::{
     GradualPruning, LayerView, MaskError, ParamInfo, Scope, Structure, TopologyChange,
     has_structure, to_host,
 };
-use burn_sparse_test_support::{Mlp, device, mlp_grads};
+use burn_sparse_test_support::{Mlp, device, mlp_grads, view};
 
 #[derive(Module, Debug)]
 struct TwoLayers {
     a: Param<Tensor<2>>,
     b: Param<Tensor<2>>,
-}
-
-fn view<'a>(p: &'a ParamInfo, mask: &'a [bool], weights: &'a [f32]) -> LayerView<'a> {
-    LayerView {
-        param: p,
-        mask,
-        weights,
-        grads: None,
-        momentum: None,
-    }
 }
 
 fn ones(m: &[bool]) -> Vec<usize> {

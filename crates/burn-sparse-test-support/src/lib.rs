@@ -164,3 +164,19 @@ pub fn conv_grads(model: &ConvNet, device: &Device) -> GradientsParams {
         .forward(model.forward(x), y);
     GradientsParams::from_grads(loss.backward(), model)
 }
+
+/// A [`LayerView`](burn_sparse_mask::LayerView) of one layer without gradients or momentum,
+/// for calling a topology updater by hand.
+pub fn view<'a>(
+    param: &'a burn_sparse_mask::ParamInfo,
+    mask: &'a [bool],
+    weights: &'a [f32],
+) -> burn_sparse_mask::LayerView<'a> {
+    burn_sparse_mask::LayerView {
+        param,
+        mask,
+        weights,
+        grads: None,
+        momentum: None,
+    }
+}

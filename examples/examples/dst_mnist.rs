@@ -104,6 +104,12 @@ fn plan_from_args(
     if let Some(d) = args.distribution {
         plan.distribution = d.distribution();
     }
+    if let Some(f) = args.first_layer_sparsity {
+        if args.method == DstArg::Snfs {
+            fail("--first-layer-sparsity: SNFS redistributes over all layers");
+        }
+        plan.distribution = plan.distribution.clone().pin_first(f);
+    }
     plan.validate().unwrap_or_else(|e| fail(e));
     println!(
         "method {m:?}, {s}, distribution {:?}, structure {:?}, {total} steps ({steps_per_epoch} per epoch)",

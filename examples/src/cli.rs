@@ -209,6 +209,10 @@ pub struct DstArgs {
     /// GMP: one |w| ranking over all layers instead of per layer.
     #[arg(long)]
     pub global: bool,
+    /// The first layer's sparsity (RigL's `first_layer_sparsity`): it leaves the
+    /// distribution's sums, the other layers reach `--sparsity` among themselves.
+    #[arg(long, value_parser = sparsity, conflicts_with_all = ["global", "n_by_m", "block"])]
+    pub first_layer_sparsity: Option<f64>,
     /// RigL: grow by the mean gradient of the last K batches before each update (1: off).
     #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub grad_accumulation: u64,
@@ -219,7 +223,8 @@ pub struct DstArgs {
     /// `--sparsity` must be 1 - N/M. SET and RigL regrow inside the group they drop from.
     #[arg(long, value_name = "N:M", value_parser = n_by_m, conflicts_with = "block")]
     pub n_by_m: Option<burn_sparse::mask::Structure>,
-    /// Block sparsity (`4x4`): whole blocks of the weight matrix (static and gmp).
+    /// Block sparsity (`4x4`): whole blocks of the weight matrix (static, gmp; set and rigl
+    /// drop and grow whole blocks).
     #[arg(long, value_name = "RxC", value_parser = block)]
     pub block: Option<burn_sparse::mask::Structure>,
     /// Masked dense layers, or truly sparse ones.

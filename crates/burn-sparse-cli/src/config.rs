@@ -596,6 +596,16 @@ pub struct ExperimentConfig {
     /// `distribution`; `sparsity` must be the total it reaches (the error says the value).
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub layer_sparsity: std::collections::BTreeMap<String, f64>,
+    /// The first prunable layer's sparsity (RigL's `first_layer_sparsity`): it leaves the
+    /// distribution's sums, so the other layers reach `sparsity` among themselves. Needs a
+    /// per-layer `distribution`; 0 keeps the layer dense but masked (`filter.first_dense`
+    /// leaves it out of the prunable set instead).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_layer_sparsity: Option<f64>,
+    /// The last prunable layer's sparsity (RigL's `last_layer_sparsity`), as
+    /// `first_layer_sparsity`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_layer_sparsity: Option<f64>,
 }
 
 fn is_unstructured(s: &burn_sparse::mask::Structure) -> bool {
@@ -622,6 +632,8 @@ impl Default for ExperimentConfig {
             structure: burn_sparse::mask::Structure::Unstructured,
             filter: FilterConfig::default(),
             layer_sparsity: Default::default(),
+            first_layer_sparsity: None,
+            last_layer_sparsity: None,
         }
     }
 }
@@ -951,6 +963,8 @@ impl ExperimentConfig {
             ]
             .into_iter()
             .collect(),
+            first_layer_sparsity: Some(0.8),
+            last_layer_sparsity: Some(0.0),
             filter: FilterConfig {
                 names: Some(vec!["fc1.weight".into(), "fc2.weight".into()]),
                 regex: Some("^fc".into()),
@@ -1128,6 +1142,79 @@ impl ExperimentConfig {
                 }
             }
         }
+        for (field, pin, dense) in [
+            (
+                "first_layer_sparsity",
+                self.first_layer_sparsity,
+                self.filter.first_dense,
+            ),
+            (
+                "last_layer_sparsity",
+                self.last_layer_sparsity,
+                self.filter.last_dense,
+            ),
+        ] {
+            let Some(v) = pin else { continue };
+            if !(v.is_finite() && (0.0..1.0).contains(&v)) {
+                return bad(field, format!("{v} is outside [0, 1)"));
+            }
+            if dense {
+                return bad(
+                    field,
+                    format!(
+                        "`filter.{}_dense` already keeps that layer out of the prunable set: set one",
+                        &field[..4]
+                    ),
+                );
+            }
+            if !self.layer_sparsity.is_empty() {
+                return bad(
+                    field,
+                    "`layer_sparsity` already names every layer's sparsity".into(),
+                );
+            }
+            if !is_unstructured(&self.structure) {
+                return bad(
+                    field,
+                    "a structured sparsity sets every layer's count itself".into(),
+                );
+            }
+            match (self.method, self.distribution) {
+                (MethodName::Dense, _) => {
+                    return bad(field, "`dense` has no sparsity to pin".into());
+                }
+                (MethodName::Lottery, _) => {
+                    return bad(
+                        field,
+                        "the lottery prunes by rates: use `lottery.layer_rates`".into(),
+                    );
+                }
+                (MethodName::Snfs, _) => {
+                    return bad(
+                        field,
+                        "SNFS redistributes over all layers; it cannot pin one".into(),
+                    );
+                }
+                (_, Some(DistributionName::Global)) => {
+                    return bad(
+                        field,
+                        "a global ranking has no per-layer sparsity: set `distribution` to \
+                         uniform, er or erk"
+                            .into(),
+                    );
+                }
+                (m, None) if !m.is_dynamic() => {
+                    return bad(
+                        field,
+                        format!(
+                            "`{m}` ranks globally by default: set `distribution` to uniform, er \
+                             or erk"
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
         if self.filter.min_rank == 0 {
             return bad("filter.min_rank", "must be at least 1".into());
         }
@@ -1159,11 +1246,24 @@ impl ExperimentConfig {
             if let Err(e) = self.structure.validate() {
                 return bad("structure", e.to_string());
             }
-            if matches!(self.method, MethodName::Dense | MethodName::Lottery) {
-                return bad(
-                    "structure",
-                    format!("`{}` trains unstructured masks only", self.method),
-                );
+            if self.method == MethodName::Dense {
+                return bad("structure", "`dense` has no mask".into());
+            }
+            if self.method == MethodName::Lottery {
+                if !matches!(self.structure, burn_sparse::mask::Structure::NByM { .. }) {
+                    return bad(
+                        "structure",
+                        "the lottery prunes unstructured or N:M masks, not blocks".into(),
+                    );
+                }
+                if self.lottery.layer_rates.is_some() {
+                    return bad(
+                        "lottery.layer_rates",
+                        "N:M levels prune every group to the schedule's density: per-layer \
+                         rates are for unstructured masks"
+                            .into(),
+                    );
+                }
             }
             if let Some(s) = self.structure.implied_sparsity()
                 && (s.value() - self.sparsity).abs() > 1e-9

@@ -60,6 +60,17 @@ fn dist(d: DistributionName) -> SparsityDistribution {
     }
 }
 
+/// `d` with the config's first/last layer pins.
+fn pinned(cfg: &ExperimentConfig, mut d: SparsityDistribution) -> SparsityDistribution {
+    if let Some(s) = cfg.first_layer_sparsity {
+        d = d.pin_first(s);
+    }
+    if let Some(s) = cfg.last_layer_sparsity {
+        d = d.pin_last(s);
+    }
+    d
+}
+
 /// `layer_sparsity` as a distribution, when set.
 fn custom_distribution(cfg: &ExperimentConfig) -> Option<SparsityDistribution> {
     (!cfg.layer_sparsity.is_empty())
@@ -165,7 +176,7 @@ pub(crate) fn initial<M: Classifier + 'static>(
     let scope = match (custom_distribution(cfg), cfg.distribution) {
         (Some(c), _) => Scope::Layerwise(c),
         (None, None | Some(DistributionName::Global)) => Scope::Global,
-        (None, Some(d)) => Scope::Layerwise(dist(d)),
+        (None, Some(d)) => Scope::Layerwise(pinned(cfg, dist(d))),
     };
     let rounds = cfg.saliency.rounds.unwrap_or(
         // A structured mask is computed in one round.
@@ -280,6 +291,7 @@ pub(crate) fn plan(cfg: &ExperimentConfig, dm: DstMethod, total: u64, spe: u64) 
     if let Some(c) = custom_distribution(cfg) {
         plan.distribution = c;
     }
+    plan.distribution = pinned(cfg, plan.distribution);
     // The plan's errors name its fields; say them as the config's.
     plan.validate().map_err(|e| match e {
         DstError::InvalidConfig { field, message } => Error::Config {

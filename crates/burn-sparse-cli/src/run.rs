@@ -987,7 +987,7 @@ impl Runner {
                 },
                 RetrainName::LrRewinding => Retrain::LrRewinding,
             },
-            structure: Default::default(),
+            structure: cfg.structure,
             baselines: if cfg.lottery.baselines {
                 vec![Variant::RandomReinit, Variant::RandomPruning]
             } else {

@@ -42,6 +42,19 @@ pub struct OutputConfig {
     /// Also put the summary table into this file (e.g. `README.md`), replacing what is between
     /// the lines `<!-- results:begin -->` and `<!-- results:end -->`.
     pub readme: Option<String>,
+    /// Write the report as a named section of `output.markdown` instead of the whole file:
+    /// between `<!-- section NAME begin -->` and `<!-- section NAME end -->` (replaced if there,
+    /// appended if not), its headings one level down. A sweep without a section rewrites the
+    /// file and keeps every section already in it, so several sweeps share one results page.
+    pub section: Option<String>,
+}
+
+/// The markers around a named section of a shared Markdown report.
+pub fn section_markers(name: &str) -> (String, String) {
+    (
+        format!("<!-- section {name} begin -->"),
+        format!("<!-- section {name} end -->"),
+    )
 }
 
 /// The markers between which `output.readme` receives the summary table.
@@ -55,6 +68,7 @@ impl Default for OutputConfig {
             title: "burn-sparse results".into(),
             detail_sparsity: None,
             readme: None,
+            section: None,
         }
     }
 }
@@ -122,6 +136,24 @@ impl SweepConfig {
         }
         if let Some(s) = first_duplicate(&self.grid.seeds) {
             return Err(twice("grid.seeds", format!("seed {s}")));
+        }
+        if let Some(name) = &self.output.section {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(Error::Config {
+                    field: "output.section".into(),
+                    message: format!("`{name}`: use letters, digits, `-` and `_`"),
+                });
+            }
+            if self.output.markdown.is_none() {
+                return Err(Error::Config {
+                    field: "output.section".into(),
+                    message: "is a section of `output.markdown`, which is not set".into(),
+                });
+            }
         }
         let sparse = self.grid.methods.iter().any(|m| *m != MethodName::Dense);
         if sparse && self.grid.sparsities.is_empty() {
@@ -838,10 +870,103 @@ fn write_reports(
         if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_dir(d)?;
         }
-        write_atomic(&p, md.as_bytes())?;
+        let old = match std::fs::metadata(&p) {
+            Ok(_) => Some(
+                String::from_utf8(read_at_most(&p, MAX_TEXT_FILE)?).map_err(|_| Error::RunDir {
+                    path: p.clone(),
+                    message: "is not UTF-8 text".into(),
+                })?,
+            ),
+            Err(_) => None,
+        };
+        let text = merge_sections(old.as_deref(), md, sweep.output.section.as_deref()).map_err(
+            |message| Error::RunDir {
+                path: p.clone(),
+                message,
+            },
+        )?;
+        write_atomic(&p, text.as_bytes())?;
         files.push(p);
     }
     Ok(files)
+}
+
+/// The sections of `text`: (name, whole block with its markers), in order.
+fn sections(text: &str) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("<!-- section ") {
+        let after = &rest[i + "<!-- section ".len()..];
+        let Some(name) = after
+            .split_once(" begin -->")
+            .map(|(n, _)| n)
+            .filter(|n| !n.contains(char::is_whitespace))
+        else {
+            // An end marker (or stray text) outside a block: step over it.
+            rest = &rest[i + 1..];
+            continue;
+        };
+        let (_, end) = section_markers(name);
+        let Some(j) = rest[i..].find(&end) else {
+            return Err(format!("section `{name}` has no `{end}` line"));
+        };
+        let stop = i + j + end.len();
+        out.push((name.to_string(), rest[i..stop].to_string()));
+        rest = &rest[stop..];
+    }
+    Ok(out)
+}
+
+/// A report as a section: its headings one level down (outside code fences), in markers.
+fn as_section(name: &str, md: &str) -> String {
+    let (b, e) = section_markers(name);
+    let mut fenced = false;
+    let body: Vec<String> = md
+        .trim_end()
+        .lines()
+        .map(|l| {
+            if l.starts_with("```") {
+                fenced = !fenced;
+            }
+            if !fenced && l.starts_with('#') {
+                format!("#{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    format!("{b}\n{}\n{e}", body.join("\n"))
+}
+
+/// The shared report after a sweep: a section replaces its block in `old` (or is appended);
+/// a whole report replaces `old` and keeps `old`'s sections after it.
+fn merge_sections(
+    old: Option<&str>,
+    md: &str,
+    section: Option<&str>,
+) -> std::result::Result<String, String> {
+    let old_sections = old.map(sections).transpose()?.unwrap_or_default();
+    match section {
+        None => {
+            let mut text = md.trim_end().to_string();
+            for (_, block) in &old_sections {
+                text.push_str("\n\n");
+                text.push_str(block);
+            }
+            text.push('\n');
+            Ok(text)
+        }
+        Some(name) => {
+            let block = as_section(name, md);
+            let old = old.unwrap_or("");
+            let text = match old_sections.iter().find(|(n, _)| n == name) {
+                Some((_, existing)) => old.replacen(existing.as_str(), &block, 1),
+                None if old.trim().is_empty() => format!("{block}\n"),
+                None => format!("{}\n\n{block}\n", old.trim_end()),
+            };
+            Ok(text)
+        }
+    }
 }
 
 /// README splice: the summary table between [`README_MARKERS`] in `readme`, the rest kept.
@@ -912,6 +1037,42 @@ mod tests {
         let p = s.points();
         assert_eq!(p.len(), 2 + 4);
         assert!(p[..2].iter().all(|c| c.method == MethodName::Dense));
+    }
+
+    #[test]
+    fn sections_are_replaced_appended_and_kept() {
+        let main = "# Results\n\n| a |\n";
+        // Appended to the main report, headings one level down, code fences untouched.
+        let vit = "# Vit\n\n```text\n# not a heading\n```\n\n## Plots\n";
+        let t = merge_sections(Some(main), vit, Some("vit")).unwrap();
+        assert_eq!(
+            t,
+            "# Results\n\n| a |\n\n<!-- section vit begin -->\n## Vit\n\n```text\n# not a \
+             heading\n```\n\n### Plots\n<!-- section vit end -->\n"
+        );
+        // A second section, then the first one again: replaced in place.
+        let t = merge_sections(Some(&t), "# Resnet\n", Some("resnet")).unwrap();
+        let t2 = merge_sections(Some(&t), "# Vit v2\n", Some("vit")).unwrap();
+        assert!(t2.contains("## Vit v2") && !t2.contains("## Vit\n"));
+        assert!(t2.find("section vit begin") < t2.find("section resnet begin"));
+        assert_eq!(sections(&t2).unwrap().len(), 2);
+        // The main sweep rewrites its part and keeps both sections.
+        let t3 = merge_sections(Some(&t2), "# Results v2\n", None).unwrap();
+        assert!(t3.starts_with("# Results v2\n\n<!-- section vit begin -->"));
+        assert_eq!(
+            sections(&t3).unwrap(),
+            sections(&t2).unwrap(),
+            "sections kept verbatim"
+        );
+        // A file without sections, and no file at all.
+        assert_eq!(merge_sections(None, main, None).unwrap(), main);
+        assert_eq!(
+            merge_sections(None, "# X\n", Some("x")).unwrap(),
+            "<!-- section x begin -->\n## X\n<!-- section x end -->\n"
+        );
+        // An unterminated section is an error, not a silent loss.
+        let broken = "# R\n<!-- section vit begin -->\n## Vit\n";
+        assert!(merge_sections(Some(broken), main, None).is_err());
     }
 
     #[test]

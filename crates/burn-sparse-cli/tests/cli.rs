@@ -146,11 +146,15 @@ fn invalid_configs_name_the_field() {
             "sparsity",
         ),
         (
-            "method = \"lottery\"\nsparsity = 0.5\nstructure = { kind = \"n_by_m\", n = 2, m = 4 }",
+            "method = \"lottery\"\nsparsity = 0.75\nstructure = { kind = \"block\", rows = 2, cols = 2 }",
             "structure",
         ),
         (
-            "method = \"rigl\"\nsparsity = 0.75\nstructure = { kind = \"block\", rows = 2, cols = 2 }",
+            "method = \"lottery\"\nsparsity = 0.5\nstructure = { kind = \"n_by_m\", n = 2, m = 4 }\n[lottery]\nlevels = 2\n[lottery.layer_rates]\ndefault = 0.3",
+            "lottery.layer_rates",
+        ),
+        (
+            "method = \"snfs\"\nsparsity = 0.75\nstructure = { kind = \"block\", rows = 2, cols = 2 }",
             "structure",
         ),
         (
@@ -192,6 +196,28 @@ fn invalid_configs_name_the_field() {
             "layer_sparsity",
         ),
         ("[layer_sparsity]\n\"fc1.weight\" = 1.0", "layer_sparsity"),
+        // First/last layer sparsity.
+        ("first_layer_sparsity = 1.0", "first_layer_sparsity"),
+        (
+            "method = \"snip\"\nlast_layer_sparsity = 0.5",
+            "last_layer_sparsity",
+        ),
+        (
+            "method = \"lottery\"\nfirst_layer_sparsity = 0.5",
+            "first_layer_sparsity",
+        ),
+        (
+            "distribution = \"global\"\nmethod = \"gmp\"\nfirst_layer_sparsity = 0.5",
+            "first_layer_sparsity",
+        ),
+        (
+            "first_layer_sparsity = 0.5\n[filter]\nfirst_dense = true",
+            "first_layer_sparsity",
+        ),
+        (
+            "sparsity = 0.5\nlast_layer_sparsity = 0.5\nstructure = { kind = \"n_by_m\", n = 2, m = 4 }",
+            "last_layer_sparsity",
+        ),
         // Per-layer IMP rates.
         (
             "method = \"lottery\"\n[lottery.layer_rates]\ndefault = 0.2",
@@ -583,8 +609,9 @@ fn every_method_runs_with_the_exact_budget() {
 
 #[test]
 fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
-    // 2:4 with RigL (masked and on sparse layers), SNIP and GMP, and 2x2 blocks with static:
-    // exactly half (a quarter) of the 64*300 + 300*100 + 100*4 weights, in the structure.
+    // 2:4 with RigL (masked and on sparse layers), SNIP, GMP and the lottery (3 levels), and
+    // 2x2 blocks with static, SET and RigL: exactly half (a quarter) of the 64*300 + 300*100 +
+    // 100*4 weights, in the structure.
     use burn_sparse::mask::{Structure, has_structure};
     use burn_sparse_cli::config::ComputeName;
     let dir = tempfile::tempdir().unwrap();
@@ -597,11 +624,18 @@ fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
         (MethodName::Rigl, s24, ComputeName::Sparse, 0.5),
         (MethodName::Snip, s24, ComputeName::Masked, 0.5),
         (MethodName::Gmp, s24, ComputeName::Masked, 0.5),
+        (MethodName::Lottery, s24, ComputeName::Masked, 0.5),
         (MethodName::Static, block, ComputeName::Masked, 0.75),
+        (MethodName::Set, block, ComputeName::Masked, 0.75),
+        (MethodName::Rigl, block, ComputeName::Masked, 0.75),
     ] {
         let mut c = synthetic(m, sparsity, 2);
         c.structure = st;
         c.compute = compute;
+        if m == MethodName::Lottery {
+            c.epochs = 1;
+            c.lottery.levels = Some(3);
+        }
         if st == block {
             c.distribution = Some(burn_sparse_cli::config::DistributionName::Uniform);
         }
@@ -1276,4 +1310,41 @@ fn per_layer_sparsities_reach_the_run() {
         assert_eq!(r.layer_density["fc1.weight"], 0.1, "{m}");
         assert_eq!(r.layer_density["fc3.weight"], 0.5, "{m}");
     }
+}
+
+#[test]
+fn first_and_last_layer_sparsity_pin_their_layers() {
+    // RigL's first_layer_sparsity / last_layer_sparsity: the pinned layers get their own
+    // sparsity and leave the distribution's sums, the others reach `sparsity` among themselves.
+    // Synthetic LeNet-300-100: fc1 64x300 (19200), fc2 300x100 (30000), fc3 100x4 (400).
+    use burn_sparse_cli::config::DistributionName;
+    let dir = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(dir.path());
+    runner.progress = false;
+    let counts = |r: &RunResult| -> Vec<usize> {
+        ["fc1.weight", "fc2.weight", "fc3.weight"]
+            .iter()
+            .zip([19200.0, 30000.0, 400.0])
+            .map(|(p, n)| (r.layer_density[*p] * n).round() as usize)
+            .collect()
+    };
+    // RigL (ERK over fc2 alone: 3000 of 30000), fc1 at 50%, fc3 dense but masked.
+    let mut c = synthetic(MethodName::Rigl, 0.9, 2);
+    c.first_layer_sparsity = Some(0.5);
+    c.last_layer_sparsity = Some(0.0);
+    let r = runner.run_one(&c).unwrap().result;
+    assert_eq!(counts(&r), vec![9600, 3000, 400]);
+    assert_eq!(r.nnz, 13000);
+    // GMP reaches the pin on the same schedule: the final step prunes fc1 to 50%, fc2 and fc3
+    // uniformly to 90% of their 30400 (3000 and 40).
+    let mut c = synthetic(MethodName::Gmp, 0.9, 2);
+    c.first_layer_sparsity = Some(0.5);
+    let r = runner.run_one(&c).unwrap().result;
+    assert_eq!(counts(&r), vec![9600, 3000, 40]);
+    // A saliency mask with a per-layer distribution.
+    let mut c = synthetic(MethodName::Snip, 0.9, 1);
+    c.distribution = Some(DistributionName::Uniform);
+    c.last_layer_sparsity = Some(0.2);
+    let r = runner.run_one(&c).unwrap().result;
+    assert_eq!(counts(&r), vec![1920, 3000, 320]);
 }

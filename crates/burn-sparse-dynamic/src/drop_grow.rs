@@ -8,7 +8,7 @@ use burn_sparse_mask::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{drop_and_grow, drop_and_grow_in_groups, drop_count};
+use crate::engine::{drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_count};
 
 /// Initial value of a newly grown weight (inactive before the update, active after).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -45,10 +45,11 @@ pub struct DropGrowConfig {
     /// step's gradient alone. Read only by gradient growth.
     #[serde(default = "one")]
     pub grad_accumulation: u64,
-    /// The sparsity type kept through updates: unstructured (the default), or N:M, where every
+    /// The sparsity type kept through updates: unstructured (the default); N:M, where every
     /// drop is regrown inside its own group so each group keeps exactly `n`
-    /// ([`drop_and_grow_in_groups`](crate::drop_and_grow_in_groups)). Block masks are not
-    /// rewired (an error): train them fixed, or prune them with GMP.
+    /// ([`drop_and_grow_in_groups`](crate::drop_and_grow_in_groups)); or blocks, dropped and
+    /// grown whole, by summed `|w|` and summed grow score, so each layer keeps its number of
+    /// blocks ([`drop_and_grow_blocks`](crate::drop_and_grow_blocks)).
     #[serde(default)]
     pub structure: Structure,
 }
@@ -104,14 +105,6 @@ impl DropGrowConfig {
             });
         }
         self.structure.validate()?;
-        if let Structure::Block { .. } = self.structure {
-            return Err(crate::DstError::InvalidConfig {
-                field: "structure",
-                message: "drop/grow keeps N:M groups, not blocks: train a block mask fixed \
-                          (static) or prune to it with GMP"
-                    .into(),
-            });
-        }
         if self.grad_accumulation > self.schedule.delta_t() {
             return Err(crate::DstError::InvalidConfig {
                 field: "grad_accumulation",
@@ -383,17 +376,35 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
             let mut rng = SparseRng::derive(self.cfg.seed, &[t, i as u64]);
             let scores = self.grow.scores(view, &mut rng);
             let n_active = view.mask.iter().filter(|&&b| b).count();
-            let n = drop_count(f, n_active);
-            let result = match self.cfg.structure.groups(view.param)? {
+            let groups = self.cfg.structure.groups(view.param)?;
+            let result = match groups {
+                Some(groups) if matches!(self.cfg.structure, Structure::Block { .. }) => {
+                    // The drop fraction counts blocks.
+                    let active_blocks = groups
+                        .iter()
+                        .filter(|g| g.first().is_some_and(|&i| view.mask[i]))
+                        .count();
+                    drop_and_grow_blocks(
+                        &view.param.path,
+                        view.mask,
+                        view.weights,
+                        &scores,
+                        drop_count(f, active_blocks),
+                        &groups,
+                    )
+                }
                 Some(groups) => drop_and_grow_in_groups(
                     &view.param.path,
                     view.mask,
                     view.weights,
                     &scores,
-                    n,
+                    drop_count(f, n_active),
                     &groups,
                 ),
-                None => drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n),
+                None => {
+                    let n = drop_count(f, n_active);
+                    drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n)
+                }
             };
             match result {
                 Ok(u) => {

@@ -145,9 +145,96 @@ pub fn drop_and_grow_in_groups(
     })
 }
 
+/// Drop and grow whole blocks: `groups` are the blocks of the layer (see
+/// [`Structure::groups`](burn_sparse_mask::Structure::groups) for `Block`), each either all
+/// active or all inactive. A block scores the sum of its `|w|` for the drop and the sum of its
+/// `grow_score` for the grow (jaxpruner's `Block`: scores pooled over the block); then
+/// [`drop_and_grow`] runs on the blocks: the `n_drop` active blocks of least `|w|` go (ties: the
+/// higher block index first), as many inactive-after-drop blocks of highest score grow (ties:
+/// the lower block index), and the layer keeps its number of blocks.
+///
+/// # Errors
+/// As [`drop_and_grow`] (a NaN grow score is reported at its position in the layer), and
+/// [`MaskError::InvalidConfig`] for a mask that is not made of whole blocks.
+pub fn drop_and_grow_blocks(
+    name: &str,
+    mask: &[bool],
+    weights: &[f32],
+    grow_score: &[f32],
+    n_drop: usize,
+    groups: &[Vec<usize>],
+) -> Result<LayerUpdate> {
+    check_lengths(name, mask, weights, grow_score)?;
+    if let Some(index) = grow_score.iter().position(|s| s.is_nan()) {
+        return Err(MaskError::NanScore {
+            param: name.to_string(),
+            index,
+        });
+    }
+    let mut block_mask = Vec::with_capacity(groups.len());
+    for (b, g) in groups.iter().enumerate() {
+        let on = g.iter().filter(|&&i| mask[i]).count();
+        if on != 0 && on != g.len() {
+            return Err(MaskError::InvalidConfig {
+                field: "structure",
+                message: format!(
+                    "`{name}`: block {b} has {on} of its {} weights active: a block mask keeps \
+                     whole blocks",
+                    g.len()
+                ),
+            });
+        }
+        block_mask.push(on != 0);
+    }
+    let abs: Vec<f32> = weights.iter().map(|w| w.abs()).collect();
+    let block_w = burn_sparse_mask::group_sums(&abs, groups);
+    let block_g = burn_sparse_mask::group_sums(grow_score, groups);
+    let u = drop_and_grow(name, &block_mask, &block_w, &block_g, n_drop, n_drop)?;
+    let new_mask = burn_sparse_mask::expand_groups(mask.len(), groups, &u.mask);
+    let grown = (0..mask.len())
+        .filter(|&i| new_mask[i] && !mask[i])
+        .collect();
+    Ok(LayerUpdate {
+        mask: new_mask,
+        grown,
+        n_drop: u.n_drop,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_by_hand() {
+        // Four blocks of two positions: A {0,1} (active, |w| sum 0.3), B {2,3} (active, 0.9),
+        // C {4,5} and D {6,7} (inactive).
+        // Drop 1 block: A (least |w|). Grow 1 among {A, C, D} by summed score: A 0.2, C 0.5,
+        // D 0.5 -> C (tie with D: the lower block).
+        let groups = vec![vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7]];
+        let mask = [true, true, true, true, false, false, false, false];
+        let w = [0.1, -0.2, 0.4, 0.5, 0.0, 0.0, 0.0, 0.0];
+        let g = [0.1, 0.1, 9.0, 9.0, 0.25, 0.25, 0.0, 0.5];
+        let u = drop_and_grow_blocks("l", &mask, &w, &g, 1, &groups).unwrap();
+        assert_eq!(
+            u.mask,
+            vec![false, false, true, true, true, true, false, false]
+        );
+        assert_eq!(u.grown, vec![4, 5]);
+        assert_eq!(u.n_drop, 1);
+        // A partial block is refused, a NaN score reported at its position.
+        let partial = [true, false, true, true, false, false, false, false];
+        assert!(matches!(
+            drop_and_grow_blocks("l", &partial, &w, &g, 1, &groups),
+            Err(MaskError::InvalidConfig { .. })
+        ));
+        let mut nan = g;
+        nan[6] = f32::NAN;
+        assert!(matches!(
+            drop_and_grow_blocks("l", &mask, &w, &nan, 1, &groups),
+            Err(MaskError::NanScore { index: 6, .. })
+        ));
+    }
 
     #[test]
     fn hand_built_drop_and_grow() {

@@ -129,6 +129,16 @@ impl GradualMagnitude {
                 top_k_segments(&segs, k)?
             }
             (Structure::Unstructured, Scope::Layerwise(dist)) => {
+                // Pinned layers reach their own sparsity on the same schedule: at `s_t` of a
+                // final `s`, a pin of `p` prunes to `p * s_t / s`.
+                let target = self.cfg.schedule.target().value();
+                let scaled;
+                let dist = if matches!(dist, SparsityDistribution::Pinned { .. }) && target > 0.0 {
+                    scaled = dist.scale_pins(sparsity.value() / target);
+                    &scaled
+                } else {
+                    dist
+                };
                 let counts = if *dist == SparsityDistribution::Uniform {
                     // `round((1 - s) * N)` in every layer, as the paper and jaxpruner prune.
                     layers

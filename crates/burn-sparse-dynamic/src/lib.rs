@@ -48,7 +48,9 @@ pub use drop_grow::{
     DropGrow, DropGrowConfig, GradientGrow, GrowInit, GrowScore, RandomGrow, RiglUpdater,
     SetUpdater, UpdateRecord,
 };
-pub use engine::{LayerUpdate, drop_and_grow, drop_and_grow_in_groups, drop_count};
+pub use engine::{
+    LayerUpdate, drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_count,
+};
 pub use error::{DstError, Result};
 pub use gmp::{GmpConfig, GradualMagnitude};
 pub use snfs::{Snfs, SnfsConfig, redistribute};
@@ -318,9 +320,6 @@ impl DstPlan {
         }
         if self.structure != Structure::Unstructured {
             let allowed = match self.structure {
-                Structure::Block { .. } => {
-                    matches!(self.method, DstMethod::Static | DstMethod::Gmp)
-                }
                 _ => self.method != DstMethod::Snfs,
             };
             if !allowed {

@@ -784,17 +784,27 @@ fn n_by_m_drop_and_grow_by_hand() {
 fn every_n_by_m_group_keeps_exactly_n_over_1000_updates() {
     // 2:4 and 1:4 on [16, 12, 8, 4] (every d_in divides by 4), RigL and SET updating every
     // step: after every step each group of 4 consecutive inputs of each output keeps exactly
-    // n, masked weights are exactly 0, and the topology really moves.
+    // n, masked weights are exactly 0, and the topology really moves. 2x2 blocks at 75%: every
+    // block all on or all off, and each layer keeps its count, after every step.
     let d = device();
-    for (n, rigl) in [(2usize, true), (1, true), (2, false)] {
-        let s = Structure::NByM { n, m: 4 };
+    let cases = [
+        (Structure::NByM { n: 2, m: 4 }, true),
+        (Structure::NByM { n: 1, m: 4 }, true),
+        (Structure::NByM { n: 2, m: 4 }, false),
+        (Structure::Block { rows: 2, cols: 2 }, true),
+        (Structure::Block { rows: 2, cols: 2 }, false),
+    ];
+    for (s, rigl) in cases {
+        let sparsity = s
+            .implied_sparsity()
+            .unwrap_or_else(|| Sparsity::new(0.75).unwrap());
         let mut plan = DstPlan::new(
             if rigl {
                 DstMethod::Rigl
             } else {
                 DstMethod::Set
             },
-            s.implied_sparsity().unwrap(),
+            sparsity,
             1334,
             1,
             11,
@@ -808,13 +818,15 @@ fn every_n_by_m_group_keeps_exactly_n_over_1000_updates() {
                 SgdRule::default(),
             )
             .unwrap();
+        let counts0: Vec<usize> = opt.masks().layers().iter().map(|l| l.nnz()).collect();
         let check = |o: &SparseOptimizer, step: u64| {
-            for l in o.masks().layers() {
+            for (l, &c) in o.masks().layers().iter().zip(&counts0) {
                 assert!(
                     has_structure(s, l.param(), l.bits()).unwrap(),
-                    "{n}:4 step {step} {}",
+                    "{s:?} step {step} {}",
                     l.param().path
                 );
+                assert_eq!(l.nnz(), c, "{s:?} step {step} {}", l.param().path);
             }
         };
         check(&opt, 0);
@@ -832,11 +844,13 @@ fn every_n_by_m_group_keeps_exactly_n_over_1000_updates() {
                 .sum::<usize>();
         }
         assert!(opt.masks().violations(&m).unwrap().iter().all(|v| v.1 == 0));
-        assert!(moved > 100, "{n}:4 rigl={rigl}: only {moved} moved");
+        assert!(moved > 100, "{s:?} rigl={rigl}: only {moved} moved");
     }
-    // Blocks are not rewired, SNFS takes no structure, and N:M fixes the sparsity.
+    // SNFS takes no structure, and N:M fixes the sparsity.
     let mut p = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.75).unwrap(), 100, 10, 0);
     p.structure = Structure::Block { rows: 2, cols: 2 };
+    assert!(p.validate().is_ok());
+    p.method = DstMethod::Snfs;
     assert!(matches!(
         p.validate(),
         Err(DstError::InvalidConfig {
@@ -844,7 +858,6 @@ fn every_n_by_m_group_keeps_exactly_n_over_1000_updates() {
             ..
         })
     ));
-    p.method = DstMethod::Snfs;
     p.structure = Structure::NByM { n: 1, m: 4 };
     assert!(matches!(
         p.validate(),

@@ -379,12 +379,16 @@ pub fn prune_level(
     }
 }
 
-/// [`prune_level`] of a [`Structure`]. N:M: every group of a layer loses `round(p * k)` of its
-/// `k` survivors by smallest `|w|` (ties: the higher index goes first), never going below
-/// `min(n, group size)`, and stays at N once there (`p` is the layer's rate; a global rate
-/// applies to every group). The rounding is per group: a rate below `1 / (2k)` removes nothing
-/// from a group of `k`, so use rates of 0.2 or more (groups of 4 then go 4, 3, 2).
-/// Unstructured is [`prune_level`].
+/// [`prune_level`] of a [`Structure`], for pruning `level` (1 for the first pruned level).
+/// N:M: every group of `g` positions keeps `clamp(round(g (1 - p)^level), min(n, g), alive)`
+/// of its survivors by largest `|w|` (ties: the lower index stays), where `p` is the layer's
+/// rate (a global rate applies to every group): the density the unstructured schedule has
+/// reached at that level, rounded per group, never below N and never growing back, so it
+/// ends at exactly N when `(1 - p)^levels = n / m` (as GMP to N:M does with its schedule).
+/// The target comes from the level, not from the survivors, so small rates do not stall: a
+/// group of 4 at `p = 0.13` goes 4, 3, 3, 3, 2, 2 over five levels (a per-level
+/// `round(p * 3)` would remove nothing after the first). Unstructured is [`prune_level`]
+/// (`level` unused).
 ///
 /// # Errors
 /// As [`prune_level`]; [`MaskError::InvalidConfig`] for block structure (IMP does not prune
@@ -394,6 +398,7 @@ pub fn prune_level_structured(
     weights: &[Vec<f32>],
     rate: &PruneRate,
     structure: Structure,
+    level: usize,
 ) -> Result<Vec<Vec<bool>>> {
     let Structure::NByM { n, .. } = structure else {
         if structure == Structure::Unstructured {
@@ -422,8 +427,9 @@ pub fn prune_level_structured(
             for g in &groups {
                 let alive: Vec<usize> = g.iter().copied().filter(|&i| l.bits()[i]).collect();
                 let k = alive.len();
-                let keep =
-                    (k - ((p * k as f64).round() as usize).min(k)).max(n.min(g.len()).min(k));
+                let level = i32::try_from(level).unwrap_or(i32::MAX);
+                let target = (g.len() as f64 * (1.0 - p).powi(level)).round() as usize;
+                let keep = target.max(n.min(g.len())).min(k);
                 let scores: Vec<f32> = alive.iter().map(|&i| w[i].abs()).collect();
                 for (&i, &kept) in alive.iter().zip(&top_k(&scores, keep)?) {
                     bits[i] = kept;
@@ -623,7 +629,8 @@ impl<M: Module, I: Fn(u64) -> M> Imp<M, I> {
             let prev_model = load_module(template, &prev.join("final.bpk"))?;
             let prev_masks = load_masks(&prev_model, &prev.join("masks.bsp"))?;
             let w = prev_masks.read_weights(&prev_model)?;
-            let bits = prune_level_structured(&prev_masks, &w, &self.cfg.rate, self.cfg.structure)?;
+            let bits =
+                prune_level_structured(&prev_masks, &w, &self.cfg.rate, self.cfg.structure, level)?;
             let rewind = self.rewind_weights()?;
             let masks =
                 MaskSet::from_bits(&prev_model, prev_masks.params(), bits)?.rebind(&rewind)?;

@@ -651,9 +651,10 @@ fn a_trainer_without_fine_tuning_and_a_bad_rate_are_typed_errors() {
 
 #[test]
 fn n_by_m_levels_by_hand_and_to_exactly_two_of_four() {
-    // One layer [8, 1] (two groups of 4 down the column), rate 0.5, 2:4. Level 1: group 0
-    // (|w| .1 .4 .3 .2) keeps 4 - round(2) = 2: .4 (1), .3 (2); group 1 (.5 .5 .1 .9) keeps .9
-    // (7) and the tie .5/.5 goes to the lower index 4. Level 2 would keep 1, but 2:4 floors at 2.
+    // One layer [8, 1] (two groups of 4 down the column), rate 0.5, 2:4. Level 1: each group
+    // keeps round(4 * 0.5) = 2; group 0 (|w| .1 .4 .3 .2) keeps .4 (1), .3 (2); group 1
+    // (.5 .5 .1 .9) keeps .9 (7) and the tie .5/.5 goes to the lower index 4. Level 2 would
+    // keep round(4 * 0.25) = 1, but 2:4 floors at 2.
     use burn::module::Param;
     #[derive(Module, Debug)]
     struct One {
@@ -670,20 +671,37 @@ fn n_by_m_levels_by_hand_and_to_exactly_two_of_four() {
     let w = masks.read_weights(&m).unwrap();
     let s24 = burn_sparse_mask::Structure::NByM { n: 2, m: 4 };
     let rate = PruneRate::Global(0.5);
-    let bits = prune_level_structured(&masks, &w, &rate, s24).unwrap();
+    let bits = prune_level_structured(&masks, &w, &rate, s24, 1).unwrap();
     let ones = |b: &[bool]| (0..b.len()).filter(|&i| b[i]).collect::<Vec<_>>();
     assert_eq!(ones(&bits[0]), vec![1, 2, 4, 7]);
     let next = MaskSet::from_bits(&m, masks.params(), bits.clone()).unwrap();
-    assert_eq!(prune_level_structured(&next, &w, &rate, s24).unwrap(), bits);
+    assert_eq!(
+        prune_level_structured(&next, &w, &rate, s24, 2).unwrap(),
+        bits
+    );
+    // A small rate does not stall: p = 1 - 0.5^(1/5) over five levels, each group keeps
+    // round(4 * 0.5^(l/5)) = 3, 3, 3, 2, 2 (a per-level round(p * 3) = 0 would stop at 3).
+    let p5 = 1.0 - 0.5f64.powf(0.2);
+    let small = PruneRate::Global(p5);
+    let mut cur = masks.clone();
+    let mut kept = Vec::new();
+    for level in 1..=5 {
+        let b = prune_level_structured(&cur, &w, &small, s24, level).unwrap();
+        kept.push(b[0][..4].iter().filter(|&&x| x).count());
+        cur = MaskSet::from_bits(&m, masks.params(), b).unwrap();
+    }
+    assert_eq!(kept, vec![3, 3, 3, 2, 2]);
+    assert_eq!(ones(cur.layers()[0].bits()), vec![1, 2, 4, 7]);
     // Blocks are refused; unstructured is prune_level.
     let block = burn_sparse_mask::Structure::Block { rows: 2, cols: 1 };
-    assert!(prune_level_structured(&masks, &w, &rate, block).is_err());
+    assert!(prune_level_structured(&masks, &w, &rate, block, 1).is_err());
     assert_eq!(
-        prune_level_structured(&masks, &w, &rate, Default::default()).unwrap(),
+        prune_level_structured(&masks, &w, &rate, Default::default(), 1).unwrap(),
         prune_level(&masks, &w, &rate).unwrap()
     );
     // The driver: 3 levels at 20% on [12, 16, 10, 3] reach 2:4 where the reduction dim divides
-    // (12 -> 16: 4 -> 3 -> 2), and the padded l3 (d_in 10 = 4 + 4 + 2) keeps 2 of 2.
+    // (12 -> 16: round(4 * 0.8^l) = 3, 3, 2), and the padded l3 (d_in 10 = 4 + 4 + 2) keeps
+    // 2 of 2.
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(Rewind::Init);
     cfg.rate = PruneRate::Global(0.2);

@@ -38,13 +38,114 @@ pub enum SparsityDistribution {
     Erk,
     /// A per-layer sparsity for every prunable layer, by path.
     Custom(BTreeMap<String, f64>),
+    /// `base` for every layer but the pinned ones, which get their own sparsity (RigL's
+    /// `first_layer_sparsity` / `last_layer_sparsity`, its `custom_sparsity_map`). Pinned layers
+    /// leave both sums, as in the reference: the other layers reach the global sparsity among
+    /// themselves, so the network's total differs from it by what the pins change. Build it
+    /// with [`SparsityDistribution::pin_first`], [`SparsityDistribution::pin_last`] and
+    /// [`SparsityDistribution::pin`].
+    Pinned {
+        /// The distribution of the layers not pinned.
+        base: Box<SparsityDistribution>,
+        /// The pins, applied in order (a later pin of the same layer wins).
+        pins: Vec<(LayerPin, f64)>,
+    },
+}
+
+/// Which layer a [`SparsityDistribution::Pinned`] pin names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerPin {
+    /// The first prunable layer (in the module's parameter order).
+    First,
+    /// The last prunable layer.
+    Last,
+    /// The prunable layer with this path.
+    Path(String),
 }
 
 impl SparsityDistribution {
+    /// This distribution with the first prunable layer at `sparsity` (RigL's
+    /// `first_layer_sparsity`; 0 keeps it dense but still masked, unlike
+    /// `ParamFilter::keep_first_dense`, which leaves it out of the prunable set).
+    pub fn pin_first(self, sparsity: f64) -> Self {
+        self.with_pin(LayerPin::First, sparsity)
+    }
+
+    /// This distribution with the last prunable layer at `sparsity`.
+    pub fn pin_last(self, sparsity: f64) -> Self {
+        self.with_pin(LayerPin::Last, sparsity)
+    }
+
+    /// This distribution with the layer at `path` at `sparsity`.
+    pub fn pin(self, path: impl Into<String>, sparsity: f64) -> Self {
+        self.with_pin(LayerPin::Path(path.into()), sparsity)
+    }
+
+    fn with_pin(self, pin: LayerPin, sparsity: f64) -> Self {
+        match self {
+            SparsityDistribution::Pinned { base, mut pins } => {
+                pins.push((pin, sparsity));
+                SparsityDistribution::Pinned { base, pins }
+            }
+            base => SparsityDistribution::Pinned {
+                base: Box::new(base),
+                pins: vec![(pin, sparsity)],
+            },
+        }
+    }
+
+    /// The distribution the unpinned layers follow (itself unless pinned).
+    pub fn base(&self) -> &SparsityDistribution {
+        match self {
+            SparsityDistribution::Pinned { base, .. } => base.base(),
+            d => d,
+        }
+    }
+
+    /// The same distribution with every pinned sparsity multiplied by `factor` (in [0, 1]): a
+    /// pruning schedule at `s_t` of a final `s` scales its pins by `s_t / s`, so pinned layers
+    /// reach their sparsity on the same schedule as the others.
+    pub fn scale_pins(&self, factor: f64) -> Self {
+        match self {
+            SparsityDistribution::Pinned { base, pins } => SparsityDistribution::Pinned {
+                base: Box::new(base.scale_pins(factor)),
+                pins: pins
+                    .iter()
+                    .map(|(p, s)| (p.clone(), s * factor.clamp(0.0, 1.0)))
+                    .collect(),
+            },
+            d => d.clone(),
+        }
+    }
+
+    /// The pins resolved against `layers`: path -> sparsity.
+    fn resolve_pins(
+        &self,
+        layers: &[ParamInfo],
+        into: &mut BTreeMap<String, Sparsity>,
+    ) -> Result<()> {
+        if let SparsityDistribution::Pinned { base, pins } = self {
+            base.resolve_pins(layers, into)?;
+            for (pin, s) in pins {
+                let path = match pin {
+                    LayerPin::First => layers.first().map(|l| l.path.clone()),
+                    LayerPin::Last => layers.last().map(|l| l.path.clone()),
+                    LayerPin::Path(p) => Some(p.clone()),
+                };
+                if let Some(path) = path {
+                    into.insert(path, Sparsity::new(*s)?);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The raw (unscaled) score of a layer under this distribution.
     fn raw_score(&self, p: &ParamInfo) -> f64 {
         let s = &p.shape;
         match self {
+            SparsityDistribution::Pinned { base, .. } => base.raw_score(p),
             SparsityDistribution::Uniform | SparsityDistribution::Custom(_) => 1.0,
             SparsityDistribution::Er => {
                 let (a, b) = match s.len() {
@@ -61,8 +162,9 @@ impl SparsityDistribution {
         }
     }
 
-    /// Per-layer densities for a global `sparsity`. Layers named in `fixed` get that sparsity
-    /// and leave both sums, as in the reference.
+    /// Per-layer densities for a global `sparsity`. Layers named in `fixed` (or pinned) get
+    /// that sparsity and leave both sums, as in the reference: the others reach `sparsity` among
+    /// themselves.
     ///
     /// # Errors
     /// Unknown paths in `fixed` or a custom map, an invalid custom sparsity, or a budget that
@@ -99,6 +201,11 @@ impl SparsityDistribution {
             return Err(MaskError::EmptyPrunableSet(
                 "a distribution needs at least one layer".into(),
             ));
+        }
+        if let SparsityDistribution::Pinned { base, .. } = self {
+            let mut all = fixed.clone();
+            self.resolve_pins(layers, &mut all)?;
+            return base.base().allocate(layers, sparsity, &all);
         }
         let known = || {
             layers
@@ -144,17 +251,23 @@ impl SparsityDistribution {
             return Ok((dens, counts));
         }
 
-        let total: usize = layers.iter().map(ParamInfo::numel).sum();
-        let target_kept = sparsity.kept(total);
         let is_fixed: Vec<Option<Sparsity>> =
             layers.iter().map(|l| fixed.get(&l.path).copied()).collect();
+        // The layers not fixed share `sparsity` among themselves (fixed ones leave both sums).
+        let total: usize = layers
+            .iter()
+            .zip(&is_fixed)
+            .filter(|(_, f)| f.is_none())
+            .map(|(l, _)| l.numel())
+            .sum();
+        let fixed_kept: usize = layers
+            .iter()
+            .zip(&is_fixed)
+            .filter_map(|(l, f)| f.map(|s| s.kept(l.numel())))
+            .sum();
+        let target_kept = sparsity.kept(total) + fixed_kept;
         let score: Vec<f64> = layers.iter().map(|l| self.raw_score(l)).collect();
         let mut dense = vec![false; layers.len()];
-        let fixed_real: f64 = is_fixed
-            .iter()
-            .zip(&n)
-            .filter_map(|(f, n)| f.map(|s| s.density().value() * n))
-            .sum();
         let eps = loop {
             let dense_real: f64 = dense
                 .iter()
@@ -162,7 +275,7 @@ impl SparsityDistribution {
                 .filter(|(d, _)| **d)
                 .map(|(_, n)| n)
                 .sum();
-            let budget = (1.0 - sparsity.value()) * total as f64 - fixed_real - dense_real;
+            let budget = (1.0 - sparsity.value()) * total as f64 - dense_real;
             let free: Vec<usize> = (0..layers.len())
                 .filter(|&i| is_fixed[i].is_none() && !dense[i])
                 .collect();
@@ -176,7 +289,7 @@ impl SparsityDistribution {
             }
             if budget < -0.5 {
                 return Err(MaskError::InfeasibleBudget(format!(
-                    "the fixed and dense layers already keep more weights than {sparsity} allows"
+                    "the dense layers already keep more weights than {sparsity} allows"
                 )));
             }
             let divisor: f64 = free.iter().map(|&i| score[i] * n[i]).sum();
@@ -321,14 +434,69 @@ mod tests {
     }
 
     #[test]
-    fn uniform_with_fixed_dense_first_layer() {
-        // a dense (200); 350 - 200 = 150 over b and c (500): density 0.3 -> 120 and 30.
+    fn fixed_layers_leave_both_sums() {
+        // a fixed dense (200 kept); b and c (500) share 50% among themselves: 250, uniformly
+        // 200 and 50. The network keeps 450 of 700, not 350: the pin leaves both sums.
         let mut fixed = BTreeMap::new();
         fixed.insert("a".to_string(), Sparsity::DENSE);
         let c = SparsityDistribution::Uniform
             .layer_counts(&net(), Sparsity::new(0.5).unwrap(), &fixed)
             .unwrap();
-        assert_eq!(c, vec![200, 120, 30]);
+        assert_eq!(c, vec![200, 200, 50]);
+    }
+
+    #[test]
+    fn pinned_first_and_last_by_hand() {
+        // ERK at 50% over b alone (a first, c last are pinned): b keeps round(0.5 * 400) = 200.
+        // a at 80% sparsity: round(0.2 * 200) = 40; c at 0: all 100.
+        let d = SparsityDistribution::Erk.pin_first(0.8).pin_last(0.0);
+        let s = Sparsity::new(0.5).unwrap();
+        assert_eq!(
+            d.layer_counts(&net(), s, &BTreeMap::new()).unwrap(),
+            vec![40, 200, 100]
+        );
+        let dens = d.layer_densities(&net(), s, &BTreeMap::new()).unwrap();
+        assert!((dens[0] - 0.2).abs() < 1e-12 && (dens[2] - 1.0).abs() < 1e-12);
+        // Pinning only the first: b and c share ERK at 50% (keep 250 of 500). Scores b = 0.10,
+        // c = 0.25: eps = 250 / (40 + 25) = 3.846, so c would be 0.96 dense (96.15) and b
+        // 0.3846 (153.85): floors 153 + 96 = 249, the leftover to the larger remainder (b).
+        let d = SparsityDistribution::Erk.pin_first(0.8);
+        assert_eq!(
+            d.layer_counts(&net(), s, &BTreeMap::new()).unwrap(),
+            vec![40, 154, 96]
+        );
+        // By path, and a later pin of the same layer wins.
+        let d = SparsityDistribution::Uniform.pin("b", 0.9).pin("b", 0.75);
+        assert_eq!(
+            d.layer_counts(&net(), s, &BTreeMap::new()).unwrap(),
+            vec![100, 100, 50]
+        );
+        assert_eq!(d.base(), &SparsityDistribution::Uniform);
+        // Scaled pins (a schedule half-way to its target).
+        let half = SparsityDistribution::Uniform.pin_first(0.8).scale_pins(0.5);
+        assert_eq!(
+            half.layer_counts(&net(), s, &BTreeMap::new()).unwrap(),
+            vec![120, 200, 50]
+        );
+    }
+
+    #[test]
+    fn bad_pins_are_typed_errors() {
+        let s = Sparsity::new(0.5).unwrap();
+        assert!(matches!(
+            SparsityDistribution::Erk
+                .pin("nope", 0.5)
+                .layer_counts(&net(), s, &BTreeMap::new()),
+            Err(MaskError::UnknownParam { .. })
+        ));
+        for bad in [1.0, -0.1, f64::NAN] {
+            assert!(matches!(
+                SparsityDistribution::Erk
+                    .pin_first(bad)
+                    .layer_counts(&net(), s, &BTreeMap::new()),
+                Err(MaskError::InvalidFraction { .. })
+            ));
+        }
     }
 
     #[test]
@@ -353,13 +521,11 @@ mod tests {
     }
 
     #[test]
-    fn infeasible_budget_is_an_error() {
-        // Keep 630 of 700 while b (400) is fixed at 90% sparsity (40 kept): a + c hold only 300.
-        let mut fixed = BTreeMap::new();
-        fixed.insert("b".to_string(), Sparsity::new(0.9).unwrap());
-        assert!(matches!(
-            SparsityDistribution::Erk.layer_counts(&net(), Sparsity::new(0.1).unwrap(), &fixed),
-            Err(MaskError::InfeasibleBudget(_))
-        ));
+    fn dense_target_makes_every_layer_dense() {
+        // The overflow loop turns layers dense until the budget fits: at sparsity 0 all are.
+        let c = SparsityDistribution::Erk
+            .layer_counts(&net(), Sparsity::DENSE, &BTreeMap::new())
+            .unwrap();
+        assert_eq!(c, vec![200, 400, 100]);
     }
 }

@@ -250,6 +250,11 @@ impl GradualPruning {
         })
     }
 
+    /// The final sparsity.
+    pub fn target(&self) -> Sparsity {
+        self.target
+    }
+
     /// The sparsity at step `t`.
     pub fn sparsity_at(&self, t: u64) -> Sparsity {
         let (si, sf) = (self.initial.value(), self.target.value());

@@ -13,6 +13,18 @@ pub struct LayerUpdate {
     pub n_drop: usize,
 }
 
+impl LayerUpdate {
+    /// The update from `old` to `new` (grown: inactive in `old`, active in `new`).
+    fn between(old: &[bool], new: Vec<bool>, n_drop: usize) -> Self {
+        let grown = (0..old.len()).filter(|&i| new[i] && !old[i]).collect();
+        Self {
+            mask: new,
+            grown,
+            n_drop,
+        }
+    }
+}
+
 /// `n_drop = floor(fraction * n_active)`.
 pub fn drop_count(fraction: f64, n_active: usize) -> usize {
     ((fraction * n_active as f64).floor() as usize).min(n_active)
@@ -135,14 +147,7 @@ pub fn drop_and_grow_in_groups(
             }
         }
     }
-    let grown = (0..mask.len())
-        .filter(|&i| new_mask[i] && !mask[i])
-        .collect();
-    Ok(LayerUpdate {
-        mask: new_mask,
-        grown,
-        n_drop,
-    })
+    Ok(LayerUpdate::between(mask, new_mask, n_drop))
 }
 
 /// Drop and grow whole blocks: `groups` are the blocks of the layer (see
@@ -191,14 +196,7 @@ pub fn drop_and_grow_blocks(
     let block_g = burn_sparse_mask::group_sums(grow_score, groups);
     let u = drop_and_grow(name, &block_mask, &block_w, &block_g, n_drop, n_drop)?;
     let new_mask = burn_sparse_mask::expand_groups(mask.len(), groups, &u.mask);
-    let grown = (0..mask.len())
-        .filter(|&i| new_mask[i] && !mask[i])
-        .collect();
-    Ok(LayerUpdate {
-        mask: new_mask,
-        grown,
-        n_drop: u.n_drop,
-    })
+    Ok(LayerUpdate::between(mask, new_mask, u.n_drop))
 }
 
 #[cfg(test)]

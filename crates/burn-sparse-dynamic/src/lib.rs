@@ -319,10 +319,7 @@ impl DstPlan {
             return bad("structure", e.to_string());
         }
         if self.structure != Structure::Unstructured {
-            let allowed = match self.structure {
-                _ => self.method != DstMethod::Snfs,
-            };
-            if !allowed {
+            if self.method == DstMethod::Snfs {
                 return bad(
                     "structure",
                     format!(

@@ -437,3 +437,71 @@ pub struct PerfArgs {
     #[arg(long, default_value_t = 30, requires = "amortised", value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub rounds: u64,
 }
+
+/// `wide_mnist`'s methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WideMethod {
+    /// SET, streamed (random growth).
+    Set,
+    /// RigL, streamed (gradient growth without the dense gradient).
+    Rigl,
+    /// The initial random topology, fixed.
+    Static,
+    /// Every layer dense (widths up to what memory allows), for the baseline.
+    Dense,
+}
+
+/// The initialisation of `wide_mnist`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FanInArg {
+    /// Each unit's std from its own number of active inputs (Evci et al. 2022).
+    Sparse,
+    /// burn's `Linear` default with the dense fan-in.
+    Dense,
+}
+
+/// `wide_mnist`: an MLP 784-W-W-10 whose dense twin may not fit in memory, trained sparse.
+#[derive(Debug, Parser)]
+#[command(name = "wide_mnist", about, long_about = None)]
+pub struct WideArgs {
+    /// The method.
+    #[arg(long, value_enum, default_value = "rigl")]
+    pub method: WideMethod,
+    /// The hidden width W (up to 65536 and beyond: memory follows the non-zeros).
+    #[arg(long, default_value_t = 16384, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub width: u64,
+    /// Non-zeros of each of the two W-wide layers (784 x W and W x W); the W x 10 output
+    /// layer is dense.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=u32::MAX as u64))]
+    pub nnz_per_layer: u64,
+    /// Epochs.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub epochs: u64,
+    /// Seed of the topology, the values and the batch order.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Base learning rate (SGD, momentum 0.9, cosine decay to 0).
+    #[arg(long, default_value_t = 0.05, value_parser = positive)]
+    pub lr: f64,
+    /// Batch size.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub batch: u64,
+    /// L2 weight decay.
+    #[arg(long, default_value_t = 5e-4, value_parser = non_negative)]
+    pub weight_decay: f64,
+    /// Steps between topology updates (RigL's default 100; SET: once per epoch if absent).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub delta_t: Option<u64>,
+    /// Initialisation of the values.
+    #[arg(long, value_enum, default_value = "sparse")]
+    pub init: FanInArg,
+    /// Train on the first N training images only (for quick checks).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub train_limit: Option<u64>,
+    /// Append the final summary as one JSON line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Data and backend.
+    #[command(flatten)]
+    pub data: DataArgs,
+}

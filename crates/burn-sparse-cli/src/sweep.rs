@@ -664,12 +664,15 @@ fn header(sweep: &SweepConfig, command: &str) -> String {
     let b = &sweep.base;
     let _ = writeln!(
         md,
-        "Model `{}`, dataset `{}`, {} epochs{}, optimizer `{}` lr {} (`{}` schedule), momentum \
-         {}, weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final model's \
-         on the full test set, mean ± sample std over seeds (n per cell in brackets when not \
-         all seeds finished).\n",
+        "Model `{}`, dataset `{}`{}, {} epochs{}, optimizer `{}` lr {} (`{}` schedule), \
+         momentum {}, weight decay {}, batch {}, device `{}`; seeds {:?}. Accuracy is the final \
+         model's on the {}, mean ± sample std over seeds (n per cell in brackets when not all \
+         seeds finished).\n",
         spelling(&b.model),
         spelling(&b.dataset.name),
+        b.dataset.train_limit.map_or_else(String::new, |n| format!(
+            " (training on its first {n} images)"
+        )),
         b.epochs,
         if lottery {
             " (per IMP level for the lottery)"
@@ -683,7 +686,11 @@ fn header(sweep: &SweepConfig, command: &str) -> String {
         b.optimizer.weight_decay,
         b.optimizer.batch_size,
         b.device,
-        sweep.grid.seeds
+        sweep.grid.seeds,
+        b.dataset.test_limit.map_or_else(
+            || "full test set".to_string(),
+            |n| format!("first {n} test images")
+        ),
     );
     if lottery {
         let levels = b.lottery.levels.map_or_else(

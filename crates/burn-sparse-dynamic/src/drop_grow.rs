@@ -240,7 +240,10 @@ impl RiglUpdater {
     }
 }
 
-pub(crate) fn grown_values(
+/// The initial values of the newly grown weights `grown` (flat indices, ascending) of layer
+/// `layer` at step `t` under `init`, as `(flat index, value)`; empty for [`GrowInit::Zero`].
+/// Shared by the masked updaters and burn-sparse's streamed ones, so both draw the same values.
+pub fn grown_values(
     init: GrowInit,
     seed: u64,
     t: u64,

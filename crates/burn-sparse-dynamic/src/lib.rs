@@ -46,7 +46,7 @@ mod snfs;
 
 pub use drop_grow::{
     DropGrow, DropGrowConfig, GradientGrow, GrowInit, GrowScore, RandomGrow, RiglUpdater,
-    SetUpdater, UpdateRecord,
+    SetUpdater, UpdateRecord, grown_values,
 };
 pub use engine::{
     LayerUpdate, drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_count,

@@ -48,6 +48,15 @@ pub enum KernelError {
         /// Actual length.
         got: usize,
     },
+    /// A NaN grow score (a NaN in the activations or the output gradient); the lowest such
+    /// position of the layer.
+    #[error("the grow score at ({row}, {col}) is NaN")]
+    NanScore {
+        /// Row (input feature).
+        row: usize,
+        /// Column (output feature).
+        col: usize,
+    },
     /// Coordinate lists of different lengths.
     #[error("{rows} row indices but {cols} column indices")]
     CoordLength {

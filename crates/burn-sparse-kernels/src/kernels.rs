@@ -375,6 +375,72 @@ fn sddmm_mv(
         _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot),
     }
 }
+/// `out[(c - c0) * (r1 - r0) + (r - r0)] = <xt[r, :], dyt[c, :]>` for the rows `r0..r1` and
+/// columns `c0..c0 + out.len() / (r1 - r0)`: a tile of the dense `dW = xᵀ dY`, with the dot
+/// product of [`Kernels::backward_values`] (so a position gets the same value either way).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dense_tile(
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+) {
+    let h = r1 - r0;
+    for (i, o) in out.chunks_exact_mut(h).enumerate() {
+        let c = c0 + i;
+        let d = &dyt[c * b..(c + 1) * b];
+        for (r, v) in (r0..r1).zip(o.iter_mut()) {
+            *v = dot(&xt[r * b..(r + 1) * b], d);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn dense_tile_mv(
+    isa: Isa,
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if Isa::Avx2.available() => {
+            #[target_feature(enable = "avx2")]
+            #[allow(clippy::too_many_arguments)]
+            fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
+                dense_tile(x, d, b, r0, r1, c0, o, |x, d| x86dot::dot_avx2(x, d))
+            }
+            // SAFETY: the CPU has AVX2 (checked by the match guard).
+            #[allow(unsafe_code)]
+            unsafe {
+                go(xt, dyt, b, r0, r1, c0, out)
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if Isa::Avx512.available() => {
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
+                dense_tile(x, d, b, r0, r1, c0, o, |x, d| x86dot::dot_avx512(x, d))
+            }
+            // SAFETY: the CPU has AVX-512F (checked by the match guard).
+            #[allow(unsafe_code)]
+            unsafe {
+                go(xt, dyt, b, r0, r1, c0, out)
+            }
+        }
+        _ => dense_tile(xt, dyt, b, r0, r1, c0, out, dot),
+    }
+}
 fn transpose_mv(isa: Isa, src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -658,6 +724,44 @@ pub mod reference {
                 (0..batch)
                     .map(|b| xt[r * batch + b] as f64 * dyt[c * batch + b] as f64)
                     .sum()
+            })
+            .collect()
+    }
+
+    /// RigL's grow step the dense way: the whole `dW` (through `kernels`' sampled product on
+    /// the fully dense pattern, so every value is the one [`Kernels::grow_topk`] computes),
+    /// the candidates in flat order, sorted by `|dW|` descending and flat index ascending,
+    /// the first `k`, back in flat order. Panics on bad sizes or NaN (a test reference).
+    pub fn grow_topk(
+        kernels: &crate::Kernels,
+        p: &SparsePattern,
+        keep: &[bool],
+        xt: &[f32],
+        dyt: &[f32],
+        batch: usize,
+        k: usize,
+    ) -> Vec<crate::Grown> {
+        let (rows, cols) = (p.rows(), p.cols());
+        let full = SparsePattern::from_mask(rows, cols, &vec![true; rows * cols]).unwrap();
+        let mut dw = vec![0.0f32; rows * cols];
+        kernels
+            .backward_values(&full, xt, dyt, batch, &mut dw)
+            .unwrap();
+        let mut excluded = vec![false; rows * cols];
+        for s in 0..p.nnz() {
+            if keep[s] {
+                excluded[p.flat_index(s)] = true;
+            }
+        }
+        let mut cand: Vec<usize> = (0..rows * cols).filter(|&f| !excluded[f]).collect();
+        cand.sort_by(|&a, &b| dw[b].abs().total_cmp(&dw[a].abs()).then(a.cmp(&b)));
+        cand.truncate(k);
+        cand.sort_unstable();
+        cand.into_iter()
+            .map(|f| crate::Grown {
+                row: (f / cols) as u32,
+                col: (f % cols) as u32,
+                grad: dw[f],
             })
             .collect()
     }

@@ -32,11 +32,13 @@
 //! ```
 
 mod error;
+mod grow;
 mod kernels;
 mod pattern;
 pub mod simd;
 
 pub use error::{KernelError, Result};
+pub use grow::Grown;
 pub use kernels::{Kernels, reference};
 pub use pattern::SparsePattern;
 pub use simd::Isa;

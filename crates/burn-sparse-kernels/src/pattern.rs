@@ -210,6 +210,18 @@ impl SparsePattern {
     pub fn flat_index(&self, s: usize) -> usize {
         self.slot_row[s] as usize * self.cols + self.slot_col[s] as usize
     }
+    /// The slot at `(row, col)`, if that position is active: a binary search in the row's CSR
+    /// columns, O(log nnz_row), without a dense mask.
+    pub fn slot_at(&self, row: usize, col: usize) -> Option<usize> {
+        if row >= self.rows {
+            return None;
+        }
+        let (a, b) = (self.row_ptr[row], self.row_ptr[row + 1]);
+        let j = self.csr_col[a..b]
+            .binary_search(&u32::try_from(col).ok()?)
+            .ok()?;
+        Some(self.csr_slot[a + j] as usize)
+    }
     /// CSC column pointers (`cols + 1`).
     pub fn col_ptr(&self) -> &[usize] {
         &self.col_ptr

@@ -28,4 +28,6 @@ mod linear;
 pub mod ops;
 
 pub use error::{LayerError, Result};
-pub use linear::{Compute, PatternCache, SPARSE_MAX_DENSITY, SparseLinear, SparseLinearConfig};
+pub use linear::{
+    Compute, PatternCache, SPARSE_MAX_DENSITY, SlotMove, SparseLinear, SparseLinearConfig,
+};

@@ -60,6 +60,14 @@ pub struct SparseLinearConfig {
     /// Which product to compute.
     #[config(default = "Compute::Auto")]
     pub compute: Compute,
+    /// The sparse fan-in initialisation (Evci et al., arXiv:2010.03533; the masked path's
+    /// [`MaskSet::sparse_fan_in`](burn_sparse_mask::MaskSet::sparse_fan_in)): the values of
+    /// output unit `j` are multiplied by `sqrt(d_input / f_j)`, `f_j` its number of active
+    /// inputs, so each unit starts as the dense initialisation with fan-in `f_j` would (with
+    /// burn's default Kaiming-uniform: bound `1 / sqrt(f_j)`). Very sparse wide layers do not
+    /// train from the dense fan-in's tiny values. Default false.
+    #[config(default = false)]
+    pub sparse_fan_in: bool,
 }
 
 /// The host pattern of a layer, rebuilt from `coords` when they change (a record load, a
@@ -69,6 +77,19 @@ pub struct PatternCache(Arc<Mutex<Option<CachedPattern>>>);
 
 /// The coordinates a pattern was built from, and the pattern.
 type CachedPattern = (Tensor<2, Int>, Arc<SparsePattern>);
+
+/// One slot of a [`SparseLinear`] moved to a new position ([`SparseLinear::with_moves`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SlotMove {
+    /// The slot (index into `values`).
+    pub slot: u32,
+    /// Its new row (input feature).
+    pub row: u32,
+    /// Its new column (output feature).
+    pub col: u32,
+    /// Its value at the new position (0 for RigL's and SET's grown weights).
+    pub value: f32,
+}
 
 /// A linear layer `y = x W + b` whose weight `W: [d_input, d_output]` (burn's `Linear` layout)
 /// holds only its non-zeros.
@@ -142,12 +163,31 @@ impl SparseLinearConfig {
         let rows: Vec<u32> = positions.iter().map(|&p| (p / cols) as u32).collect();
         let colv: Vec<u32> = positions.iter().map(|&p| (p % cols) as u32).collect();
         let pattern = SparsePattern::new(self.d_input, self.d_output, rows, colv)?;
-        let values = self.initializer.init_with(
+        let mut values = self.initializer.init_with(
             [pattern.nnz()],
             Some(self.d_input),
             Some(self.d_output),
             device,
         );
+        if self.sparse_fan_in && pattern.nnz() > 0 {
+            let ptr = pattern.col_ptr();
+            let n = self.d_input as f64;
+            let drawn = read_host(values.val())?;
+            let scaled: Vec<f32> = pattern
+                .slot_cols()
+                .iter()
+                .zip(drawn)
+                .map(|(&c, v)| {
+                    let f = (ptr[c as usize + 1] - ptr[c as usize]) as f64;
+                    (f64::from(v) * (n / f).sqrt()) as f32
+                })
+                .collect();
+            let nnz = pattern.nnz();
+            values = values.map(|v| {
+                let t = Tensor::<1>::from_data(TensorData::new(scaled, [nnz]), device);
+                require_grad_like(t, v.is_require_grad())
+            });
+        }
         let bias = self.bias.then(|| {
             self.initializer.init_with(
                 [self.d_output],
@@ -384,18 +424,40 @@ impl SparseLinear {
         let fresh: Vec<usize> = (0..numel).filter(|&f| bits[f] && !was_active[f]).collect();
         debug_assert_eq!(fresh.len(), freed.len());
         let cols = self.d_output;
-        let moves: Vec<(u32, u32, u32)> = freed
+        let grown: std::collections::HashMap<usize, f32> = grown.iter().copied().collect();
+        let moves: Vec<SlotMove> = freed
             .iter()
             .zip(&fresh)
-            .map(|(&s, &f)| (s as u32, (f / cols) as u32, (f % cols) as u32))
+            .map(|(&s, &f)| SlotMove {
+                slot: s as u32,
+                row: (f / cols) as u32,
+                col: (f % cols) as u32,
+                value: grown.get(&f).copied().unwrap_or(0.0),
+            })
             .collect();
-        let pattern = p.reassign(&moves)?;
-        let mut values = self.host_values()?;
         let mut keep = vec![true; p.nnz()];
-        let grown: std::collections::HashMap<usize, f32> = grown.iter().copied().collect();
-        for (&s, &f) in freed.iter().zip(&fresh) {
-            values[s] = grown.get(&f).copied().unwrap_or(0.0);
+        for &s in &freed {
             keep[s] = false;
+        }
+        Ok((self.with_moves(&moves)?, keep))
+    }
+
+    /// The same layer with `moves` applied: each moved slot takes its new coordinate and
+    /// value, every other slot keeps both. O(nnz + d_input + d_output) time and memory, whatever
+    /// the layer's dense size: the topology update of layers too large to have a dense mask
+    /// (burn-sparse's streamed SET and RigL). The `ParamId`s of `values` and `coords`
+    /// are kept; the caller resets the moved slots' optimizer state.
+    ///
+    /// # Errors
+    /// [`LayerError::Kernel`] for a slot `>= nnz`, a coordinate out of range or two slots at
+    /// one position after the moves; [`LayerError::Data`] if the values cannot be read.
+    pub fn with_moves(&self, moves: &[SlotMove]) -> LResult<Self> {
+        let p = self.pattern()?;
+        let coords: Vec<(u32, u32, u32)> = moves.iter().map(|m| (m.slot, m.row, m.col)).collect();
+        let pattern = p.reassign(&coords)?;
+        let mut values = self.host_values()?;
+        for m in moves {
+            values[m.slot as usize] = m.value;
         }
         let device = self.values.device();
         let nnz = pattern.nnz();
@@ -408,18 +470,31 @@ impl SparseLinear {
             coords.clone(),
             Arc::new(pattern),
         )))));
-        Ok((
-            Self {
-                values: new_values,
-                coords: Param::initialized(self.coords.id, coords),
-                bias: self.bias.clone(),
-                d_input: self.d_input,
-                d_output: self.d_output,
-                compute: self.compute,
-                cache,
-            },
-            keep,
-        ))
+        Ok(Self {
+            values: new_values,
+            coords: Param::initialized(self.coords.id, coords),
+            bias: self.bias.clone(),
+            d_input: self.d_input,
+            d_output: self.d_output,
+            compute: self.compute,
+            cache,
+        })
+    }
+
+    /// `y = x W + b + tapᵀ` with a zero `tap: [d_output, batch]` (require grad): the forward
+    /// pass whose output gradient `dL/dy` can be read back as the tap's gradient, transposed
+    /// (`[d_output, batch]`, the feature-major layout the kernels take). Together with this
+    /// layer's input it gives any entry of the dense `dL/dW = xᵀ dY` without forming it: the
+    /// streamed RigL grow step ([`burn_sparse_kernels::Kernels::grow_topk`]). It adds one
+    /// `[batch, d_output]` addition to the step; use it on topology-update steps only.
+    ///
+    /// # Panics
+    /// As [`SparseLinear::forward`], and if `tap` is not `[d_output, batch]`.
+    pub fn forward_tap(&self, x: Tensor<2>, tap: Tensor<2>) -> Tensor<2> {
+        let batch = x.dims()[0];
+        assert_eq!(tap.dims(), [self.d_output, batch], "tap shape");
+        // On the transpose, so a feature-major output stays feature-major (see the bias).
+        (self.forward(x).transpose() + tap).transpose()
     }
 
     /// `y = x W + b + x · probe`: the forward pass with a zero dense `probe: [d_input,

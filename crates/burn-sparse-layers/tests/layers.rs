@@ -405,3 +405,159 @@ fn pattern_cache_is_reused_until_coords_change() {
         Err(LayerError::Shape { .. })
     ));
 }
+
+/// The layer config draws its positions without enumerating the layer (Floyd's algorithm);
+/// its counts are the enumerating masked path's (`random_masks`, an exact top-k over every
+/// position), on small layers where that path runs.
+#[test]
+fn counts_without_enumeration_equal_the_enumerating_path() {
+    use burn_sparse_mask::{ParamFilter, Sparsity, SparsityDistribution, random_masks};
+    let d = device();
+    for (k, n) in [(1, 1), (3, 7), (30, 20), (784, 300), (100, 10)] {
+        for density in [1e-3, 0.01, 0.05, 0.2, 0.5, 0.99, 1.0] {
+            let layer = SparseLinearConfig::new(k, n)
+                .with_density(density)
+                .with_seed(11)
+                .init(&d)
+                .unwrap();
+            let lin = LinearConfig::new(k, n).init(&d);
+            let masks = random_masks(
+                &lin,
+                &ParamFilter::new(),
+                Sparsity::new(1.0 - density).unwrap(),
+                &SparsityDistribution::Uniform,
+                11,
+            );
+            match masks {
+                Ok(m) => assert_eq!(
+                    layer.nnz(),
+                    m.layer("weight").unwrap().nnz(),
+                    "{k}x{n} at density {density}"
+                ),
+                // The masked path refuses to empty a layer; a sparse layer keeps one weight.
+                Err(burn_sparse_mask::MaskError::EmptyLayer { .. }) => assert_eq!(layer.nnz(), 1),
+                Err(e) => panic!("{e}"),
+            }
+            assert_eq!(
+                layer.active_mask().unwrap().iter().filter(|&&b| b).count(),
+                layer.nnz()
+            );
+        }
+    }
+}
+
+/// A 65536 x 65536 layer (4.3e9 positions, 17 GB as a dense f32 weight) with 2^18 non-zeros is
+/// built from its non-zeros alone: exact count, same seed same pattern, positions spread over
+/// the whole layer.
+#[test]
+fn a_layer_of_four_billion_positions_is_built_from_its_non_zeros() {
+    let d = Device::flex();
+    let w = 65536usize;
+    let density = 1.0 / 16384.0;
+    let make = |seed| {
+        SparseLinearConfig::new(w, w)
+            .with_density(density)
+            .with_seed(seed)
+            .with_sparse_fan_in(true)
+            .init(&d)
+            .unwrap()
+    };
+    let a = make(5);
+    assert_eq!(a.nnz(), 262_144);
+    let p = a.pattern().unwrap();
+    assert_eq!(*p, *make(5).pattern().unwrap());
+    assert_ne!(*p, *make(6).pattern().unwrap());
+    // Uniform positions: the mean row and column are near the middle (std of the mean of
+    // 262144 uniform draws on [0, 65536) is 37).
+    let mean = |v: &[u32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
+    for m in [mean(p.slot_rows()), mean(p.slot_cols())] {
+        assert!((m - 32767.5).abs() < 400.0, "mean {m}");
+    }
+    // The host memory of the layer follows the non-zeros.
+    assert!(
+        p.heap_bytes() < 64 * a.nnz() + 32 * w,
+        "{} bytes",
+        p.heap_bytes()
+    );
+}
+
+/// Sparse fan-in: with a constant initialiser of 1, slot values are exactly
+/// `sqrt(d_input / f_col)` for their column's number of active inputs `f_col`; off, they are 1.
+#[test]
+fn sparse_fan_in_scales_each_unit_by_its_active_inputs() {
+    use burn::module::Initializer;
+    let d = device();
+    let cfg = SparseLinearConfig::new(40, 6)
+        .with_density(0.3)
+        .with_seed(2)
+        .with_initializer(Initializer::Constant { value: 1.0 });
+    let plain = cfg.init(&d).unwrap();
+    assert!(plain.host_values().unwrap().iter().all(|&v| v == 1.0));
+    let l = cfg.clone().with_sparse_fan_in(true).init(&d).unwrap();
+    assert_eq!(*l.pattern().unwrap(), *plain.pattern().unwrap());
+    let p = l.pattern().unwrap();
+    let mut fan = [0usize; 6];
+    for &c in p.slot_cols() {
+        fan[c as usize] += 1;
+    }
+    let values = l.host_values().unwrap();
+    for (s, &c) in p.slot_cols().iter().enumerate() {
+        let want = (40.0f64 / fan[c as usize] as f64).sqrt() as f32;
+        assert_eq!(
+            values[s], want,
+            "slot {s}, column {c} with {} inputs",
+            fan[c as usize]
+        );
+    }
+    // A bias is not rescaled.
+    assert_eq!(host(l.bias.as_ref().unwrap().val()), vec![1.0; 6]);
+}
+
+/// `with_moves` moves exactly the named slots, in O(nnz), keeping ids and every other slot.
+#[test]
+fn with_moves_moves_only_the_named_slots() {
+    use burn_sparse_layers::SlotMove;
+    let d = device();
+    let l = SparseLinearConfig::new(5, 4)
+        .with_density(0.3)
+        .with_seed(1)
+        .init(&d)
+        .unwrap();
+    let p = l.pattern().unwrap();
+    let before = l.host_values().unwrap();
+    let free = (0..20)
+        .find(|&f| p.slot_at(f / 4, f % 4).is_none())
+        .unwrap();
+    let m = SlotMove {
+        slot: 2,
+        row: (free / 4) as u32,
+        col: (free % 4) as u32,
+        value: 0.0,
+    };
+    let moved = l.with_moves(&[m]).unwrap();
+    let q = moved.pattern().unwrap();
+    assert_eq!(q.slot_at(free / 4, free % 4), Some(2));
+    assert_eq!(q.flat_index(2), free);
+    let after = moved.host_values().unwrap();
+    for s in 0..l.nnz() {
+        if s != 2 {
+            assert_eq!(q.flat_index(s), p.flat_index(s));
+            assert_eq!(after[s], before[s]);
+        }
+    }
+    assert_eq!(after[2], 0.0);
+    assert_eq!(
+        (moved.values.id, moved.coords.id),
+        (l.values.id, l.coords.id)
+    );
+    // Onto an active position: a typed error, nothing changed.
+    let taken = SlotMove {
+        slot: 2,
+        row: p.slot_rows()[3],
+        col: p.slot_cols()[3],
+        value: 1.0,
+    };
+    assert!(matches!(l.with_moves(&[taken]), Err(LayerError::Kernel(_))));
+    let far = SlotMove { slot: 99, ..m };
+    assert!(matches!(l.with_moves(&[far]), Err(LayerError::Kernel(_))));
+}

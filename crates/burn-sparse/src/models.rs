@@ -444,6 +444,10 @@ pub struct SparseMlpConfig {
     /// Which product the layers compute.
     #[config(default = "Compute::Auto")]
     pub compute: Compute,
+    /// Initialise every unit from its own number of active inputs
+    /// ([`SparseLinearConfig::sparse_fan_in`]); default false.
+    #[config(default = false)]
+    pub sparse_fan_in: bool,
 }
 
 impl SparseMlpConfig {
@@ -511,6 +515,7 @@ impl SparseMlpConfig {
                     .with_density(self.densities[i])
                     .with_seed(self.seed.wrapping_add(i as u64))
                     .with_compute(self.compute)
+                    .with_sparse_fan_in(self.sparse_fan_in)
                     .init(device)
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -598,6 +603,36 @@ impl SparseMlp {
                 let y = l.forward_probe(h, p.clone());
                 if i < last { l.relu(y) } else { y }
             })
+    }
+
+    /// Zero taps for [`SparseMlp::forward_tapped`] on a batch of `batch`: one
+    /// `[d_output, batch]` tensor per layer (require grad).
+    pub fn taps(&self, batch: usize) -> Vec<Tensor<2>> {
+        self.layers
+            .iter()
+            .map(|l| Tensor::<2>::zeros([l.d_output, batch], &l.values.device()).require_grad())
+            .collect()
+    }
+
+    /// [`SparseMlp::forward`] with a zero tap added to each layer's output
+    /// ([`SparseLinear::forward_tap`]); returns the logits and each layer's input. After
+    /// `backward`, [`crate::sparse_dst::read_taps`] gives every layer's input and output
+    /// gradient, from which the streamed SET and RigL score positions without a dense
+    /// gradient: `batch x width` floats per layer instead of the probes' `d_input x d_output`.
+    ///
+    /// # Panics
+    /// If `taps` does not have one `[d_output, batch]` tensor per layer.
+    pub fn forward_tapped(&self, x: Tensor<2>, taps: &[Tensor<2>]) -> (Tensor<2>, Vec<Tensor<2>>) {
+        assert_eq!(taps.len(), self.layers.len(), "one tap per layer");
+        let last = self.layers.len().saturating_sub(1);
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let mut h = x;
+        for (i, (l, tap)) in self.layers.iter().zip(taps).enumerate() {
+            inputs.push(h.clone());
+            let y = l.forward_tap(h, tap.clone());
+            h = if i < last { l.relu(y) } else { y };
+        }
+        (h, inputs)
     }
 
     /// Logits of flat inputs `[B, widths[0]]`.

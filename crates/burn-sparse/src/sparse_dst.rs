@@ -23,7 +23,8 @@
 
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
-use burn_sparse_layers::{LayerError, SparseLinear};
+use burn_sparse_kernels::SparsePattern;
+use burn_sparse_layers::{LayerError, SlotMove, SparseLinear};
 use burn_sparse_mask::{
     LayerView, MaskError, ParamInfo, SparseOptimizer, TopologyChange, TopologyUpdater,
 };
@@ -45,15 +46,24 @@ pub enum SparseDstError {
     Unsupported(String),
 }
 
-/// Drives a [`TopologyUpdater`] (SET, RigL, static ...) over a [`SparseMlp`].
+/// Drives a topology update over a [`SparseMlp`]: a [`TopologyUpdater`] (SET, RigL,
+/// static ...) on dense views of each layer ([`SparseDst::new`]), or SET and RigL streamed in
+/// O(nnz) memory ([`SparseDst::streamed`]) for layers too large to have dense views.
 pub struct SparseDst {
-    updater: Box<dyn TopologyUpdater>,
+    engine: Engine,
+}
+
+enum Engine {
+    Views(Box<dyn TopologyUpdater>),
+    #[cfg(feature = "dynamic")]
+    Streamed(Streamed),
 }
 
 impl std::fmt::Debug for SparseDst {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SparseDst")
-            .field("updater", &self.updater.name())
+            .field("method", &self.name())
+            .field("streamed", &self.is_streamed())
             .finish()
     }
 }
@@ -90,18 +100,192 @@ impl SparseDst {
                 updater.name()
             )));
         }
-        Ok(Self { updater })
+        Ok(Self {
+            engine: Engine::Views(updater),
+        })
     }
 
-    /// The updater.
-    pub fn updater(&self) -> &dyn TopologyUpdater {
-        self.updater.as_ref()
+    /// SET (`grow = Random`) or RigL (`Gradient`) with `cfg`, streamed: every update costs
+    /// O(nnz + rows + cols) memory per layer plus one tile of scores per thread
+    /// ([`GROW_BLOCK_COLS`]), never a dense mask, weight or gradient, so it trains layers whose
+    /// dense twin does not fit in memory. Update steps run [`SparseMlp::forward_tapped`]
+    /// (the layers' inputs and output gradients, `batch x width` each) instead of the probes.
+    ///
+    /// It makes the choices of the dense-view path ([`SparseDst::new`] with
+    /// `SetUpdater`/`RiglUpdater`): the same drop count and drop order (smallest `|w|`, ties:
+    /// higher flat index first), grown weights at `cfg.init` with the same per-step values,
+    /// state reset and this step's gradient at their new position. RigL grows exactly the
+    /// positions the dense path grows given the same gradients (tested bit for bit); SET draws
+    /// from the same distribution (uniform over the positions inactive after the drop) but
+    /// by rejection sampling of flat indices, so not the dense path's random stream. A NaN
+    /// value or grow score skips the whole update, as on the dense path.
+    ///
+    /// # Errors
+    /// [`SparseDstError::Unsupported`] for a structured sparsity type, accumulated grow scores
+    /// or `skip_weight_update` (train those on dense views); the config's own validation
+    /// errors.
+    #[cfg(feature = "dynamic")]
+    pub fn streamed(
+        cfg: burn_sparse_dynamic::DropGrowConfig,
+        grow: StreamedGrow,
+    ) -> Result<Self, SparseDstError> {
+        cfg.validate().map_err(|e| match e {
+            burn_sparse_dynamic::DstError::Mask(m) => SparseDstError::Mask(m),
+            other => SparseDstError::Unsupported(other.to_string()),
+        })?;
+        let refuse = |what: &str| {
+            Err(SparseDstError::Unsupported(format!(
+                "streamed SET/RigL does not support {what}; use the dense-view updater \
+                 (SparseDst::new)"
+            )))
+        };
+        if !matches!(cfg.structure, burn_sparse_mask::Structure::Unstructured) {
+            return refuse("a structured sparsity type (N:M, blocks)");
+        }
+        if cfg.grad_accumulation > 1 {
+            return refuse("accumulated grow scores (grad_accumulation > 1)");
+        }
+        if cfg.skip_weight_update {
+            return refuse("skip_weight_update");
+        }
+        Ok(Self {
+            engine: Engine::Streamed(Streamed {
+                cfg,
+                grow,
+                kernels: burn_sparse_kernels::Kernels::default(),
+                block_cols: GROW_BLOCK_COLS,
+                history: Vec::new(),
+                skipped: Vec::new(),
+            }),
+        })
+    }
+
+    /// The method's name (`set`, `rigl`, `static` ...).
+    pub fn name(&self) -> &str {
+        match &self.engine {
+            Engine::Views(u) => u.name(),
+            #[cfg(feature = "dynamic")]
+            Engine::Streamed(s) => match s.grow {
+                StreamedGrow::Random => "set",
+                StreamedGrow::Gradient => "rigl",
+            },
+        }
+    }
+
+    /// The updater of the dense-view path (`None` when streamed).
+    pub fn updater(&self) -> Option<&dyn TopologyUpdater> {
+        match &self.engine {
+            Engine::Views(u) => Some(u.as_ref()),
+            #[cfg(feature = "dynamic")]
+            Engine::Streamed(_) => None,
+        }
+    }
+
+    /// Whether updates are streamed ([`SparseDst::streamed`]): update steps then run
+    /// [`SparseMlp::forward_tapped`] and [`SparseDst::update_streamed`] instead of the probes.
+    pub fn is_streamed(&self) -> bool {
+        !matches!(self.engine, Engine::Views(_))
+    }
+
+    /// The streamed updates so far (step, drop fraction, connections changed per layer), and
+    /// the skipped ones with the reason; empty on the dense-view path (see its updater).
+    #[cfg(feature = "dynamic")]
+    pub fn streamed_history(&self) -> (&[burn_sparse_dynamic::UpdateRecord], &[(u64, String)]) {
+        match &self.engine {
+            Engine::Streamed(s) => (&s.history, &s.skipped),
+            Engine::Views(_) => (&[], &[]),
+        }
     }
 
     /// Whether optimizer step `t` (1-based) updates the topology: run the forward pass with
-    /// [`SparseMlp::forward_probed`] on such steps.
+    /// [`SparseMlp::forward_probed`] (or [`SparseMlp::forward_tapped`] when streamed) on such
+    /// steps.
     pub fn is_update_step(&self, t: u64) -> bool {
-        self.updater.is_update_step(t)
+        match &self.engine {
+            Engine::Views(u) => u.is_update_step(t),
+            #[cfg(feature = "dynamic")]
+            Engine::Streamed(s) => s.cfg.schedule.is_update_step(t),
+        }
+    }
+
+    /// One streamed topology update at step `t`, before the optimizer step: `taps[i]` is layer
+    /// `i`'s input and output gradient ([`read_taps`]). Moves the dropped slots to the grown
+    /// positions ([`SparseLinear::with_moves`]), resets their state in `optim` and sets their
+    /// gradient in `grads` to this step's `dL/dW` at their new position. Returns the new
+    /// network and the connections changed per layer (all zero for a skipped update).
+    ///
+    /// # Errors
+    /// [`SparseDstError::Unsupported`] on the dense-view path or for a wrong number of taps;
+    /// layer, kernel (tap sizes) and optimizer errors.
+    pub fn update_streamed(
+        &mut self,
+        t: u64,
+        net: SparseMlp,
+        taps: &[LayerTap],
+        optim: &mut SparseOptimizer,
+        grads: &mut GradientsParams,
+    ) -> Result<(SparseMlp, Vec<usize>), SparseDstError> {
+        let n = net.layers.len();
+        #[cfg(feature = "dynamic")]
+        if let Engine::Streamed(st) = &mut self.engine {
+            if taps.len() != n {
+                return Err(SparseDstError::Unsupported(format!(
+                    "{} taps for {n} layers",
+                    taps.len()
+                )));
+            }
+            let f = st.cfg.drop_fraction.at(t, &st.cfg.schedule);
+            let mut planned = Vec::with_capacity(n);
+            for (i, (l, tap)) in net.layers.iter().zip(taps).enumerate() {
+                match st.layer(t, i, l, tap, f)? {
+                    Some(m) => planned.push(m),
+                    None => {
+                        let msg = format!(
+                            "step {t}: update skipped: a NaN weight or grow score in layer {i}"
+                        );
+                        burn_sparse_mask::stderr_line!("warning: streamed {:?} {msg}", st.grow);
+                        st.skipped.push((t, msg));
+                        return Ok((net, vec![0; n]));
+                    }
+                }
+            }
+            let mut layers = Vec::with_capacity(n);
+            let mut changed = Vec::with_capacity(n);
+            for (l, (moves, keep)) in net.layers.into_iter().zip(planned) {
+                let only: Vec<SlotMove> = moves.iter().map(|&(m, _)| m).collect();
+                let nl = if only.is_empty() {
+                    l
+                } else {
+                    l.with_moves(&only)?
+                };
+                optim.reset_state_where(nl.values.id, &keep)?;
+                if let Some(g) = grads.remove::<1>(nl.values.id) {
+                    let mut host = burn_sparse_mask::to_host(g.clone())?;
+                    for &(m, grad) in &moves {
+                        host[m.slot as usize] = grad;
+                    }
+                    let len = host.len();
+                    grads.register::<1>(
+                        nl.values.id,
+                        Tensor::<1>::from_data(TensorData::new(host, [len]), &g.device()),
+                    );
+                }
+                changed.push(moves.len());
+                layers.push(nl);
+            }
+            st.history.push(burn_sparse_dynamic::UpdateRecord {
+                step: t,
+                drop_fraction: f,
+                changed: changed.clone(),
+            });
+            return Ok((SparseMlp { layers }, changed));
+        }
+        let _ = (t, net, taps, optim, grads, n);
+        Err(SparseDstError::Unsupported(
+            "update_streamed needs a streamed driver (SparseDst::streamed); this one updates \
+             on dense views (SparseDst::update)"
+                .into(),
+        ))
     }
 
     /// One topology update at step `t`, before the optimizer step: `dense_grads[i]` is layer
@@ -122,6 +306,11 @@ impl SparseDst {
         optim: &mut SparseOptimizer,
         grads: &mut GradientsParams,
     ) -> Result<(SparseMlp, Vec<usize>), SparseDstError> {
+        let Engine::Views(updater) = &mut self.engine else {
+            return Err(SparseDstError::Unsupported(
+                "a streamed driver updates through update_streamed, with the layers' taps".into(),
+            ));
+        };
         let n = net.layers.len();
         if dense_grads.len() != n {
             return Err(SparseDstError::Unsupported(format!(
@@ -160,7 +349,7 @@ impl SparseDst {
                 momentum: None,
             })
             .collect();
-        let Some(change) = self.updater.update(t, &views)? else {
+        let Some(change) = updater.update(t, &views)? else {
             return Ok((net, vec![0; n]));
         };
         drop(views);
@@ -198,6 +387,35 @@ impl SparseDst {
         }
         Ok((SparseMlp { layers }, changed))
     }
+}
+
+/// The taps of an update step after `loss.backward()`: each layer's input (`inputs`, from
+/// [`SparseMlp::forward_tapped`]) and its tap's gradient, feature-major.
+///
+/// # Errors
+/// [`crate::train::TrainError::MissingProbeGradient`] if a tap has no gradient (it was not part
+/// of the loss), a read-back error otherwise.
+pub fn read_taps(
+    inputs: &[Tensor<2>],
+    taps: &[Tensor<2>],
+    grads: &burn::tensor::Gradients,
+) -> Result<Vec<LayerTap>, crate::train::TrainError> {
+    inputs
+        .iter()
+        .zip(taps)
+        .enumerate()
+        .map(|(layer, (x, tap))| {
+            let batch = x.dims()[0];
+            let dy = tap
+                .grad(grads)
+                .ok_or(crate::train::TrainError::MissingProbeGradient { layer })?;
+            Ok(LayerTap {
+                xt: burn_sparse_mask::to_host(x.clone().inner().transpose())?,
+                dyt: burn_sparse_mask::to_host(dy)?,
+                batch,
+            })
+        })
+        .collect()
 }
 
 /// A [`SparseMlp`]'s optimizer and topology updater shared with the model, for burn-train's
@@ -370,5 +588,216 @@ impl SparseTrainHandle {
     /// The error of the last failed step, if any.
     pub fn take_error(&self) -> Option<crate::train::TrainError> {
         self.lock().error.take()
+    }
+}
+
+/// The grow criterion of a streamed update ([`SparseDst::streamed`]).
+#[cfg(feature = "dynamic")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamedGrow {
+    /// SET: uniformly random positions among those inactive after the drop.
+    Random,
+    /// RigL: the largest `|dL/dW|`, computed tile by tile
+    /// ([`Kernels::grow_topk`](burn_sparse_kernels::Kernels::grow_topk)).
+    Gradient,
+}
+
+/// One layer's input and output gradient at a topology-update step, feature-major: all a
+/// streamed update needs to score any position (`dL/dW[r, c] = <xt[r, :], dyt[c, :]>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTap {
+    /// The layer's input, `[d_input, batch]`.
+    pub xt: Vec<f32>,
+    /// `dL/dy`, `[d_output, batch]`.
+    pub dyt: Vec<f32>,
+    /// The batch size.
+    pub batch: usize,
+}
+
+/// One layer's streamed update: the moves with the gradient of each moved slot's new position
+/// this step, and per slot whether it kept its position and state.
+#[cfg(feature = "dynamic")]
+type LayerMoves = (Vec<(SlotMove, f32)>, Vec<bool>);
+
+/// The state of a streamed SET or RigL driver.
+#[cfg(feature = "dynamic")]
+struct Streamed {
+    cfg: burn_sparse_dynamic::DropGrowConfig,
+    grow: StreamedGrow,
+    kernels: burn_sparse_kernels::Kernels,
+    block_cols: usize,
+    history: Vec<burn_sparse_dynamic::UpdateRecord>,
+    skipped: Vec<(u64, String)>,
+}
+
+/// Columns of `dW` per tile of the streamed grow step: 64 rows x 1024 columns x 4 bytes =
+/// 256 KiB of scores per thread at a time.
+pub const GROW_BLOCK_COLS: usize = 1024;
+
+/// The `k` distinct positions among the `candidates` of a `[rows, cols]` layer, uniformly at
+/// random, ascending: rejection sampling of flat indices when at least half the layer is a
+/// candidate (expected draws < 2k, no enumeration), else an enumeration of the candidates
+/// (then the layer is more than half active, so O(rows x cols) is O(nnz)).
+#[cfg(feature = "dynamic")]
+fn sample_candidates(
+    rows: usize,
+    cols: usize,
+    n_candidates: u64,
+    k: usize,
+    is_candidate: impl Fn(usize, usize) -> bool,
+    rng: &mut burn_sparse_mask::SparseRng,
+) -> Vec<u64> {
+    let numel = rows as u64 * cols as u64;
+    let mut chosen: Vec<u64> = if 2 * n_candidates >= numel {
+        let mut seen = std::collections::HashSet::with_capacity(k);
+        while seen.len() < k {
+            let f = rng.below(numel);
+            if is_candidate((f / cols as u64) as usize, (f % cols as u64) as usize) {
+                seen.insert(f);
+            }
+        }
+        seen.into_iter().collect()
+    } else {
+        let all: Vec<u64> = (0..numel)
+            .filter(|&f| is_candidate((f / cols as u64) as usize, (f % cols as u64) as usize))
+            .collect();
+        // A partial Fisher-Yates shuffle: the first k are a uniform k-subset.
+        let mut all = all;
+        for i in 0..k.min(all.len()) {
+            let j = i + rng.below((all.len() - i) as u64) as usize;
+            all.swap(i, j);
+        }
+        all.truncate(k);
+        all
+    };
+    chosen.sort_unstable();
+    chosen
+}
+
+#[cfg(feature = "dynamic")]
+impl Streamed {
+    /// One layer's update: `Ok(None)` if a value or a grow score is NaN (the update is skipped).
+    fn layer(
+        &self,
+        t: u64,
+        index: usize,
+        l: &SparseLinear,
+        tap: &LayerTap,
+        fraction: f64,
+    ) -> Result<Option<LayerMoves>, SparseDstError> {
+        let p = l.pattern()?;
+        let nnz = p.nnz();
+        let values = l.host_values()?;
+        if values.iter().any(|v| v.is_nan()) {
+            return Ok(None);
+        }
+        let n_drop = burn_sparse_dynamic::drop_count(fraction, nnz);
+        if n_drop == 0 {
+            return Ok(Some((Vec::new(), vec![true; nnz])));
+        }
+        // Drop: the n_drop smallest |v|, ties: the higher flat index first (the masked path's
+        // rule). A partial selection, O(nnz).
+        let mut order: Vec<u32> = (0..nnz as u32).collect();
+        let key = |s: u32| (values[s as usize].abs(), p.flat_index(s as usize));
+        let cmp = |a: &u32, b: &u32| {
+            let ((va, fa), (vb, fb)) = (key(*a), key(*b));
+            va.total_cmp(&vb).then(fb.cmp(&fa))
+        };
+        if n_drop < nnz {
+            order.select_nth_unstable_by(n_drop - 1, cmp);
+        }
+        let mut keep = vec![true; nnz];
+        let mut dropped_at = std::collections::HashMap::with_capacity(n_drop);
+        for &s in &order[..n_drop] {
+            keep[s as usize] = false;
+            dropped_at.insert(p.flat_index(s as usize) as u64, s);
+        }
+        drop(order);
+        let (rows, cols) = (p.rows(), p.cols());
+        // Grow n_drop among the positions inactive after the drop (the just-dropped included).
+        let grown: Vec<(u64, f32)> = match self.grow {
+            StreamedGrow::Gradient => {
+                match self.kernels.grow_topk(
+                    &p,
+                    &keep,
+                    &tap.xt,
+                    &tap.dyt,
+                    tap.batch,
+                    n_drop,
+                    self.block_cols,
+                ) {
+                    Ok(g) => g
+                        .into_iter()
+                        .map(|g| (g.row as u64 * cols as u64 + g.col as u64, g.grad))
+                        .collect(),
+                    Err(burn_sparse_kernels::KernelError::NanScore { .. }) => return Ok(None),
+                    Err(e) => return Err(LayerError::from(e).into()),
+                }
+            }
+            StreamedGrow::Random => {
+                let mut rng =
+                    burn_sparse_mask::SparseRng::derive(self.cfg.seed, &[t, index as u64, 2]);
+                let numel = rows as u64 * cols as u64;
+                let n_candidates = numel - (nnz - n_drop) as u64;
+                let chosen = sample_candidates(
+                    rows,
+                    cols,
+                    n_candidates,
+                    n_drop,
+                    |r, c| p.slot_at(r, c).is_none_or(|s| !keep[s]),
+                    &mut rng,
+                );
+                // Their gradient this step: the sampled dW of a pattern at exactly those positions.
+                let at = SparsePattern::new(
+                    rows,
+                    cols,
+                    chosen.iter().map(|&f| (f / cols as u64) as u32).collect(),
+                    chosen.iter().map(|&f| (f % cols as u64) as u32).collect(),
+                )
+                .map_err(LayerError::from)?;
+                let mut g = vec![0.0f32; at.nnz()];
+                self.kernels
+                    .backward_values(&at, &tap.xt, &tap.dyt, tap.batch, &mut g)
+                    .map_err(LayerError::from)?;
+                chosen.into_iter().zip(g).collect()
+            }
+        };
+        // A position dropped and regrown keeps its slot, value and state; the other dropped
+        // slots, ascending, move to the newly grown positions, ascending.
+        let mut fresh = Vec::with_capacity(grown.len());
+        for &(f, g) in &grown {
+            match dropped_at.get(&f) {
+                Some(&s) => keep[s as usize] = true,
+                None => fresh.push((f, g)),
+            }
+        }
+        let freed: Vec<u32> = {
+            let mut v: Vec<u32> = dropped_at
+                .values()
+                .copied()
+                .filter(|&s| !keep[s as usize])
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let flats: Vec<usize> = fresh.iter().map(|&(f, _)| f as usize).collect();
+        let init =
+            burn_sparse_dynamic::grown_values(self.cfg.init, self.cfg.seed, t, index, &flats);
+        let moves = freed
+            .iter()
+            .zip(&fresh)
+            .enumerate()
+            .map(|(i, (&slot, &(f, grad)))| {
+                let value = init.get(i).map_or(0.0, |&(_, v)| v);
+                let m = SlotMove {
+                    slot,
+                    row: (f / cols as u64) as u32,
+                    col: (f % cols as u64) as u32,
+                    value,
+                };
+                (m, grad)
+            })
+            .collect();
+        Ok(Some((moves, keep)))
     }
 }

@@ -566,7 +566,28 @@ pub fn train_epoch_sparse_with<D: BatchSource + ?Sized>(
         let t = optim.steps() + 1;
         let lr = cfg.lr_at(optim.steps());
         let update = dst.as_ref().is_some_and(|d| d.is_update_step(t));
-        if let (true, Some(d)) = (update, dst.as_deref_mut()) {
+        let Some(d) = dst.as_deref_mut().filter(|_| update) else {
+            let loss = loss_fn.forward(net.forward(x), y);
+            total += finite_loss(&loss)? as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = optim.step(lr, net, grads)?;
+            batches += 1;
+            on_batch(batches, n_batches);
+            continue;
+        };
+        let ((n, changed), grads) = if d.is_streamed() {
+            // O(nnz) update: the layers' inputs and output gradients, no dense product.
+            let taps = net.taps(b);
+            let (logits, inputs) = net.forward_tapped(x, &taps);
+            let loss = loss_fn.forward(logits, y);
+            total += finite_loss(&loss)? as f64;
+            let raw = loss.backward();
+            let tapped = crate::sparse_dst::read_taps(&inputs, &taps, &raw)?;
+            drop(inputs);
+            let mut grads = GradientsParams::from_grads(raw, &net);
+            let out = d.update_streamed(t, net, &tapped, optim, &mut grads)?;
+            (out, grads)
+        } else {
             let probes = net.probes();
             let loss = loss_fn.forward(net.forward_probed(x, &probes), y);
             total += finite_loss(&loss)? as f64;
@@ -580,22 +601,18 @@ pub fn train_epoch_sparse_with<D: BatchSource + ?Sized>(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut grads = GradientsParams::from_grads(raw, &net);
-            let (n, changed) = d.update(t, net, &dense, optim, &mut grads)?;
-            net = optim.step(lr, n, grads)?;
-            updates.push(burn_sparse_mask::StepReport {
-                step: t,
-                changed: changed
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| (format!("layers.{i}.weight"), c))
-                    .collect(),
-            });
-        } else {
-            let loss = loss_fn.forward(net.forward(x), y);
-            total += finite_loss(&loss)? as f64;
-            let grads = GradientsParams::from_grads(loss.backward(), &net);
-            net = optim.step(lr, net, grads)?;
-        }
+            let out = d.update(t, net, &dense, optim, &mut grads)?;
+            (out, grads)
+        };
+        net = optim.step(lr, n, grads)?;
+        updates.push(burn_sparse_mask::StepReport {
+            step: t,
+            changed: changed
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("layers.{i}.weight"), c))
+                .collect(),
+        });
         batches += 1;
         on_batch(batches, n_batches);
     }

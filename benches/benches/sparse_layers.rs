@@ -8,7 +8,11 @@
 //! - `sparse_mlp4096_step`: the same for 784-4096-4096-10;
 //! - `sparse_lenet300_100_steps_erk95`: 100 steps of `train_epoch_sparse` (batching, forward,
 //!   backward, SGD momentum) on `SparseMlp` at 95% ERK, static against RigL with delta_t = 100
-//!   (one update, with its dense probe products, in the 100 steps).
+//!   (one update in the 100 steps), RigL on dense views (its dense probe products) and streamed
+//!   (`SparseDst::streamed`: taps and the tiled exact top-k);
+//! - `sparse_mlp4096_10_steps_erk95`: the same on 784-4096-4096-10, 10 steps with one update;
+//! - `rigl_grow_4096x4096_b128`: RigL's grow step alone on one 4096 x 4096 layer, streamed
+//!   (tiled exact top-k) against the dense view (burn's matmul for `dW`, then the top-k).
 //!
 //! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
 
@@ -23,9 +27,9 @@ use burn_sparse::layers::{SparseLinear, SparseLinearConfig};
 use burn_sparse::mask::SparseRng;
 use burn_sparse::mask::prelude::*;
 use burn_sparse::models::SparseMlpConfig;
-use burn_sparse::sparse_dst::SparseDst;
+use burn_sparse::sparse_dst::{SparseDst, StreamedGrow};
 use burn_sparse::train::{TrainConfig, train_epoch_sparse};
-use burn_sparse_dynamic::{DstMethod, DstPlan};
+use burn_sparse_dynamic::{DropGrowConfig, RiglUpdater};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
 const BATCH: usize = 128;
@@ -165,9 +169,11 @@ fn steps(c: &mut Criterion) {
 }
 
 /// 100 steps of sparse training at 95% ERK: static against RigL updating once (delta_t = 100).
-fn rigl_amortised(c: &mut Criterion) {
+/// `steps` steps of `train_epoch_sparse` on `widths` at 95% ERK: static against RigL with one
+/// update in the `steps` (`delta_t = steps`), RigL on dense views (the probes' dense `dL/dW`)
+/// and streamed (the taps and the tiled exact top-k, `SparseDst::streamed`).
+fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize) {
     let device = Device::flex().autodiff();
-    let steps = 100usize;
     let mut rng = SparseRng::new(3);
     let n = steps * BATCH;
     let px: Vec<u8> = (0..n * 784).map(|_| rng.below(256) as u8).collect();
@@ -180,24 +186,33 @@ fn rigl_amortised(c: &mut Criterion) {
         lr: 0.01,
         cosine_total_steps: None,
     };
-    let mut g = c.benchmark_group("sparse_lenet300_100_steps_erk95");
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    for kind in ["static_sparse", "rigl_dt100"] {
+    let (views, streamed) = (
+        format!("rigl_dt{steps}"),
+        format!("rigl_streamed_dt{steps}"),
+    );
+    for kind in ["static_sparse", views.as_str(), streamed.as_str()] {
         device.seed(0);
-        let net =
-            SparseMlpConfig::distributed(vec![784, 300, 100, 10], s, &SparsityDistribution::Erk)
-                .expect("densities")
-                .init(&device)
-                .expect("model");
+        let net = SparseMlpConfig::distributed(widths.to_vec(), s, &SparsityDistribution::Erk)
+            .expect("densities")
+            .init(&device)
+            .expect("model");
         let rule = SgdRule::default();
         let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).expect("optimizer");
-        // A run long enough that every 100th step updates (RigL stops at 75% of it).
-        let mut dst = (kind == "rigl_dt100").then(|| {
-            let plan = DstPlan::new(DstMethod::Rigl, s, 1 << 40, steps as u64, 0);
-            SparseDst::new(plan.updater().expect("plan").expect("updater")).expect("dst")
-        });
+        // A run long enough that every `steps`-th step updates (RigL stops at 75% of it).
+        let mut rigl = DropGrowConfig::rigl(1 << 40, 0).expect("config");
+        rigl.schedule = UpdateSchedule::new(0, 1 << 39, steps as u64).expect("schedule");
+        let mut dst = if kind == views {
+            let u = RiglUpdater::rigl(rigl).expect("rigl");
+            Some(SparseDst::new(Box::new(u)).expect("dst"))
+        } else if kind == streamed {
+            Some(SparseDst::streamed(rigl, StreamedGrow::Gradient).expect("dst"))
+        } else {
+            None
+        };
         let mut net = Some(net);
-        g.bench_function(BenchmarkId::new(kind, "100_steps"), |b| {
+        g.bench_function(BenchmarkId::new(kind, format!("{steps}_steps")), |b| {
             b.iter(|| {
                 let (m, report) = train_epoch_sparse(
                     net.take().expect("model"),
@@ -217,5 +232,76 @@ fn rigl_amortised(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fc1, steps, rigl_amortised);
+/// RigL's grow step on one 4096 x 4096 layer at 6.25% density, batch 128, growing 30% of its
+/// non-zeros: streamed (`Kernels::grow_topk`, tiles of `GROW_BLOCK_COLS` columns and a
+/// running exact top-k) against the dense-view path (the dense `dW = xᵀ dY` by burn's matmul,
+/// read back, and the exact top-k over the inactive positions).
+fn rigl_grow(c: &mut Criterion) {
+    use burn_sparse::kernels::{Kernels, SparsePattern};
+    use burn_sparse::sparse_dst::GROW_BLOCK_COLS;
+    let (n, b) = (4096usize, BATCH);
+    let mut rng = SparseRng::new(9);
+    let xt: Vec<f32> = (0..n * b).map(|_| rng.next_f32() - 0.5).collect();
+    let dyt: Vec<f32> = (0..n * b).map(|_| rng.next_f32() - 0.5).collect();
+    let layer = SparseLinearConfig::new(n, n)
+        .with_density(0.0625)
+        .with_seed(1)
+        .init(&Device::flex())
+        .expect("layer");
+    let p: std::sync::Arc<SparsePattern> = layer.pattern().expect("pattern");
+    let k = p.nnz() * 3 / 10;
+    let keep: Vec<bool> = (0..p.nnz()).map(|s| s % 10 >= 3).collect();
+    let kernels = Kernels::default();
+    let mut g = c.benchmark_group("rigl_grow_4096x4096_b128");
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("streamed", "grow_topk"), |bench| {
+        bench.iter(|| {
+            let grown = kernels
+                .grow_topk(&p, &keep, &xt, &dyt, b, k, GROW_BLOCK_COLS)
+                .expect("grow");
+            assert_eq!(grown.len(), k);
+        })
+    });
+    let device = Device::flex();
+    let x = Tensor::<2>::from_data(TensorData::new(xt.clone(), [n, b]), &device);
+    let dy = Tensor::<2>::from_data(TensorData::new(dyt.clone(), [n, b]), &device);
+    g.bench_function(BenchmarkId::new("dense_view", "matmul_topk"), |bench| {
+        bench.iter(|| {
+            let dw = x.clone().matmul(dy.clone().transpose());
+            let host = dw.into_data().try_to_vec::<f32>().expect("read");
+            let mut candidate = vec![true; n * n];
+            for s in 0..p.nnz() {
+                if keep[s] {
+                    candidate[p.flat_index(s)] = false;
+                }
+            }
+            let scores: Vec<f32> = host
+                .iter()
+                .zip(&candidate)
+                .filter(|(_, c)| **c)
+                .map(|(v, _)| v.abs())
+                .collect();
+            let top = burn_sparse::mask::top_k(&scores, k).expect("top-k");
+            assert_eq!(top.iter().filter(|&&t| t).count(), k);
+        })
+    });
+    g.finish();
+}
+
+fn rigl_amortised(c: &mut Criterion) {
+    amortised(
+        c,
+        "sparse_lenet300_100_steps_erk95",
+        &[784, 300, 100, 10],
+        100,
+    );
+    amortised(
+        c,
+        "sparse_mlp4096_10_steps_erk95",
+        &[784, 4096, 4096, 10],
+        10,
+    );
+}
+
+criterion_group!(benches, fc1, steps, rigl_amortised, rigl_grow);
 criterion_main!(benches);

@@ -22,12 +22,17 @@
 
 use std::time::Instant;
 
+use burn::nn::LinearConfig;
 use burn_sparse::dynamic::DropGrowConfig;
 use burn_sparse::layers::Compute;
+use burn_sparse::mask::ParamFilter;
 use burn_sparse::mask::{DropFraction, MaskSet, SgdRule, SparseOptimizer, UpdateSchedule};
+use burn_sparse::models::LeNet300;
 use burn_sparse::models::SparseMlpConfig;
 use burn_sparse::sparse_dst::{SparseDst, StreamedGrow};
-use burn_sparse::train::{TrainConfig, accuracy, epoch_seed, train_epoch_sparse_with};
+use burn_sparse::train::{
+    EpochReport, TrainConfig, accuracy, epoch_seed, train_epoch_sparse_with, train_epoch_with,
+};
 use burn_sparse_examples::cli::{FanInArg, WideArgs, WideMethod};
 use burn_sparse_examples::{device, fail, load_data};
 use clap::Parser;
@@ -52,6 +57,69 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// What the epochs measured.
+struct Timed {
+    epoch_secs: Vec<f64>,
+    /// Seconds of the steps without a topology update, and of those with one.
+    plain: Vec<f64>,
+    update: Vec<f64>,
+    acc: f64,
+}
+
+/// `args.epochs` epochs of `train(epoch, on_batch)`, each followed by `eval` (the test
+/// accuracy), timing every step and printing a line per epoch.
+fn run_epochs(
+    args: &WideArgs,
+    mut train: impl FnMut(u64, &mut dyn FnMut(usize, usize)) -> EpochReport,
+    mut eval: impl FnMut(u64) -> (f64, u64),
+) -> Timed {
+    let mut t = Timed {
+        epoch_secs: Vec::new(),
+        plain: Vec::new(),
+        update: Vec::new(),
+        acc: f64::NAN,
+    };
+    let mut first = 1u64;
+    for epoch in 0..args.epochs {
+        let mut step_secs = Vec::new();
+        let t0 = Instant::now();
+        let mut last = t0;
+        let report = train(epoch, &mut |_, _| {
+            let now = Instant::now();
+            step_secs.push((now - last).as_secs_f64());
+            last = now;
+        });
+        let secs = t0.elapsed().as_secs_f64();
+        t.epoch_secs.push(secs);
+        let updates: Vec<u64> = report.updates.iter().map(|u| u.step).collect();
+        for (i, s) in step_secs.iter().enumerate() {
+            if updates.contains(&(first + i as u64)) {
+                t.update.push(*s);
+            } else {
+                t.plain.push(*s);
+            }
+        }
+        first += step_secs.len() as u64;
+        let t1 = Instant::now();
+        t.acc = eval(first).0;
+        let changed: usize = report
+            .updates
+            .iter()
+            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
+            .sum();
+        println!(
+            "epoch {:>3}  loss {:.4}  test {:.2}%  train {secs:.0}s  eval {:.0}s  updates {} ({changed} connections moved)  peak RSS {:.0} MiB",
+            epoch + 1,
+            report.loss,
+            t.acc,
+            t1.elapsed().as_secs_f64(),
+            updates.len(),
+            peak_rss().map_or(f64::NAN, mib),
+        );
+    }
+    t
+}
+
 fn main() {
     let args = WideArgs::parse();
     let device = device(&args.data);
@@ -66,7 +134,7 @@ fn main() {
     let widths = vec![784, w, w, 10];
     let nnz = args.nnz_per_layer as f64;
     let densities: Vec<f64> = if args.method == WideMethod::Dense {
-        vec![1.0; 3]
+        Vec::new()
     } else {
         let d0 = nnz / (784.0 * w as f64);
         let d1 = nnz / (w as f64 * w as f64);
@@ -78,17 +146,26 @@ fn main() {
         }
         vec![d0, d1, 1.0]
     };
-    let net = SparseMlpConfig::new(widths.clone(), densities)
-        .with_seed(args.seed)
-        // The kernels for the sparse layers; the dense output layer (and `--method dense`)
-        // computes masked-dense.
-        .with_compute(Compute::Auto)
-        .with_sparse_fan_in(args.init == FanInArg::Sparse && args.method != WideMethod::Dense)
-        .init(&device)
-        .unwrap_or_else(|e| fail(e));
+    let net = (args.method != WideMethod::Dense).then(|| {
+        SparseMlpConfig::new(widths.clone(), densities)
+            .with_seed(args.seed)
+            // The kernels for the sparse layers (Auto: density <= 30%); the dense output
+            // layer computes masked-dense.
+            .with_compute(Compute::Auto)
+            .with_sparse_fan_in(args.init == FanInArg::Sparse)
+            .init(&device)
+            .unwrap_or_else(|e| fail(e))
+    });
     let dense_params: u64 = widths.windows(2).map(|p| (p[0] * p[1] + p[1]) as u64).sum();
-    let nnz_total: usize = net.layers.iter().map(|l| l.nnz()).sum();
-    let per_layer: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
+    let per_layer: Vec<usize> = match &net {
+        Some(n) => n.layers.iter().map(|l| l.nnz()).collect(),
+        None => widths.windows(2).map(|p| p[0] * p[1]).collect(),
+    };
+    let nnz_total: usize = per_layer.iter().sum();
+    let kernels: Vec<bool> = net
+        .as_ref()
+        .map(|n| n.layers.iter().map(|l| l.uses_kernels()).collect())
+        .unwrap_or_default();
     let batch = usize::try_from(args.batch).unwrap_or_else(|e| fail(e));
     let steps_per_epoch = data.train.len().div_ceil(batch) as u64;
     let total = args.epochs * steps_per_epoch;
@@ -97,10 +174,7 @@ fn main() {
          on the sparse kernels: {:?}",
         args.method,
         100.0 * nnz_total as f64 / dense_params as f64,
-        net.layers
-            .iter()
-            .map(|l| l.uses_kernels())
-            .collect::<Vec<_>>()
+        kernels
     );
     println!(
         "dense twin: {:.1} MiB of f32 parameters, {:.1} MiB with SGD momentum",
@@ -137,67 +211,92 @@ fn main() {
         ..SgdRule::default()
     }
     .with_weight_decay(args.weight_decay);
-    let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
     let cfg = TrainConfig {
         batch_size: batch,
         lr: args.lr,
         cosine_total_steps: Some(total),
     };
-    let mut net = net;
-    let mut epoch_secs = Vec::new();
-    let (mut plain, mut update) = (Vec::new(), Vec::new());
-    let mut acc = f64::NAN;
-    for epoch in 0..args.epochs {
-        let first = optim.steps() + 1;
-        let mut step_secs = Vec::with_capacity(steps_per_epoch as usize);
-        let t0 = Instant::now();
-        let mut last = t0;
-        let (n, report) = train_epoch_sparse_with(
-            net,
-            &mut optim,
-            dst.as_mut(),
-            &data.train,
-            cfg,
-            epoch_seed(args.seed, epoch),
-            &device,
-            &mut |_, _| {
-                let now = Instant::now();
-                step_secs.push((now - last).as_secs_f64());
-                last = now;
+    let timed = if args.method == WideMethod::Dense {
+        // The dense baseline: burn's `Linear` layers (dense matmuls, no scatter), the same
+        // recipe through the masked path's loop with an all-dense mask.
+        let model = LeNet300 {
+            fc1: LinearConfig::new(784, w).init(&device),
+            fc2: LinearConfig::new(w, w).init(&device),
+            fc3: LinearConfig::new(w, 10).init(&device),
+        };
+        let masks = MaskSet::dense(&model, &ParamFilter::new()).unwrap_or_else(|e| fail(e));
+        let mut optim = SparseOptimizer::new(rule, masks).unwrap_or_else(|e| fail(e));
+        let model = std::cell::RefCell::new(Some(model));
+        run_epochs(
+            &args,
+            |epoch, on_batch| {
+                let (m, report) = train_epoch_with(
+                    model.take().expect("model"),
+                    &mut optim,
+                    &data.train,
+                    cfg,
+                    epoch_seed(args.seed, epoch),
+                    &device,
+                    on_batch,
+                )
+                .unwrap_or_else(|e| fail(e));
+                *model.borrow_mut() = Some(m);
+                report
+            },
+            |first| {
+                let m = model.borrow();
+                let m = m.as_ref().expect("model");
+                (
+                    accuracy(m, &data.test, &device).unwrap_or_else(|e| fail(e)),
+                    first,
+                )
             },
         )
-        .unwrap_or_else(|e| fail(e));
-        net = n;
-        let secs = t0.elapsed().as_secs_f64();
-        epoch_secs.push(secs);
-        let updates: Vec<u64> = report.updates.iter().map(|u| u.step).collect();
-        for (i, s) in step_secs.into_iter().enumerate() {
-            if updates.contains(&(first + i as u64)) {
-                update.push(s);
-            } else {
-                plain.push(s);
-            }
-        }
-        let t1 = Instant::now();
-        acc = accuracy(&net, &data.test, &device).unwrap_or_else(|e| fail(e));
-        let changed: usize = report
-            .updates
-            .iter()
-            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
-            .sum();
-        println!(
-            "epoch {:>3}  loss {:.4}  test {acc:.2}%  train {secs:.0}s  eval {:.0}s  updates {} ({changed} connections moved)  peak RSS {:.0} MiB",
-            epoch + 1,
-            report.loss,
-            t1.elapsed().as_secs_f64(),
-            updates.len(),
-            peak_rss().map_or(f64::NAN, mib),
+    } else {
+        let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap_or_else(|e| fail(e));
+        let net = std::cell::RefCell::new(net);
+        let out = run_epochs(
+            &args,
+            |epoch, on_batch| {
+                let (n, report) = train_epoch_sparse_with(
+                    net.take().expect("network"),
+                    &mut optim,
+                    dst.as_mut(),
+                    &data.train,
+                    cfg,
+                    epoch_seed(args.seed, epoch),
+                    &device,
+                    on_batch,
+                )
+                .unwrap_or_else(|e| fail(e));
+                *net.borrow_mut() = Some(n);
+                report
+            },
+            |first| {
+                let n = net.borrow();
+                let n = n.as_ref().expect("network");
+                (
+                    accuracy(n, &data.test, &device).unwrap_or_else(|e| fail(e)),
+                    first,
+                )
+            },
         );
-    }
-    let after: Vec<usize> = net.layers.iter().map(|l| l.nnz()).collect();
-    if after != per_layer {
-        fail(format!("non-zeros changed: {per_layer:?} -> {after:?}"));
-    }
+        let after: Vec<usize> = net
+            .borrow()
+            .as_ref()
+            .map(|n| n.layers.iter().map(|l| l.nnz()).collect())
+            .unwrap_or_default();
+        if after != per_layer {
+            fail(format!("non-zeros changed: {per_layer:?} -> {after:?}"));
+        }
+        out
+    };
+    let Timed {
+        epoch_secs,
+        plain,
+        update,
+        acc,
+    } = timed;
     let peak = peak_rss().unwrap_or(0);
     let (step, upd) = (median(plain), median(update.clone()));
     println!(
@@ -212,11 +311,16 @@ fn main() {
     );
     if let Some(path) = &args.json {
         let line = format!(
-            "{{\"width\":{w},\"method\":\"{:?}\",\"seed\":{},\"epochs\":{},\"nnz\":{nnz_total},\"dense_params\":{dense_params},\"peak_rss\":{peak},\"s_per_epoch\":{:.3},\"s_per_step\":{step:.5},\"s_per_update_step\":{upd:.4},\"updates\":{},\"test_accuracy\":{acc:.4}}}\n",
+            "{{\"width\":{w},\"method\":\"{:?}\",\"seed\":{},\"epochs\":{},\"nnz\":{nnz_total},\"dense_params\":{dense_params},\"peak_rss\":{peak},\"s_per_epoch\":{:.3},\"s_per_step\":{step:.5},\"s_per_update_step\":{},\"updates\":{},\"test_accuracy\":{acc:.4}}}\n",
             args.method,
             args.seed,
             args.epochs,
             median(epoch_secs),
+            if upd.is_nan() {
+                "null".to_string()
+            } else {
+                format!("{upd:.4}")
+            },
             update.len()
         );
         use std::io::Write;

@@ -2,7 +2,7 @@
 
 use burn_sparse_examples::cli::{
     ComputeArg, DistributionArg, DstArg, DstArgs, LotteryArgs, PerfArgs, QuickstartArgs, RecipeArg,
-    SaliencyArg, SnipArgs,
+    SaliencyArg, SnipArgs, WideArgs, WideMethod,
 };
 use clap::error::ErrorKind;
 use clap::{CommandFactory, Parser};
@@ -18,6 +18,7 @@ fn every_command_line_is_consistent() {
     SnipArgs::command().debug_assert();
     LotteryArgs::command().debug_assert();
     PerfArgs::command().debug_assert();
+    WideArgs::command().debug_assert();
 }
 
 #[test]
@@ -171,4 +172,41 @@ fn the_other_examples_parse_their_flags() {
     assert!(p.amortised && p.rounds == 3 && !p.snip_only && !p.sparse);
     let p = parse::<PerfArgs>(&["--amortised", "--sparse"]).unwrap();
     assert!(p.amortised && p.sparse);
+}
+
+#[test]
+fn wide_mnist_flags_reach_their_fields_and_bad_values_are_refused() {
+    let a = parse::<WideArgs>(&[
+        "--method",
+        "set",
+        "--width",
+        "65536",
+        "--nnz-per-layer=2000000",
+        "--epochs",
+        "2",
+        "--delta-t",
+        "50",
+        "--init",
+        "dense",
+        "--fashion",
+    ])
+    .unwrap();
+    assert_eq!(a.method, WideMethod::Set);
+    assert_eq!(
+        (a.width, a.nnz_per_layer, a.epochs, a.delta_t),
+        (65536, 2_000_000, 2, Some(50))
+    );
+    assert!(a.data.fashion);
+    let d = parse::<WideArgs>(&[]).unwrap();
+    assert_eq!((d.method, d.width, d.batch), (WideMethod::Rigl, 16384, 128));
+    for bad in [
+        &["--width", "0"][..],
+        &["--nnz-per-layer", "0"],
+        &["--method", "snfs"],
+        &["--delta-t", "0"],
+        &["--lr", "-1"],
+        &["--widht", "8"],
+    ] {
+        assert!(parse::<WideArgs>(bad).is_err(), "{bad:?}");
+    }
 }

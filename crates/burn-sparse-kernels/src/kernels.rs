@@ -173,6 +173,55 @@ mod x86dot {
         finish(s)
     }
 
+    /// [`dot_avx2`] of two rows against one `d`, each with its own lanes and tree (so each
+    /// result is bit for bit `dot_avx2`'s): `d` is loaded once for both, which is what bounds
+    /// the dense tiles of RigL's streamed grow step.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn dot2_avx2(x0: &[f32], x1: &[f32], d: &[f32]) -> (f32, f32) {
+        assert!(x0.len() == d.len() && x1.len() == d.len());
+        let n = d.len();
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut c = [_mm256_setzero_ps(); 4];
+        let step = |a: &mut [__m256; 4],
+                    c: &mut [__m256; 4],
+                    p0: *const f32,
+                    p1: *const f32,
+                    dp: *const f32| {
+            for g in 0..4 {
+                // SAFETY: every caller passes pointers to at least 32 readable floats.
+                let (dv, u, v) = unsafe {
+                    (
+                        _mm256_loadu_ps(dp.add(8 * g)),
+                        _mm256_loadu_ps(p0.add(8 * g)),
+                        _mm256_loadu_ps(p1.add(8 * g)),
+                    )
+                };
+                a[g] = _mm256_add_ps(a[g], _mm256_mul_ps(u, dv));
+                c[g] = _mm256_add_ps(c[g], _mm256_mul_ps(v, dv));
+            }
+        };
+        let mut i = 0;
+        while i + 32 <= n {
+            // `i + 32 <= n`, the length of all three: 32 floats from `i` are in bounds.
+            step(
+                &mut a,
+                &mut c,
+                x0[i..].as_ptr(),
+                x1[i..].as_ptr(),
+                d[i..].as_ptr(),
+            );
+            i += 32;
+        }
+        if i < n {
+            let (xa, da) = padded_tail(x0, d, i);
+            let (xb, _) = padded_tail(x1, d, i);
+            step(&mut a, &mut c, xa.as_ptr(), xb.as_ptr(), da.as_ptr());
+        }
+        let sa = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+        let sc = _mm256_add_ps(_mm256_add_ps(c[0], c[2]), _mm256_add_ps(c[1], c[3]));
+        (finish(sa), finish(sc))
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) fn dot_avx512(x: &[f32], d: &[f32]) -> f32 {
         assert_eq!(x.len(), d.len());
@@ -400,6 +449,39 @@ fn dense_tile(
     }
 }
 
+/// [`dense_tile`] two rows at a time through `dot2` (each of its results equal to `dot`'s),
+/// the odd last row through `dot`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dense_tile_pairs(
+    xt: &[f32],
+    dyt: &[f32],
+    b: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    dot2: impl Fn(&[f32], &[f32], &[f32]) -> (f32, f32),
+) {
+    let h = r1 - r0;
+    for (i, o) in out.chunks_exact_mut(h).enumerate() {
+        let c = c0 + i;
+        let d = &dyt[c * b..(c + 1) * b];
+        let mut pairs = o.chunks_exact_mut(2);
+        let mut r = r0;
+        for v in &mut pairs {
+            let (p, q) = dot2(&xt[r * b..(r + 1) * b], &xt[(r + 1) * b..(r + 2) * b], d);
+            v[0] = p;
+            v[1] = q;
+            r += 2;
+        }
+        if let [v] = pairs.into_remainder() {
+            *v = dot(&xt[r * b..(r + 1) * b], d);
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dense_tile_mv(
     isa: Isa,
@@ -417,7 +499,17 @@ pub(crate) fn dense_tile_mv(
             #[target_feature(enable = "avx2")]
             #[allow(clippy::too_many_arguments)]
             fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
-                dense_tile(x, d, b, r0, r1, c0, o, |x, d| x86dot::dot_avx2(x, d))
+                dense_tile_pairs(
+                    x,
+                    d,
+                    b,
+                    r0,
+                    r1,
+                    c0,
+                    o,
+                    |x, d| x86dot::dot_avx2(x, d),
+                    |x, y, d| x86dot::dot2_avx2(x, y, d),
+                )
             }
             // SAFETY: the CPU has AVX2 (checked by the match guard).
             #[allow(unsafe_code)]

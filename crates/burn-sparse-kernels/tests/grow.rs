@@ -139,6 +139,27 @@ fn large_layer_takes_the_parallel_path() {
     check(&c, k, 1000);
 }
 
+/// The running top-k prunes its buffer (at 2k, at least 1024 candidates) many times on a layer
+/// of 57000 candidates: small and large `k`, with and without ties.
+#[test]
+fn the_running_top_k_prunes_exactly() {
+    for levels in [0, 3] {
+        let c = case(300, 200, 0.05, 8, levels, 11);
+        for k in [
+            1,
+            7,
+            300,
+            511,
+            513,
+            5000,
+            candidates(&c) - 1,
+            candidates(&c),
+        ] {
+            check(&c, k, 64);
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_a_typed_error() {
     let c = case(4, 5, 0.5, 3, 0, 1);

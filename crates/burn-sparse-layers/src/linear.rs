@@ -47,6 +47,10 @@ pub struct SparseLinearConfig {
     /// at uniformly random positions, drawn from `seed`.
     #[config(default = 0.1)]
     pub density: f64,
+    /// The exact number of non-zeros, overriding `density` (e.g. a distribution's exact
+    /// per-layer count, [`SparsityDistribution::layer_counts`](burn_sparse_mask::SparsityDistribution::layer_counts)).
+    #[config(default = "None")]
+    pub nnz: Option<usize>,
     /// Seed of the initial pattern.
     #[config(default = 0)]
     pub seed: u64,
@@ -150,14 +154,21 @@ impl SparseLinearConfig {
     /// A layer with a random pattern of the configured density.
     ///
     /// # Errors
-    /// [`LayerError::InvalidDensity`] for a density outside `(0, 1]` or NaN,
-    /// [`LayerError::Kernel`] for dimensions beyond 32-bit indices.
+    /// [`LayerError::InvalidDensity`] for a density outside `(0, 1]` or NaN, or an `nnz` of 0
+    /// or above `d_input * d_output`; [`LayerError::Kernel`] for dimensions beyond 32-bit
+    /// indices.
     pub fn init(&self, device: &Device) -> LResult<SparseLinear> {
         if !(self.density > 0.0 && self.density <= 1.0) {
             return Err(LayerError::InvalidDensity(self.density));
         }
         let numel = self.d_input as u64 * self.d_output as u64;
-        let nnz = ((self.density * numel as f64).round() as u64).clamp(1.min(numel), numel);
+        let nnz = match self.nnz {
+            Some(n) if n as u64 > numel || n == 0 => {
+                return Err(LayerError::InvalidDensity(n as f64 / numel.max(1) as f64));
+            }
+            Some(n) => n as u64,
+            None => ((self.density * numel as f64).round() as u64).clamp(1.min(numel), numel),
+        };
         let cols = self.d_output.max(1) as u64;
         let positions = sample_positions(numel, nnz, self.seed);
         let rows: Vec<u32> = positions.iter().map(|&p| (p / cols) as u32).collect();

@@ -438,6 +438,10 @@ pub struct SparseMlpConfig {
     /// Density of each layer (one per layer, `widths.len() - 1`), e.g. from
     /// [`burn_sparse_mask::SparsityDistribution::layer_densities`].
     pub densities: Vec<f64>,
+    /// Exact non-zeros of each layer, overriding `densities` (set by
+    /// [`SparseMlpConfig::distributed`]).
+    #[config(default = "None")]
+    pub counts: Option<Vec<usize>>,
     /// Seed of the layers' random patterns (layer `i` uses `seed + i`).
     #[config(default = 0)]
     pub seed: u64,
@@ -452,9 +456,10 @@ pub struct SparseMlpConfig {
 
 impl SparseMlpConfig {
     /// A network of `widths` whose layer densities split a global `sparsity` by `distribution`
-    /// (ERK as in RigL, ER as in SET, uniform), as the masked path's distributions do; each
-    /// layer then keeps `round(density * numel)`, within one weight of the masked path's exact
-    /// largest-remainder split.
+    /// (ERK as in RigL, ER as in SET, uniform), as the masked path's distributions do: each
+    /// layer keeps exactly the masked path's count (its largest-remainder split,
+    /// [`burn_sparse_mask::SparsityDistribution::layer_counts`]), its positions drawn without
+    /// enumerating the layer.
     ///
     /// # Errors
     /// As [`burn_sparse_mask::SparsityDistribution::layer_densities`].
@@ -475,7 +480,8 @@ impl SparseMlpConfig {
             })
             .collect();
         let densities = distribution.layer_densities(&layers, sparsity, &Default::default())?;
-        Ok(Self::new(widths, densities))
+        let counts = distribution.layer_counts(&layers, sparsity, &Default::default())?;
+        Ok(Self::new(widths, densities).with_counts(Some(counts)))
     }
 
     /// LeNet-300-100: 784-300-100-classes.
@@ -509,10 +515,18 @@ impl SparseMlpConfig {
                 got: vec![self.densities.len()],
             });
         }
+        if let Some(c) = self.counts.as_ref().filter(|c| c.len() != n) {
+            return Err(LayerError::Shape {
+                what: "counts",
+                expected: vec![n],
+                got: vec![c.len()],
+            });
+        }
         let layers = (0..n)
             .map(|i| {
                 SparseLinearConfig::new(self.widths[i], self.widths[i + 1])
                     .with_density(self.densities[i])
+                    .with_nnz(self.counts.as_ref().map(|c| c[i]))
                     .with_seed(self.seed.wrapping_add(i as u64))
                     .with_compute(self.compute)
                     .with_sparse_fan_in(self.sparse_fan_in)

@@ -366,3 +366,42 @@ fn wide_16384_layer_trains_and_checkpoints_without_a_dense_matrix() {
         );
     }
 }
+
+/// ERK and ER over a 784-65536-65536-10 network (4.4e9 positions) at 99.95% sparsity: each layer
+/// gets exactly the distribution's count (the masked path's largest-remainder split), built
+/// without enumerating a layer; the same seed gives the same topology.
+#[test]
+fn erk_and_er_at_four_billion_positions_have_exact_counts() {
+    use burn_sparse::mask::{ParamInfo, Sparsity, SparsityDistribution};
+    let widths = vec![784, 65536, 65536, 10];
+    let s = Sparsity::new(0.9995).unwrap();
+    let infos: Vec<ParamInfo> = widths
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| ParamInfo {
+            path: format!("layers.{i}.weight"),
+            id: burn::module::ParamId::new(),
+            shape: vec![w[0], w[1]],
+            trainable: true,
+            module: "SparseLinear".into(),
+        })
+        .collect();
+    let d = Device::flex();
+    for dist in [SparsityDistribution::Erk, SparsityDistribution::Er] {
+        let want = dist.layer_counts(&infos, s, &Default::default()).unwrap();
+        let cfg = SparseMlpConfig::distributed(widths.clone(), s, &dist)
+            .unwrap()
+            .with_seed(4);
+        let net = cfg.init(&d).unwrap();
+        let got: Vec<usize> = net.layers.iter().map(SparseLinear::nnz).collect();
+        assert_eq!(got, want, "{dist:?}");
+        assert_eq!(
+            got.iter().sum::<usize>(),
+            s.kept(784 * 65536 + 65536 * 65536 + 655_360)
+        );
+        let again = cfg.init(&d).unwrap();
+        for (a, b) in net.layers.iter().zip(&again.layers) {
+            assert_eq!(*a.pattern().unwrap(), *b.pattern().unwrap());
+        }
+    }
+}

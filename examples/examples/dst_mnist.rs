@@ -155,11 +155,7 @@ fn train_sparse(model: LeNet300, args: &DstArgs, data: &Splits, device: &Device)
             Default::default(),
             device,
         );
-        let changed: usize = report
-            .updates
-            .iter()
-            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
-            .sum();
+        let changed = report.connections_changed();
         println!(
             "epoch {:>3}  loss {:.4}  test {acc:.2}%  {:.0}s  updates {} ({changed} connections changed)",
             epoch + 1,

@@ -102,11 +102,7 @@ fn run_epochs(
         first += step_secs.len() as u64;
         let t1 = Instant::now();
         t.acc = eval(first).0;
-        let changed: usize = report
-            .updates
-            .iter()
-            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
-            .sum();
+        let changed = report.connections_changed();
         println!(
             "epoch {:>3}  loss {:.4}  test {:.2}%  train {secs:.0}s  eval {:.0}s  updates {} ({changed} connections moved)  peak RSS {:.0} MiB",
             epoch + 1,

@@ -821,7 +821,7 @@ pub mod reference {
     }
 
     /// RigL's grow step the dense way: the whole `dW` (through `kernels`' sampled product on
-    /// the fully dense pattern, so every value is the one [`Kernels::grow_topk`] computes),
+    /// the fully dense pattern, so every value is the one [`Kernels::grow_topk`](crate::Kernels::grow_topk) computes),
     /// the candidates in flat order, sorted by `|dW|` descending and flat index ascending,
     /// the first `k`, back in flat order. Panics on bad sizes or NaN (a test reference).
     pub fn grow_topk(

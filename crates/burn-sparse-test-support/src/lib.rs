@@ -180,3 +180,30 @@ pub fn view<'a>(
         momentum: None,
     }
 }
+
+/// `n` synthetic samples of `width` features in `classes` classes, from `SparseRng::new(seed)`:
+/// class `c` lights the `c`-th band of `width / classes` features (0.5 plus uniform noise in
+/// `[0, 0.5)`), the other features are noise only. Learnable in a few steps.
+pub fn banded_batch(
+    n: usize,
+    width: usize,
+    classes: usize,
+    seed: u64,
+    device: &Device,
+) -> (Tensor<2>, Tensor<1, Int>) {
+    let mut rng = burn_sparse_mask::SparseRng::new(seed);
+    let mut x = vec![0.0f32; n * width];
+    let mut y = vec![0i64; n];
+    let band = (width / classes.max(1)).max(1);
+    for i in 0..n {
+        let c = rng.below(classes as u64) as usize;
+        y[i] = c as i64;
+        for p in 0..width {
+            x[i * width + p] = rng.next_f32() * 0.5 + if p / band == c { 0.5 } else { 0.0 };
+        }
+    }
+    (
+        Tensor::<2>::from_data(TensorData::new(x, [n, width]), device),
+        Tensor::<1, Int>::from_data(TensorData::new(y, [n]), device),
+    )
+}

@@ -468,7 +468,17 @@ impl SparseMlpConfig {
         sparsity: burn_sparse_mask::Sparsity,
         distribution: &burn_sparse_mask::SparsityDistribution,
     ) -> Result<Self, burn_sparse_mask::MaskError> {
-        let layers: Vec<burn_sparse_mask::ParamInfo> = widths
+        let layers = Self::layer_infos(&widths);
+        let densities = distribution.layer_densities(&layers, sparsity, &Default::default())?;
+        let counts = distribution.layer_counts(&layers, sparsity, &Default::default())?;
+        Ok(Self::new(widths, densities).with_counts(Some(counts)))
+    }
+
+    /// The layers of a network of `widths` as the distributions see them (`layers.{i}.weight`,
+    /// `[widths[i], widths[i + 1]]`), for [`burn_sparse_mask::SparsityDistribution`]'s
+    /// per-layer densities and counts.
+    pub fn layer_infos(widths: &[usize]) -> Vec<burn_sparse_mask::ParamInfo> {
+        widths
             .windows(2)
             .enumerate()
             .map(|(i, w)| burn_sparse_mask::ParamInfo {
@@ -478,10 +488,7 @@ impl SparseMlpConfig {
                 trainable: true,
                 module: "SparseLinear".into(),
             })
-            .collect();
-        let densities = distribution.layer_densities(&layers, sparsity, &Default::default())?;
-        let counts = distribution.layer_counts(&layers, sparsity, &Default::default())?;
-        Ok(Self::new(widths, densities).with_counts(Some(counts)))
+            .collect()
     }
 
     /// LeNet-300-100: 784-300-100-classes.

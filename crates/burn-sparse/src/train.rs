@@ -51,6 +51,16 @@ pub struct EpochReport {
     pub updates: Vec<burn_sparse_mask::StepReport>,
 }
 
+impl EpochReport {
+    /// Connections changed by all of the epoch's topology updates, over every layer.
+    pub fn connections_changed(&self) -> usize {
+        self.updates
+            .iter()
+            .flat_map(|u| u.changed.iter().map(|(_, c)| c))
+            .sum()
+    }
+}
+
 /// A [`BatchSource`]'s error, kept typed: a [`burn_sparse_data::DataError`] for the datasets of
 /// this workspace (downcast it with `err.downcast_ref::<DataError>()`), a user source's own
 /// otherwise.

@@ -3,7 +3,7 @@
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 use burn_sparse::dynamic::{DropGrowConfig, RiglUpdater, SetUpdater, Snfs, SnfsConfig};
 use burn_sparse::layers::Compute;
 use burn_sparse::mask::UpdateSchedule;
@@ -24,22 +24,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn data(n: usize, width: usize, classes: usize, seed: u64) -> (Tensor<2>, Tensor<1, Int>) {
-    let mut rng = SparseRng::new(seed);
-    let mut x = vec![0.0f32; n * width];
-    let mut y = vec![0i64; n];
-    let band = width / classes;
-    for i in 0..n {
-        let c = rng.below(classes as u64) as usize;
-        y[i] = c as i64;
-        for p in 0..width {
-            x[i * width + p] = rng.next_f32() * 0.5 + if p / band == c { 0.5 } else { 0.0 };
-        }
-    }
-    let d = device();
-    (
-        Tensor::<2>::from_data(TensorData::new(x, [n, width]), &d),
-        Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &d),
-    )
+    burn_sparse_test_support::banded_batch(n, width, classes, seed, &device())
 }
 
 fn cfg(rigl: bool, delta_t: u64, end: u64) -> DropGrowConfig {

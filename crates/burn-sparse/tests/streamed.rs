@@ -27,22 +27,7 @@ fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 }
 
 fn data(n: usize, width: usize, classes: usize, seed: u64) -> (Tensor<2>, Tensor<1, Int>) {
-    let mut rng = SparseRng::new(seed);
-    let mut x = vec![0.0f32; n * width];
-    let mut y = vec![0i64; n];
-    let band = width.div_ceil(classes);
-    for i in 0..n {
-        let c = rng.below(classes as u64) as usize;
-        y[i] = c as i64;
-        for p in 0..width {
-            x[i * width + p] = rng.next_f32() * 0.5 + if p / band == c { 0.5 } else { 0.0 };
-        }
-    }
-    let d = device();
-    (
-        Tensor::<2>::from_data(TensorData::new(x, [n, width]), &d),
-        Tensor::<1, Int>::from_data(TensorData::new(y, [n]), &d),
-    )
+    burn_sparse_test_support::banded_batch(n, width, classes, seed, &device())
 }
 
 fn cfg(delta_t: u64, end: u64, rigl: bool) -> DropGrowConfig {
@@ -372,20 +357,10 @@ fn wide_16384_layer_trains_and_checkpoints_without_a_dense_matrix() {
 /// without enumerating a layer; the same seed gives the same topology.
 #[test]
 fn erk_and_er_at_four_billion_positions_have_exact_counts() {
-    use burn_sparse::mask::{ParamInfo, Sparsity, SparsityDistribution};
+    use burn_sparse::mask::{Sparsity, SparsityDistribution};
     let widths = vec![784, 65536, 65536, 10];
     let s = Sparsity::new(0.9995).unwrap();
-    let infos: Vec<ParamInfo> = widths
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| ParamInfo {
-            path: format!("layers.{i}.weight"),
-            id: burn::module::ParamId::new(),
-            shape: vec![w[0], w[1]],
-            trainable: true,
-            module: "SparseLinear".into(),
-        })
-        .collect();
+    let infos = SparseMlpConfig::layer_infos(&widths);
     let d = Device::flex();
     for dist in [SparsityDistribution::Erk, SparsityDistribution::Er] {
         let want = dist.layer_counts(&infos, s, &Default::default()).unwrap();

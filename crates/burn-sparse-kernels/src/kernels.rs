@@ -424,36 +424,16 @@ fn sddmm_mv(
         _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot),
     }
 }
+
 /// `out[(c - c0) * (r1 - r0) + (r - r0)] = <xt[r, :], dyt[c, :]>` for the rows `r0..r1` and
 /// columns `c0..c0 + out.len() / (r1 - r0)`: a tile of the dense `dW = xᵀ dY`, with the dot
 /// product of [`Kernels::backward_values`] (so a position gets the same value either way).
+///
+/// Two rows at a time through `dot2` (each of its results equal to `dot`'s, so an instruction
+/// set can share the column's loads between the two), the odd last row through `dot`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn dense_tile(
-    xt: &[f32],
-    dyt: &[f32],
-    b: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    out: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-) {
-    let h = r1 - r0;
-    for (i, o) in out.chunks_exact_mut(h).enumerate() {
-        let c = c0 + i;
-        let d = &dyt[c * b..(c + 1) * b];
-        for (r, v) in (r0..r1).zip(o.iter_mut()) {
-            *v = dot(&xt[r * b..(r + 1) * b], d);
-        }
-    }
-}
-
-/// [`dense_tile`] two rows at a time through `dot2` (each of its results equal to `dot`'s),
-/// the odd last row through `dot`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dense_tile_pairs(
     xt: &[f32],
     dyt: &[f32],
     b: usize,
@@ -499,7 +479,7 @@ pub(crate) fn dense_tile_mv(
             #[target_feature(enable = "avx2")]
             #[allow(clippy::too_many_arguments)]
             fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
-                dense_tile_pairs(
+                dense_tile(
                     x,
                     d,
                     b,
@@ -522,7 +502,17 @@ pub(crate) fn dense_tile_mv(
             #[target_feature(enable = "avx512f")]
             #[allow(clippy::too_many_arguments)]
             fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
-                dense_tile(x, d, b, r0, r1, c0, o, |x, d| x86dot::dot_avx512(x, d))
+                dense_tile(
+                    x,
+                    d,
+                    b,
+                    r0,
+                    r1,
+                    c0,
+                    o,
+                    |x, d| x86dot::dot_avx512(x, d),
+                    |x, y, d| (x86dot::dot_avx512(x, d), x86dot::dot_avx512(y, d)),
+                )
             }
             // SAFETY: the CPU has AVX-512F (checked by the match guard).
             #[allow(unsafe_code)]
@@ -530,7 +520,9 @@ pub(crate) fn dense_tile_mv(
                 go(xt, dyt, b, r0, r1, c0, out)
             }
         }
-        _ => dense_tile(xt, dyt, b, r0, r1, c0, out, dot),
+        _ => dense_tile(xt, dyt, b, r0, r1, c0, out, dot, |x, y, d| {
+            (dot(x, d), dot(y, d))
+        }),
     }
 }
 fn transpose_mv(isa: Isa, src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {

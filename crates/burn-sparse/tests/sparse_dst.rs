@@ -3,38 +3,16 @@
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 use burn_sparse::dynamic::{DropGrowConfig, RiglUpdater, SetUpdater, Snfs, SnfsConfig};
 use burn_sparse::layers::Compute;
-use burn_sparse::mask::UpdateSchedule;
 use burn_sparse::mask::prelude::*;
 use burn_sparse::models::{Classifier, LeNet300, SparseMlp};
 use burn_sparse::sparse_dst::{SparseDst, SparseDstError};
 use burn_sparse_test_support::Mlp;
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-fn data(n: usize, width: usize, classes: usize, seed: u64) -> (Tensor<2>, Tensor<1, Int>) {
-    burn_sparse_test_support::banded_batch(n, width, classes, seed, &device())
-}
-
-fn cfg(rigl: bool, delta_t: u64, end: u64) -> DropGrowConfig {
-    let mut c = DropGrowConfig::rigl(end, 7).unwrap();
-    c.schedule = UpdateSchedule::new(0, end, delta_t).unwrap();
-    if !rigl {
-        c.drop_fraction = DropFraction::Constant { alpha: 0.3 };
-    }
-    c
-}
+mod common;
+use common::{cfg, data, device, host};
 
 fn updater(rigl: bool, c: DropGrowConfig) -> Box<dyn TopologyUpdater> {
     if rigl {

@@ -7,37 +7,15 @@ use burn::module::Param;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use burn_sparse::dynamic::{DropGrowConfig, GrowInit, RiglUpdater};
+use burn_sparse::dynamic::{GrowInit, RiglUpdater};
 use burn_sparse::kernels::{Kernels, SparsePattern};
 use burn_sparse::layers::{Compute, SparseLinear};
-use burn_sparse::mask::UpdateSchedule;
 use burn_sparse::mask::prelude::*;
 use burn_sparse::models::{SparseMlp, SparseMlpConfig};
 use burn_sparse::sparse_dst::{LayerTap, SparseDst, SparseDstError, StreamedGrow, read_taps};
 
-fn device() -> Device {
-    Device::flex().autodiff()
-}
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .unwrap()
-}
-
-fn data(n: usize, width: usize, classes: usize, seed: u64) -> (Tensor<2>, Tensor<1, Int>) {
-    burn_sparse_test_support::banded_batch(n, width, classes, seed, &device())
-}
-
-fn cfg(delta_t: u64, end: u64, rigl: bool) -> DropGrowConfig {
-    let mut c = DropGrowConfig::rigl(end, 7).unwrap();
-    c.schedule = UpdateSchedule::new(0, end, delta_t).unwrap();
-    if !rigl {
-        c.drop_fraction = DropFraction::Constant { alpha: 0.3 };
-    }
-    c
-}
+mod common;
+use common::{cfg, data, device, host};
 
 /// A small network whose values sit on 7 levels, so drops meet ties.
 fn tied_net(seed: u64) -> SparseMlp {
@@ -118,7 +96,7 @@ fn slots(l: &SparseLinear) -> Vec<usize> {
 
 #[test]
 fn streamed_rigl_makes_the_dense_view_choices_bit_for_bit() {
-    let c = cfg(1, 40, true);
+    let c = cfg(true, 1, 40);
     let mut views = SparseDst::new(Box::new(RiglUpdater::rigl(c).unwrap())).unwrap();
     let mut streamed = SparseDst::streamed(c, StreamedGrow::Gradient).unwrap();
     assert!(streamed.is_streamed() && !views.is_streamed());
@@ -175,7 +153,7 @@ fn streamed_rigl_makes_the_dense_view_choices_bit_for_bit() {
 /// SET, streamed, every step: exact nnz, moved slots at fresh positions with value 0 and state
 /// 0 (before the step), and the same topology from the same seed.
 fn set_run(seed: u64, init: GrowInit) -> (Vec<Vec<usize>>, usize) {
-    let mut c = cfg(1, 300, false);
+    let mut c = cfg(false, 1, 300);
     c.seed = seed;
     c.init = init;
     let mut dst = SparseDst::streamed(c, StreamedGrow::Random).unwrap();
@@ -243,24 +221,24 @@ fn streamed_set_keeps_nnz_exact_grown_slots_clean_and_is_deterministic() {
 
 #[test]
 fn streamed_refuses_what_it_cannot_stream_with_a_reason() {
-    let mut c = cfg(10, 100, true);
+    let mut c = cfg(true, 10, 100);
     c.grad_accumulation = 4;
     let e = SparseDst::streamed(c, StreamedGrow::Gradient).unwrap_err();
     assert!(
         matches!(e, SparseDstError::Unsupported(ref m) if m.contains("accumulated")),
         "{e}"
     );
-    let mut c = cfg(10, 100, true);
+    let mut c = cfg(true, 10, 100);
     c.skip_weight_update = true;
     assert!(SparseDst::streamed(c, StreamedGrow::Gradient).is_err());
-    let mut c = cfg(10, 100, true);
+    let mut c = cfg(true, 10, 100);
     c.structure = burn_sparse::mask::Structure::NByM { n: 2, m: 4 };
     assert!(SparseDst::streamed(c, StreamedGrow::Random).is_err());
-    let mut c = cfg(10, 100, true);
+    let mut c = cfg(true, 10, 100);
     c.drop_fraction = DropFraction::Constant { alpha: 1.5 };
     assert!(SparseDst::streamed(c, StreamedGrow::Random).is_err());
     // The two drivers do not take each other's inputs.
-    let mut s = SparseDst::streamed(cfg(1, 10, true), StreamedGrow::Gradient).unwrap();
+    let mut s = SparseDst::streamed(cfg(true, 1, 10), StreamedGrow::Gradient).unwrap();
     let net = tied_net(1);
     let mut o = SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
     let mut g = GradientsParams::new();
@@ -300,7 +278,7 @@ fn wide_16384_layer_trains_and_checkpoints_without_a_dense_matrix() {
         .init(&d)
         .unwrap();
     assert_eq!(net.layers[1].nnz(), w * w / 1024);
-    let mut dst = SparseDst::streamed(cfg(1, 100, true), StreamedGrow::Gradient).unwrap();
+    let mut dst = SparseDst::streamed(cfg(true, 1, 100), StreamedGrow::Gradient).unwrap();
     let mut optim = SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
     let nnz: Vec<usize> = net.layers.iter().map(SparseLinear::nnz).collect();
     for step in 0..4u64 {

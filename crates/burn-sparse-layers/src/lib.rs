@@ -26,6 +26,7 @@
 mod error;
 mod linear;
 pub mod ops;
+pub mod scratch;
 
 pub use error::{LayerError, Result};
 pub use linear::{

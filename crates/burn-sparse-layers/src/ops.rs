@@ -8,6 +8,7 @@
 //! produced are transposed, once, by the op.
 
 use std::borrow::Cow;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,6 +22,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Flex, backend_extension};
 use burn::tensor::TensorData;
 use burn_sparse_kernels::{Kernels, SparsePattern};
+
+use crate::scratch::Buf;
 
 /// The sparse linear product, routed to the backends that implement it (Flex, with or without
 /// autodiff). Call it through [`crate::SparseLinear`], which checks the backend first and falls
@@ -58,9 +61,27 @@ pub fn transposes() -> u64 {
     TRANSPOSES.load(Ordering::Relaxed)
 }
 
+/// Feature-major data: borrowed from a tensor that has that layout, or a transposed copy in a
+/// pooled buffer ([`crate::scratch`]).
+enum FeatureMajor<'a> {
+    Borrowed(&'a [f32]),
+    Owned(Buf),
+}
+
+impl Deref for FeatureMajor<'_> {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        match self {
+            FeatureMajor::Borrowed(s) => s,
+            FeatureMajor::Owned(b) => b,
+        }
+    }
+}
+
 /// A `[rows, cols]` f32 tensor as feature-major `[cols, rows]` data: borrowed when its layout
-/// already is (a transposed view of contiguous storage), else transposed into a new buffer.
-fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
+/// already is (a transposed view of contiguous storage), else transposed into a pooled buffer
+/// (every value of which the transpose writes).
+fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
     let dims = t.layout().shape().to_vec();
     let (rows, cols) = (dims[0], dims[1]);
     let strides = t.layout().strides();
@@ -70,11 +91,11 @@ fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
         (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
     let storage: &[f32] = t.storage();
     if feature_major && off + n <= storage.len() {
-        return Cow::Borrowed(&storage[off..off + n]);
+        return FeatureMajor::Borrowed(&storage[off..off + n]);
     }
     TRANSPOSES.fetch_add(1, Ordering::Relaxed);
     let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
-    let mut out = vec![0.0f32; n];
+    let mut out = Buf::for_overwrite(n);
     if row_major && off + n <= storage.len() {
         Kernels::default()
             .transpose(&storage[off..off + n], rows, cols, &mut out)
@@ -86,7 +107,7 @@ fn as_feature_major(t: &FlexTensor) -> Cow<'_, [f32]> {
             .transpose(&s[c.layout().start_offset()..][..n], rows, cols, &mut out)
             .expect("lengths match the layout");
     }
-    Cow::Owned(out)
+    FeatureMajor::Owned(out)
 }
 
 /// Feature-major data `[cols, rows]` as a `[rows, cols]` tensor (a transposed view, no copy).
@@ -104,20 +125,20 @@ fn dims2(t: &FlexTensor) -> (usize, usize) {
 #[derive(Debug, Clone)]
 enum SavedXt {
     View(FlexTensor),
-    Owned(Arc<Vec<f32>>),
+    Owned(Arc<Buf>),
 }
 
 impl SavedXt {
     fn new(x: &FlexTensor) -> Self {
         match as_feature_major(x) {
-            Cow::Borrowed(_) => SavedXt::View(x.clone()),
-            Cow::Owned(v) => SavedXt::Owned(Arc::new(v)),
+            FeatureMajor::Borrowed(_) => SavedXt::View(x.clone()),
+            FeatureMajor::Owned(v) => SavedXt::Owned(Arc::new(v)),
         }
     }
-    fn data(&self) -> Cow<'_, [f32]> {
+    fn data(&self) -> FeatureMajor<'_> {
         match self {
             SavedXt::View(x) => as_feature_major(x),
-            SavedXt::Owned(v) => Cow::Borrowed(v.as_slice()),
+            SavedXt::Owned(v) => FeatureMajor::Borrowed(v),
         }
     }
 }
@@ -272,7 +293,7 @@ impl Backward<Flex, 3> for SparseMatmulProbeBackward {
         }
         if let Some(node) = node_p {
             let (k, b) = (s.pattern.rows(), s.batch);
-            let xt = FlexTensor::from_data(TensorData::new(s.xt.data().into_owned(), [k, b]));
+            let xt = FlexTensor::from_data(TensorData::new(s.xt.data().to_vec(), [k, b]));
             grads.register::<Flex>(node.id, Flex::float_matmul(xt, dy.clone()));
         }
         if let Some(node) = node_x {

@@ -561,3 +561,43 @@ fn with_moves_moves_only_the_named_slots() {
     let far = SlotMove { slot: 99, ..m };
     assert!(matches!(l.with_moves(&[far]), Err(LayerError::Kernel(_))));
 }
+
+/// The op's transposed copies live in pooled buffers that hold the previous user's values:
+/// poisoned with NaN beforehand, every output and gradient still equals the masked path's, step
+/// after step (each transpose writes every value it later reads).
+#[test]
+fn pooled_buffers_never_leak_stale_values() {
+    use burn_sparse_layers::scratch::{Buf, POOL_BUFFERS};
+    let (k, n, batch) = (37, 23, 19);
+    let sparse = layer(k, n, 0.3, true, 5, Compute::Sparse);
+    let masked = with_compute(&sparse, Compute::Masked);
+    let mut rng = SparseRng::new(9);
+    for step in 0..4 {
+        // Buffers of exactly the sizes the op asks for (xᵀ and dyᵀ), and some larger ones.
+        let poison: Vec<Buf> = [k * batch, n * batch, k * batch + 5, 3 * n * batch]
+            .into_iter()
+            .cycle()
+            .take(POOL_BUFFERS)
+            .map(|len| {
+                let mut b = Buf::for_overwrite(len);
+                b.fill(f32::NAN);
+                b
+            })
+            .collect();
+        drop(poison);
+        let x: Vec<f32> = (0..batch * k).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        // A row-major gradient (not the op's own layout), so dyᵀ is a transposed copy too.
+        let g: Vec<f32> = (0..batch * n).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+        let a = one_layer(&sparse, &x, batch, &g);
+        let b = one_layer(&masked, &x, batch, &g);
+        close(&a.0, &b.0, 1e-5, &format!("step {step}: y"));
+        close(&a.1, &b.1, 1e-5, &format!("step {step}: d values"));
+        close(&a.2, &b.2, 1e-5, &format!("step {step}: dx"));
+        close(
+            a.3.as_ref().unwrap(),
+            b.3.as_ref().unwrap(),
+            1e-5,
+            &format!("step {step}: d bias"),
+        );
+    }
+}

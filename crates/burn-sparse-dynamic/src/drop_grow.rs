@@ -8,7 +8,9 @@ use burn_sparse_mask::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_count};
+use crate::engine::{
+    drop_and_grow_blocks, drop_and_grow_in_groups, drop_and_grow_owned, drop_count,
+};
 
 /// Initial value of a newly grown weight (inactive before the update, active after).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
@@ -406,7 +408,7 @@ impl<G: GrowScore> TopologyUpdater for DropGrow<G> {
                 ),
                 None => {
                     let n = drop_count(f, n_active);
-                    drop_and_grow(&view.param.path, view.mask, view.weights, &scores, n, n)
+                    drop_and_grow_owned(&view.param.path, view.mask, view.weights, scores, n, n)
                 }
             };
             match result {

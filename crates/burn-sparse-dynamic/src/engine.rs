@@ -48,23 +48,85 @@ pub fn drop_and_grow(
     n_grow: usize,
 ) -> Result<LayerUpdate> {
     check_lengths(name, mask, weights, grow_score)?;
-    let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
+    drop_and_grow_owned(name, mask, weights, grow_score.to_vec(), n_drop, n_grow)
+}
+
+/// [`drop_and_grow`] on grow scores it may overwrite, so it copies nothing of the layer's size
+/// but the new mask: the positions active after the drop score `-inf`, below every candidate,
+/// and one top-k over the whole layer picks the grown ones (the candidates in index order,
+/// ties to the lower index, exactly as [`drop_and_grow`] specifies). Candidates that themselves
+/// score `-inf` (a custom [`GrowScore`](crate::GrowScore)) would tie with the active positions;
+/// then the candidates are compacted first.
+///
+/// # Errors
+/// As [`drop_and_grow`].
+pub fn drop_and_grow_owned(
+    name: &str,
+    mask: &[bool],
+    weights: &[f32],
+    mut grow_score: Vec<f32>,
+    n_drop: usize,
+    n_grow: usize,
+) -> Result<LayerUpdate> {
+    check_lengths(name, mask, weights, &grow_score)?;
+    let (mut new_mask, n_drop, kept) = drop_smallest(mask, weights, n_drop)?;
     // Grow: the n_grow highest scores among everything inactive after the drop (which includes
     // the just-dropped positions, as in the reference), ties to the lower index.
-    let candidates: Vec<usize> = (0..mask.len()).filter(|&i| !new_mask[i]).collect();
-    if n_grow > candidates.len() {
+    let n_candidates = mask.len() - kept;
+    if n_grow > n_candidates {
         return Err(MaskError::TooManySurvivors {
             k: n_grow,
-            n: candidates.len(),
+            n: n_candidates,
         });
     }
-    let cand_scores: Vec<f32> = candidates.iter().map(|&i| grow_score[i]).collect();
-    if let Some(p) = cand_scores.iter().position(|s| s.is_nan()) {
+    // One branch-free pass (it vectorises): kept positions to -inf, counting NaN and -inf.
+    let (mut n_nan, mut at_neg_inf) = (0usize, 0usize);
+    for (s, &a) in grow_score.iter_mut().zip(&new_mask) {
+        let v = if a { f32::NEG_INFINITY } else { *s };
+        *s = v;
+        n_nan += usize::from(v.is_nan());
+        at_neg_inf += usize::from(v == f32::NEG_INFINITY);
+    }
+    // Only candidates can be NaN now; the first one is the first in candidate order.
+    if n_nan > 0 {
+        let index = grow_score.iter().position(|s| s.is_nan()).unwrap_or(0);
         return Err(MaskError::NanScore {
             param: name.to_string(),
-            index: candidates[p],
+            index,
         });
     }
+    let grown = if at_neg_inf > kept {
+        grow_compacted(mask, &mut new_mask, &grow_score, n_grow)?
+    } else {
+        let chosen = top_k(&grow_score, n_grow)?;
+        let mut grown = Vec::with_capacity(n_grow);
+        for (i, (&c, m)) in chosen.iter().zip(new_mask.iter_mut()).enumerate() {
+            if c {
+                *m = true;
+                if !mask[i] {
+                    grown.push(i);
+                }
+            }
+        }
+        grown
+    };
+    Ok(LayerUpdate {
+        mask: new_mask,
+        grown,
+        n_drop,
+    })
+}
+
+/// The grow step on the compacted candidates (the positions inactive in `new_mask`): activate
+/// the `n_grow` highest-scoring ones in `new_mask` and return those inactive in `mask` too.
+fn grow_compacted(
+    mask: &[bool],
+    new_mask: &mut [bool],
+    grow_score: &[f32],
+    n_grow: usize,
+) -> Result<Vec<usize>> {
+    let candidates: Vec<usize> = (0..mask.len()).filter(|&i| !new_mask[i]).collect();
+    let cand_scores: Vec<f32> = candidates.iter().map(|&i| grow_score[i]).collect();
     let grown_mask = top_k(&cand_scores, n_grow)?;
     let mut grown = Vec::new();
     for (&i, &g) in candidates.iter().zip(&grown_mask) {
@@ -75,11 +137,7 @@ pub fn drop_and_grow(
             }
         }
     }
-    Ok(LayerUpdate {
-        mask: new_mask,
-        grown,
-        n_drop,
-    })
+    Ok(grown)
 }
 
 fn check_lengths(name: &str, mask: &[bool], weights: &[f32], grow_score: &[f32]) -> Result<()> {
@@ -95,8 +153,12 @@ fn check_lengths(name: &str, mask: &[bool], weights: &[f32], grow_score: &[f32])
 
 /// Keep the `n_active - n_drop` largest `|w|` among the active weights only (the actives in
 /// index order, so ties keep the lower index, i.e. the higher index is dropped first). Returns
-/// the mask after the drop and the number dropped.
-fn drop_smallest(mask: &[bool], weights: &[f32], n_drop: usize) -> Result<(Vec<bool>, usize)> {
+/// the mask after the drop, the number dropped and the number kept.
+fn drop_smallest(
+    mask: &[bool],
+    weights: &[f32],
+    n_drop: usize,
+) -> Result<(Vec<bool>, usize, usize)> {
     let active: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
     let n_active = active.len();
     let n_drop = n_drop.min(n_active);
@@ -106,7 +168,7 @@ fn drop_smallest(mask: &[bool], weights: &[f32], n_drop: usize) -> Result<(Vec<b
     for (&i, &k) in active.iter().zip(&keep) {
         new_mask[i] = k;
     }
-    Ok((new_mask, n_drop))
+    Ok((new_mask, n_drop, n_active - n_drop))
 }
 
 /// [`drop_and_grow`] that keeps every group's count (N:M dynamic sparse training): drop the
@@ -127,7 +189,7 @@ pub fn drop_and_grow_in_groups(
     groups: &[Vec<usize>],
 ) -> Result<LayerUpdate> {
     check_lengths(name, mask, weights, grow_score)?;
-    let (mut new_mask, n_drop) = drop_smallest(mask, weights, n_drop)?;
+    let (mut new_mask, n_drop, _) = drop_smallest(mask, weights, n_drop)?;
     for g in groups {
         let lost = g.iter().filter(|&&i| mask[i] && !new_mask[i]).count();
         if lost == 0 {
@@ -202,6 +264,83 @@ pub fn drop_and_grow_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The definition, by sorting: drop the `n_drop` active positions of smallest `|w|` (ties:
+    /// higher index first), then grow the `n_grow` candidates of highest score (ties: lower
+    /// index first).
+    fn by_sorting(
+        mask: &[bool],
+        w: &[f32],
+        g: &[f32],
+        n_drop: usize,
+        n_grow: usize,
+    ) -> (Vec<bool>, Vec<usize>) {
+        let mut active: Vec<usize> = (0..mask.len()).filter(|&i| mask[i]).collect();
+        active.sort_by(|&a, &b| w[a].abs().total_cmp(&w[b].abs()).then(b.cmp(&a)));
+        let mut new = mask.to_vec();
+        for &i in &active[..n_drop] {
+            new[i] = false;
+        }
+        let mut cand: Vec<usize> = (0..mask.len()).filter(|&i| !new[i]).collect();
+        cand.sort_by(|&a, &b| g[b].total_cmp(&g[a]).then(a.cmp(&b)));
+        let mut grown: Vec<usize> = cand[..n_grow].to_vec();
+        for &i in &grown {
+            new[i] = true;
+        }
+        grown.retain(|&i| !mask[i]);
+        grown.sort_unstable();
+        (new, grown)
+    }
+
+    proptest! {
+        /// The single top-k over the layer with the kept positions at -inf chooses what the
+        /// definition chooses, with heavy ties in both |w| and the scores, and -inf among the
+        /// candidates' scores (the compacting fallback).
+        #[test]
+        fn drop_and_grow_is_the_sorting_definition(
+            cells in proptest::collection::vec((any::<bool>(), 0u8..4, 0u8..5), 1..300),
+            drop_frac in 0.0f64..1.0,
+            grow_frac in 0.0f64..1.0,
+        ) {
+            let mask: Vec<bool> = cells.iter().map(|c| c.0).collect();
+            let w: Vec<f32> = cells
+                .iter()
+                .map(|c| if c.0 { f32::from(c.1) - 1.5 } else { 0.0 })
+                .collect();
+            let g: Vec<f32> = cells
+                .iter()
+                .map(|c| if c.2 == 4 { f32::NEG_INFINITY } else { f32::from(c.2) * 0.25 })
+                .collect();
+            let n_active = mask.iter().filter(|&&b| b).count();
+            let n_drop = drop_count(drop_frac, n_active);
+            let n_cand = mask.len() - (n_active - n_drop);
+            let n_grow = ((grow_frac * n_cand as f64) as usize).min(n_cand);
+            let (want_mask, want_grown) = by_sorting(&mask, &w, &g, n_drop, n_grow);
+            let u = drop_and_grow("l", &mask, &w, &g, n_drop, n_grow).unwrap();
+            prop_assert_eq!(&u.mask, &want_mask);
+            prop_assert_eq!(&u.grown, &want_grown);
+            prop_assert_eq!(u.n_drop, n_drop);
+            let kept = u.mask.iter().filter(|&&b| b).count();
+            prop_assert_eq!(kept, n_active - n_drop + n_grow);
+            // Without -inf scores the single top-k runs; it must agree too.
+            let finite: Vec<f32> = g.iter().map(|&x| x.max(-1.0)).collect();
+            let (want_mask, want_grown) = by_sorting(&mask, &w, &finite, n_drop, n_grow);
+            let u = drop_and_grow_owned("l", &mask, &w, finite, n_drop, n_grow).unwrap();
+            prop_assert_eq!(u.mask, want_mask);
+            prop_assert_eq!(u.grown, want_grown);
+        }
+    }
+
+    #[test]
+    fn too_many_to_grow_is_an_error() {
+        let mask = [true, true, false];
+        let e = drop_and_grow("l", &mask, &[1.0, 2.0, 0.0], &[0.0; 3], 0, 2).unwrap_err();
+        assert!(matches!(e, MaskError::TooManySurvivors { k: 2, n: 1 }));
+        // A NaN score at a position that stays active is never read.
+        let u = drop_and_grow("l", &mask, &[1.0, 2.0, 0.0], &[f32::NAN, 0.0, 1.0], 0, 1).unwrap();
+        assert_eq!(u.grown, vec![2]);
+    }
 
     #[test]
     fn blocks_by_hand() {

@@ -203,6 +203,10 @@ def sparse_layers_section(w):
         w("|---|---|---|")
         w(f"| 100 sparse steps with RigL (delta_t = 100: one update with its dense probes) / 100 static sparse "
           f"steps, LeNet-300-100 at 95% ERK ({fmt(rg)} / {fmt(st)} ms) | {rg / st:.3f} | <= 1.05 |")
+        rs = median_ms("sparse_lenet300_100_steps_erk95", "rigl_streamed_dt100", "100_steps")
+        if rs is not None:
+            w(f"| the same with RigL streamed (`SparseDst::streamed`: taps and the tiled top-k, no dense probes "
+              f"or views) ({fmt(rs)} / {fmt(st)} ms) | {rs / st:.3f} | <= 1.05 |")
         w("| parameter + SGD-state bytes, dense / sparse, LeNet-300-100 at 95% ERK (exact counts, "
           "`sparse_params_and_state_are_8x_smaller_at_95_percent`: 2,132,880 B against 216,240 B) | 9.86x | >= 8x |")
         w("")

@@ -9,8 +9,10 @@
 //!
 //! `--amortised` times 100 training steps with RigL (delta_t = 100) against 100 static masked
 //! steps in alternation and prints the median of the paired ratios; with `--sparse`, the same on
-//! truly sparse layers (`SparseMlp` at 95% ERK), then the same pairs again with RigL's network
-//! stepped without its updater, which tells the update steps' cost from the evolved pattern's.
+//! truly sparse layers (`SparseMlp` at 95% ERK), then static against RigL streamed
+//! (`SparseDst::streamed`: taps and the tiled top-k, no dense probes or views), then the first
+//! pairs again with RigL's network stepped without its updater, which tells the update steps'
+//! cost from the evolved pattern's.
 //!
 //! With `PROBE_MEAN=1` in the environment it prints means instead of medians (criterion's figures
 //! are means over many iterations, so a heavy tail shows up there and not in a median).
@@ -237,7 +239,7 @@ fn amortised_rigl_sparse(d: &Device, rounds: usize) {
     use burn_sparse::dynamic::{DstMethod, DstPlan};
     use burn_sparse::mask::{MaskSet, SgdRule, SparseOptimizer, SparseRng, SparsityDistribution};
     use burn_sparse::models::SparseMlpConfig;
-    use burn_sparse::sparse_dst::SparseDst;
+    use burn_sparse::sparse_dst::{SparseDst, StreamedGrow};
     use burn_sparse::train::{TrainConfig, train_epoch_sparse};
     let steps = 100usize;
     let mut rng = SparseRng::new(3);
@@ -252,7 +254,7 @@ fn amortised_rigl_sparse(d: &Device, rounds: usize) {
         lr: 0.01,
         cosine_total_steps: None,
     };
-    let setup = |rigl: bool| {
+    let setup = |rigl: Option<bool>| {
         d.seed(0);
         let net =
             SparseMlpConfig::distributed(vec![784, 300, 100, 10], s, &SparsityDistribution::Erk)
@@ -262,11 +264,18 @@ fn amortised_rigl_sparse(d: &Device, rounds: usize) {
         let optim =
             SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap_or_else(|e| fail(e));
         // A run long enough that every 100th step updates (RigL stops at 75% of it).
-        let dst = rigl.then(|| {
+        // `Some(false)`: RigL on dense views (probes); `Some(true)`: streamed (taps, tiled grow).
+        let dst = rigl.map(|streamed| {
             let plan = DstPlan::new(DstMethod::Rigl, s, 1 << 40, steps as u64, 0);
-            let updater = plan.updater().unwrap_or_else(|e| fail(e));
-            SparseDst::new(updater.unwrap_or_else(|| fail("rigl has an updater")))
-                .unwrap_or_else(|e| fail(e))
+            if streamed {
+                let c = plan.drop_grow_config().unwrap_or_else(|e| fail(e));
+                let c = c.unwrap_or_else(|| fail("rigl has a drop/grow config"));
+                SparseDst::streamed(c, StreamedGrow::Gradient).unwrap_or_else(|e| fail(e))
+            } else {
+                let updater = plan.updater().unwrap_or_else(|e| fail(e));
+                SparseDst::new(updater.unwrap_or_else(|| fail("rigl has an updater")))
+                    .unwrap_or_else(|e| fail(e))
+            }
         });
         (Some(net), optim, dst)
     };
@@ -284,11 +293,18 @@ fn amortised_rigl_sparse(d: &Device, rounds: usize) {
         state.0 = Some(net);
         t.elapsed().as_secs_f64() * 1e3
     };
-    let (mut stat, mut rigl) = (setup(false), setup(true));
+    let (mut stat, mut rigl) = (setup(None), setup(Some(false)));
     let (ts, tr, ratio) = paired(rounds, || run100(&mut stat), || run100(&mut rigl));
     println!(
         "\nSparseMlp LeNet-300-100, 100 steps at 95% ERK, {rounds} alternating pairs (median)\n\
          static sparse {ts:.2} ms, RigL delta_t=100 {tr:.2} ms, paired ratio {ratio:.4}"
+    );
+    // RigL streamed (`SparseDst::streamed`): taps instead of dense probes, the tiled exact
+    // top-k instead of the dense views' (the same grown positions given the same gradients).
+    let mut streamed = setup(Some(true));
+    let (ts3, tt, ratio3) = paired(rounds, || run100(&mut stat), || run100(&mut streamed));
+    println!(
+        "static sparse {ts3:.2} ms, RigL streamed delta_t=100 {tt:.2} ms, paired ratio {ratio3:.4}"
     );
     // Where the gap lies: the pattern RigL has evolved by now, stepped without its updater,
     // against the static run's random ERK pattern.

@@ -49,7 +49,8 @@ pub use drop_grow::{
     SetUpdater, UpdateRecord, grown_values,
 };
 pub use engine::{
-    LayerUpdate, drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_count,
+    LayerUpdate, drop_and_grow, drop_and_grow_blocks, drop_and_grow_in_groups, drop_and_grow_owned,
+    drop_count,
 };
 pub use error::{DstError, Result};
 pub use gmp::{GmpConfig, GradualMagnitude};
@@ -419,15 +420,16 @@ impl DstPlan {
         Ok(())
     }
 
-    /// The topology updater (none for static).
+    /// The drop/grow config of SET and RigL (`None` for the other methods): what
+    /// [`DstPlan::updater`] builds their updater from, and what a streamed driver
+    /// (`burn_sparse::sparse_dst::SparseDst::streamed`) takes.
     ///
     /// # Errors
     /// As [`DstPlan::validate`], and invalid method settings.
-    pub fn updater(&self) -> Result<Option<Box<dyn TopologyUpdater>>> {
+    pub fn drop_grow_config(&self) -> Result<Option<DropGrowConfig>> {
         use burn_sparse_mask::UpdateSchedule;
         self.validate()?;
         Ok(match self.method {
-            DstMethod::Static => None,
             DstMethod::Set => {
                 let mut c = DropGrowConfig::set(self.total_steps, self.steps_per_epoch, self.seed)?;
                 if let Some(a) = self.alpha {
@@ -439,7 +441,7 @@ impl DstPlan {
                 c.structure = self.structure;
                 c.init = self.grow_init;
                 c.skip_weight_update = self.skip_weight_update;
-                Some(Box::new(SetUpdater::set(c)?))
+                Some(c)
             }
             DstMethod::Rigl => {
                 let mut c = DropGrowConfig::rigl(self.total_steps, self.seed)?;
@@ -454,9 +456,23 @@ impl DstPlan {
                 }
                 c.init = self.grow_init;
                 c.skip_weight_update = self.skip_weight_update;
-                Some(Box::new(RiglUpdater::rigl(c)?))
+                Some(c)
             }
-            DstMethod::Snfs => {
+            DstMethod::Static | DstMethod::Snfs | DstMethod::Gmp => None,
+        })
+    }
+
+    /// The topology updater (none for static).
+    ///
+    /// # Errors
+    /// As [`DstPlan::validate`], and invalid method settings.
+    pub fn updater(&self) -> Result<Option<Box<dyn TopologyUpdater>>> {
+        let drop_grow = self.drop_grow_config()?;
+        Ok(match (self.method, drop_grow) {
+            (DstMethod::Set, Some(c)) => Some(Box::new(SetUpdater::set(c)?)),
+            (DstMethod::Rigl, Some(c)) => Some(Box::new(RiglUpdater::rigl(c)?)),
+            (DstMethod::Static | DstMethod::Set | DstMethod::Rigl, _) => None,
+            (DstMethod::Snfs, _) => {
                 let mut c =
                     SnfsConfig::reference(self.total_steps, self.steps_per_epoch, self.seed)?;
                 if let Some(a) = self.alpha {
@@ -468,7 +484,7 @@ impl DstPlan {
                 c.init = self.grow_init;
                 Some(Box::new(Snfs::new(c)?))
             }
-            DstMethod::Gmp => {
+            (DstMethod::Gmp, _) => {
                 let schedule = self.gmp_schedule()?.expect("GMP has a schedule");
                 Some(Box::new(GradualMagnitude::new(self.gmp_config(schedule))))
             }

@@ -47,7 +47,6 @@ pub fn drop_and_grow(
     n_drop: usize,
     n_grow: usize,
 ) -> Result<LayerUpdate> {
-    check_lengths(name, mask, weights, grow_score)?;
     drop_and_grow_owned(name, mask, weights, grow_score.to_vec(), n_drop, n_grow)
 }
 

@@ -19,9 +19,16 @@ use crate::error::{KernelError, Result};
 use crate::pattern::SparsePattern;
 use crate::simd::{Isa, multiversion};
 
-/// Below this many multiply-adds a kernel runs on the calling thread (rayon's hand-off costs
-/// a few microseconds, more than a small layer's whole product).
-const PARALLEL_MIN_WORK: usize = 1 << 16;
+/// Below this many multiply-adds a kernel runs on the calling thread. Between two kernels of a
+/// training step rayon's idle worker has gone to sleep, and waking it costs tens of
+/// microseconds: measured on the 784x300 layer (batch 128, forward + dW on 2 cores,
+/// `fc1_fwd_dw` in benches/benches/sparse_layers.rs, 2026-12-04), splitting products of 0.6M
+/// (98%) and 1.5M (95%) multiply-adds over both cores was 1.5x and 1.1x *slower* than one
+/// core, and 3M (90%) 1.3x faster.
+const PARALLEL_MIN_WORK: usize = 1 << 21;
+
+/// Below this many elements a copy (a transpose, a permutation) runs on the calling thread.
+const PARALLEL_MIN_COPY: usize = 1 << 18;
 
 /// Outputs of one column (or row): a weighted sum of gathered source rows, in blocks of `W`
 /// batch lanes held in registers across the whole column.
@@ -705,7 +712,7 @@ impl Kernels {
                 .for_each(|(c0, o)| sddmm_mv(isa, ptr, rows, xt, dyt, batch, c0, o));
         }
         let slot_csc = p.slot_csc();
-        if nnz < PARALLEL_MIN_WORK {
+        if nnz < PARALLEL_MIN_COPY {
             dv.iter_mut()
                 .zip(slot_csc)
                 .for_each(|(d, &j)| *d = csc[j as usize]);
@@ -740,7 +747,7 @@ impl Kernels {
         }
         let isa = self.isa;
         const STRIP: usize = 32;
-        if n < PARALLEL_MIN_WORK {
+        if n < PARALLEL_MIN_COPY {
             transpose_mv(isa, src, rows, cols, 0, dst);
         } else {
             dst.par_chunks_mut(STRIP * rows)

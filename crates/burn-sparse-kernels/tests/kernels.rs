@@ -133,9 +133,10 @@ fn edge_shapes() {
 
 #[test]
 fn parallel_path_matches_reference() {
-    // Large enough that every kernel splits its work over the rayon pool.
-    check(&case(300, 200, 0.2, 128, 11));
-    check(&case(784, 300, 0.05, 100, 12));
+    // Large enough that every kernel splits its work over the rayon pool (over 2M
+    // multiply-adds: 6.6M and 4.7M).
+    check(&case(1024, 500, 0.1, 128, 11));
+    check(&case(784, 300, 0.2, 100, 12));
 }
 
 #[test]
@@ -162,7 +163,8 @@ fn hand_computed_layer() {
 
 #[test]
 fn results_do_not_depend_on_thread_count() {
-    let c = case(400, 300, 0.1, 128, 5);
+    // 6.1M multiply-adds per product: parallel with more than one thread.
+    let c = case(400, 300, 0.4, 128, 5);
     let k = Kernels::default();
     let many = run(&k, &c);
     let one = rayon::ThreadPoolBuilder::new()
@@ -193,6 +195,8 @@ fn transpose_is_exact_on_every_instruction_set() {
             (300, 33),
             (17, 5),
             (9, 1031),
+            // Over 2^18 elements: parallel strips.
+            (300, 1031),
         ] {
             let mut s = 1;
             let src: Vec<f32> = (0..r * c).map(|_| uniform(&mut s)).collect();

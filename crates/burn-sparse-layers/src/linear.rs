@@ -602,11 +602,15 @@ impl SparseLinear {
                     p,
                 ),
             });
-            // `y` is a feature-major view; the bias is added to its `[d_output, batch]`
-            // transpose, which Flex does in place, so the output stays feature-major (`y + b`
-            // would allocate a row-major copy and the next layer would transpose it back).
+            // `y` is a feature-major view; the op adds the bias in that layout, in place, and
+            // sums its gradient from contiguous rows (`y + b` would allocate a row-major copy
+            // that the next layer transposes back, and burn's reduction of the transposed
+            // gradient cost more than a very sparse layer's products).
             match &self.bias {
-                Some(b) => (y.transpose() + b.val().unsqueeze_dim::<2>(1)).transpose(),
+                Some(b) => Tensor::from_dispatch(<Ops as SparseLinearBackend>::sparse_bias_add(
+                    y.into_dispatch(),
+                    b.val().into_dispatch(),
+                )),
                 None => y,
             }
         } else {

@@ -47,6 +47,14 @@ pub trait SparseLinearBackend: burn::backend::Backend {
         probe: FloatTensor<Self>,
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self>;
+
+    /// `y + b` for the `[B, N]` output `y` of [`SparseLinearBackend::sparse_matmul`] and a
+    /// bias `b: [N]`, keeping `y`'s feature-major layout (in place when `y` is not shared).
+    /// Its backward pass sums the output gradient over the batch in one pass over contiguous
+    /// memory, in either layout and in the same order (so the same bits); burn's broadcast
+    /// `y + b` would reduce a transposed view, which cost more than the products on a very
+    /// sparse layer (docs/PERFORMANCE.md).
+    fn sparse_bias_add(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 /// How many activations or gradients the op has transposed since the process started (see
@@ -82,17 +90,14 @@ impl Deref for FeatureMajor<'_> {
 /// already is (a transposed view of contiguous storage), else transposed into a pooled buffer
 /// (every value of which the transpose writes).
 fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
-    let dims = t.layout().shape().to_vec();
-    let (rows, cols) = (dims[0], dims[1]);
+    if let Some(s) = feature_major_slice(t) {
+        return FeatureMajor::Borrowed(s);
+    }
+    let (rows, cols) = dims2(t);
     let strides = t.layout().strides();
     let off = t.layout().start_offset();
     let n = rows * cols;
-    let feature_major =
-        (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
     let storage: &[f32] = t.storage();
-    if feature_major && off + n <= storage.len() {
-        return FeatureMajor::Borrowed(&storage[off..off + n]);
-    }
     TRANSPOSES.fetch_add(1, Ordering::Relaxed);
     let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
     let mut out = Buf::for_overwrite(n);
@@ -108,6 +113,103 @@ fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
             .expect("lengths match the layout");
     }
     FeatureMajor::Owned(out)
+}
+
+/// Where a `[rows, cols]` f32 tensor's data lies feature-major (`[cols, rows]`, contiguous) in
+/// its storage, if it does: the start offset.
+fn feature_major_offset(t: &FlexTensor) -> Option<usize> {
+    let (rows, cols) = dims2(t);
+    let strides = t.layout().strides();
+    let off = t.layout().start_offset();
+    let feature_major =
+        (rows <= 1 || strides[0] == 1) && (cols <= 1 || strides[1] == rows as isize);
+    let len = t.storage::<f32>().len();
+    (feature_major && off + rows * cols <= len).then_some(off)
+}
+
+/// A `[rows, cols]` f32 tensor's feature-major data, when it has that layout (no copy).
+fn feature_major_slice(t: &FlexTensor) -> Option<&[f32]> {
+    let off = feature_major_offset(t)?;
+    let (rows, cols) = dims2(t);
+    Some(&t.storage::<f32>()[off..off + rows * cols])
+}
+
+/// `y + b` (see [`SparseLinearBackend::sparse_bias_add`]): on `y`'s own storage when it is
+/// feature-major and not shared, else into a new feature-major tensor. Each element is one
+/// `f32` addition, as burn's broadcast addition computes it.
+fn bias_add(mut y: FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    let (b, n) = dims2(&y);
+    let bias = contiguous_values(bias);
+    if b == 0 || n == 0 {
+        return y;
+    }
+    let add = |dst: &mut [f32], src: &[f32]| {
+        for ((d, s), &bv) in dst
+            .chunks_exact_mut(b)
+            .zip(src.chunks_exact(b))
+            .zip(bias.iter())
+        {
+            for (d, &s) in d.iter_mut().zip(s) {
+                *d = s + bv;
+            }
+        }
+    };
+    if let Some(off) = feature_major_offset(&y)
+        && let Some(storage) = y.try_storage_mut::<f32>()
+    {
+        let data = &mut storage[off..off + b * n];
+        for (row, &bv) in data.chunks_exact_mut(b).zip(bias.iter()) {
+            for v in row {
+                *v += bv;
+            }
+        }
+        return y;
+    }
+    let src = as_feature_major(&y);
+    let mut out = vec![0.0f32; b * n];
+    add(&mut out, &src);
+    from_feature_major(out, b, n)
+}
+
+/// `db[n] = Σ_b dy[b, n]` for `dy: [B, N]`, summed in batch order (`((dy[0, n] + dy[1, n]) +
+/// dy[2, n]) + …`) in one pass over contiguous memory whichever the layout, so a feature-major
+/// and a row-major gradient give the same bits and neither is transposed.
+fn batch_sums(dy: &FlexTensor) -> Vec<f32> {
+    let (b, n) = dims2(dy);
+    let mut db = vec![0.0f32; n];
+    if b == 0 || n == 0 {
+        return db;
+    }
+    if let Some(dyt) = feature_major_slice(dy) {
+        // Eight features at a time: eight independent sums, each along its contiguous row.
+        for (group, out) in dyt.chunks(8 * b).zip(db.chunks_mut(8)) {
+            for i in 0..b {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o += group[k * b + i];
+                }
+            }
+        }
+        return db;
+    }
+    let strides = dy.layout().strides();
+    let off = dy.layout().start_offset();
+    let row_major = (b <= 1 || strides[0] == n as isize) && (n <= 1 || strides[1] == 1);
+    let storage: &[f32] = dy.storage();
+    let sum_rows = |data: &[f32], db: &mut [f32]| {
+        for row in data.chunks_exact(n) {
+            for (o, &v) in db.iter_mut().zip(row) {
+                *o += v;
+            }
+        }
+    };
+    if row_major && off + b * n <= storage.len() {
+        sum_rows(&storage[off..off + b * n], &mut db);
+    } else {
+        let c = dy.to_contiguous();
+        let s: &[f32] = c.storage();
+        sum_rows(&s[c.layout().start_offset()..][..b * n], &mut db);
+    }
+    db
 }
 
 /// Feature-major data `[cols, rows]` as a `[rows, cols]` tensor (a transposed view, no copy).
@@ -207,6 +309,32 @@ impl SparseLinearBackend for Flex {
         pattern: Arc<SparsePattern>,
     ) -> FloatTensor<Self> {
         forward_probe(&x, &values, &probe, &pattern).1
+    }
+
+    fn sparse_bias_add(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        bias_add(y, &bias)
+    }
+}
+
+/// The backward pass of [`SparseLinearBackend::sparse_bias_add`]: `dy` to `y` as it is, its
+/// batch sums to the bias.
+#[derive(Debug)]
+struct BiasAddBackward;
+
+impl Backward<Flex, 2> for BiasAddBackward {
+    type State = ();
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_y, node_b] = ops.parents;
+        let dy = grads.consume::<Flex>(&ops.node);
+        if let Some(node) = node_b {
+            let n = dims2(&dy).1;
+            let db = batch_sums(&dy);
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [n])));
+        }
+        if let Some(node) = node_y {
+            grads.register::<Flex>(node.id, dy);
+        }
     }
 }
 
@@ -310,6 +438,14 @@ impl Backward<Flex, 3> for SparseMatmulProbeBackward {
 }
 
 impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
+    fn sparse_bias_add(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (yp, y_node) = y.into_parts();
+        BiasAddBackward
+            .prepare::<C>([y_node, bias.node()])
+            .compute_bound()
+            .stateless(bias_add(yp, bias.primitive()))
+    }
+
     fn sparse_matmul(
         x: FloatTensor<Self>,
         values: FloatTensor<Self>,
@@ -376,6 +512,92 @@ impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
                 .1;
                 prep.finish(y)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `[rows, cols]` row-major data `v` as a row-major and as a feature-major tensor.
+    fn both_layouts(v: &[f32], rows: usize, cols: usize) -> (FlexTensor, FlexTensor) {
+        let row_major = FlexTensor::from_data(TensorData::new(v.to_vec(), [rows, cols]));
+        let mut t = vec![0.0f32; v.len()];
+        for i in 0..rows {
+            for j in 0..cols {
+                t[j * rows + i] = v[i * cols + j];
+            }
+        }
+        (row_major, from_feature_major(t, rows, cols))
+    }
+
+    fn host(t: &FlexTensor) -> Vec<f32> {
+        t.to_contiguous().as_slice::<f32>().unwrap().to_vec()
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n as u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 97.0 - 5.0)
+            .collect()
+    }
+
+    #[test]
+    fn batch_sums_are_the_same_bits_in_every_layout() {
+        for (b, n) in [(1, 1), (3, 1), (1, 5), (7, 9), (128, 17), (33, 8)] {
+            let v = data(b * n, 3);
+            // Σ_b in batch order, as documented.
+            let want: Vec<f32> = (0..n)
+                .map(|j| (0..b).fold(0.0f32, |s, i| s + v[i * n + j]))
+                .collect();
+            let (rm, fm) = both_layouts(&v, b, n);
+            assert!(feature_major_slice(&fm).is_some());
+            // With one row or one column both layouts are the same memory.
+            assert_eq!(feature_major_slice(&rm).is_none(), b > 1 && n > 1);
+            // A strided view (neither layout): the first `n` columns of a wider tensor.
+            let wide: Vec<f32> = v
+                .chunks_exact(n)
+                .flat_map(|row| row.iter().copied().chain([f32::NAN; 3]))
+                .collect();
+            let strided = FlexTensor::from_data(TensorData::new(wide, [b, n + 3])).narrow(1, 0, n);
+            for (t, what) in [
+                (&rm, "row-major"),
+                (&fm, "feature-major"),
+                (&strided, "strided"),
+            ] {
+                let got = batch_sums(t);
+                assert_eq!(
+                    got.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                    "{what} {b}x{n}"
+                );
+            }
+        }
+        assert!(
+            batch_sums(&both_layouts(&[], 0, 4).0)
+                .iter()
+                .all(|&x| x == 0.0)
+        );
+    }
+
+    #[test]
+    fn bias_add_in_place_copied_or_row_major_is_y_plus_b() {
+        let (b, n) = (19, 13);
+        let v = data(b * n, 5);
+        let bias_v = data(n, 9);
+        let bias = FlexTensor::from_data(TensorData::new(bias_v.clone(), [n]));
+        let want: Vec<f32> = (0..b * n).map(|i| v[i] + bias_v[i % n]).collect();
+        let (rm, fm) = both_layouts(&v, b, n);
+        let shared = fm.clone();
+        // `fm` is shared with `shared`: a copy, which leaves `shared` as it was.
+        let copied = bias_add(fm, &bias);
+        assert_eq!(host(&shared), v);
+        // Unique: in place, and still feature-major.
+        let in_place = bias_add(shared, &bias);
+        assert!(feature_major_slice(&in_place).is_some());
+        for t in [&copied, &in_place, &bias_add(rm, &bias)] {
+            assert!(feature_major_slice(t).is_some());
+            assert_eq!(host(t), want);
         }
     }
 }

@@ -265,6 +265,9 @@ mod x86dot {
 }
 
 /// `out[j - ptr[c0]] = <xt[rows[j], :], dyt[c, :]>` for the columns `c0..c0 + ncols`.
+///
+/// Two non-zeros of a column at a time through `dot2` (each result `dot`'s, bit for bit), so
+/// the column's `dyᵀ` row is loaded once for both.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn sddmm_cols(
@@ -276,18 +279,30 @@ fn sddmm_cols(
     c0: usize,
     out: &mut [f32],
     dot: impl Fn(&[f32], &[f32]) -> f32,
+    dot2: impl Fn(&[f32], &[f32], &[f32]) -> (f32, f32),
 ) {
     let base = ptr[c0];
     let mut c = c0;
     let mut j = base;
     let end = base + out.len();
+    let row = |jj: usize| {
+        let r = rows[jj] as usize;
+        &xt[r * b..(r + 1) * b]
+    };
     while j < end {
         let d = &dyt[c * b..(c + 1) * b];
-        for jj in j..ptr[c + 1] {
-            let r = rows[jj] as usize;
-            out[jj - base] = dot(&xt[r * b..(r + 1) * b], d);
+        let next = ptr[c + 1];
+        let mut jj = j;
+        while jj + 2 <= next {
+            let (p, q) = dot2(row(jj), row(jj + 1), d);
+            out[jj - base] = p;
+            out[jj + 1 - base] = q;
+            jj += 2;
         }
-        j = ptr[c + 1];
+        if jj < next {
+            out[jj - base] = dot(row(jj), d);
+        }
+        j = next;
         c += 1;
     }
 }
@@ -408,7 +423,17 @@ fn sddmm_mv(
         Isa::Avx2 if Isa::Avx2.available() => {
             #[target_feature(enable = "avx2")]
             fn go(p: &[usize], r: &[u32], x: &[f32], d: &[f32], b: usize, c: usize, o: &mut [f32]) {
-                sddmm_cols(p, r, x, d, b, c, o, |x, d| x86dot::dot_avx2(x, d))
+                sddmm_cols(
+                    p,
+                    r,
+                    x,
+                    d,
+                    b,
+                    c,
+                    o,
+                    |x, d| x86dot::dot_avx2(x, d),
+                    |x, y, d| x86dot::dot2_avx2(x, y, d),
+                )
             }
             // SAFETY: the CPU has AVX2 (checked by the match guard).
             #[allow(unsafe_code)]
@@ -420,7 +445,17 @@ fn sddmm_mv(
         Isa::Avx512 if Isa::Avx512.available() => {
             #[target_feature(enable = "avx512f")]
             fn go(p: &[usize], r: &[u32], x: &[f32], d: &[f32], b: usize, c: usize, o: &mut [f32]) {
-                sddmm_cols(p, r, x, d, b, c, o, |x, d| x86dot::dot_avx512(x, d))
+                sddmm_cols(
+                    p,
+                    r,
+                    x,
+                    d,
+                    b,
+                    c,
+                    o,
+                    |x, d| x86dot::dot_avx512(x, d),
+                    |x, y, d| (x86dot::dot_avx512(x, d), x86dot::dot_avx512(y, d)),
+                )
             }
             // SAFETY: the CPU has AVX-512F (checked by the match guard).
             #[allow(unsafe_code)]
@@ -428,7 +463,9 @@ fn sddmm_mv(
                 go(ptr, rows, xt, dyt, b, c0, out)
             }
         }
-        _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot),
+        _ => sddmm_cols(ptr, rows, xt, dyt, b, c0, out, dot, |x, y, d| {
+            (dot(x, d), dot(y, d))
+        }),
     }
 }
 

@@ -181,13 +181,26 @@ fn batch_sums(dy: &FlexTensor) -> Vec<f32> {
         return db;
     }
     if let Some(dyt) = feature_major_slice(dy) {
-        // Eight features at a time: eight independent sums, each along its contiguous row.
-        for (group, out) in dyt.chunks(8 * b).zip(db.chunks_mut(8)) {
+        // Eight features at a time: eight independent sums in registers, each along its own
+        // contiguous row (a single running sum would wait on every addition).
+        let mut groups = dyt.chunks_exact(8 * b);
+        let mut outs = db.chunks_exact_mut(8);
+        for (group, out) in (&mut groups).zip(&mut outs) {
+            let rows: [&[f32]; 8] = std::array::from_fn(|k| &group[k * b..(k + 1) * b]);
+            let mut acc = [0.0f32; 8];
             for i in 0..b {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o += group[k * b + i];
+                for k in 0..8 {
+                    acc[k] += rows[k][i];
                 }
             }
+            out.copy_from_slice(&acc);
+        }
+        for (row, o) in groups
+            .remainder()
+            .chunks_exact(b)
+            .zip(outs.into_remainder())
+        {
+            *o = row.iter().fold(0.0f32, |s, &v| s + v);
         }
         return db;
     }

@@ -189,8 +189,8 @@ fn batch_sums(dy: &FlexTensor) -> Vec<f32> {
             let rows: [&[f32]; 8] = std::array::from_fn(|k| &group[k * b..(k + 1) * b]);
             let mut acc = [0.0f32; 8];
             for i in 0..b {
-                for k in 0..8 {
-                    acc[k] += rows[k][i];
+                for (a, row) in acc.iter_mut().zip(&rows) {
+                    *a += row[i];
                 }
             }
             out.copy_from_slice(&acc);

@@ -8,8 +8,9 @@ use crate::error::{KernelError, Result};
 /// Every non-zero has a **slot**, `0..nnz`: the trainable values live in a vector in slot
 /// order, so an optimizer's state is slot-indexed and never permuted. Two orientations are
 /// kept for the kernels, both with rows (or columns) ascending inside each column (or row):
-/// - CSC (`col_ptr`, `csc_row`, `csc_slot`): the forward product and the sampled `dW`;
-/// - CSR (`row_ptr`, `csr_col`, `csr_slot`): the input gradient `dX = dY Wᵀ`.
+/// - CSC (`col_ptr`, `csc_row`, `csc_slot`): the forward product;
+/// - CSR (`row_ptr`, `csr_col`, `csr_slot`, and each slot's CSR position): the input gradient
+///   `dX = dY Wᵀ` and the sampled `dW`.
 ///
 /// Building either orientation is a counting sort, O(nnz + rows + cols); so is
 /// [`SparsePattern::reassign`], the only way a topology update changes the pattern.
@@ -25,7 +26,7 @@ pub struct SparsePattern {
     row_ptr: Vec<usize>,
     csr_col: Vec<u32>,
     csr_slot: Vec<u32>,
-    slot_csc: Vec<u32>,
+    slot_csr: Vec<u32>,
 }
 
 fn fits_u32(what: &'static str, value: usize) -> Result<()> {
@@ -108,9 +109,9 @@ impl SparsePattern {
         // From CSC order, stably by row: CSR with columns ascending in each row.
         let (csr_slot, row_ptr) = counting_sort(&csc_slot, &slot_row, rows);
         let csr_col: Vec<u32> = csr_slot.iter().map(|&s| slot_col[s as usize]).collect();
-        let mut slot_csc = vec![0u32; nnz];
-        for (j, &s) in csc_slot.iter().enumerate() {
-            slot_csc[s as usize] = j as u32;
+        let mut slot_csr = vec![0u32; nnz];
+        for (j, &s) in csr_slot.iter().enumerate() {
+            slot_csr[s as usize] = j as u32;
         }
         Ok(Self {
             rows,
@@ -123,7 +124,7 @@ impl SparsePattern {
             row_ptr,
             csr_col,
             csr_slot,
-            slot_csc,
+            slot_csr,
         })
     }
 
@@ -246,9 +247,9 @@ impl SparsePattern {
     pub fn csr_slots(&self) -> &[u32] {
         &self.csr_slot
     }
-    /// CSC position of every slot.
-    pub fn slot_csc(&self) -> &[u32] {
-        &self.slot_csc
+    /// CSR position of every slot (the inverse of [`SparsePattern::csr_slots`]).
+    pub fn slot_csr(&self) -> &[u32] {
+        &self.slot_csr
     }
 
     /// The dense row-major weight `[rows, cols]` with `values` (slot order) at their
@@ -282,7 +283,7 @@ impl SparsePattern {
             + self.csc_slot.len()
             + self.csr_col.len()
             + self.csr_slot.len()
-            + self.slot_csc.len())
+            + self.slot_csr.len())
             + std::mem::size_of::<usize>() * (self.col_ptr.len() + self.row_ptr.len())
     }
 

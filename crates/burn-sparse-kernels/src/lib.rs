@@ -13,8 +13,10 @@
 //! - Vectorised by the compiler for AVX-512, AVX2 or the portable target, chosen at run time
 //!   ([`Isa`]); the bodies never reassociate or fuse, so every instruction set gives
 //!   bit-identical results.
-//! - The only `unsafe` is the call into a `#[target_feature]` copy after the CPU was checked
-//!   to have that feature (`simd.rs`).
+//! - The only `unsafe`: calls into a `#[target_feature]` copy after the CPU was checked to
+//!   have that feature (`simd.rs`), the explicit vector loads and stores of the dot products
+//!   and the 8x8 transpose tile (bounds asserted first), and prefetch hints (which never
+//!   fault); each block says why it is sound.
 //!
 //! ```
 //! use burn_sparse_kernels::{Kernels, SparsePattern};

@@ -159,11 +159,16 @@ fn scrambled(c: Case, seed: u64) -> Case {
 
 #[test]
 fn column_blocked_dw_and_copied_weights_match_reference() {
-    // dyᵀ over 256 KiB (700 and 600 columns at batch 128): the sampled dW walks the rows in
-    // several column blocks, serially (300x700 at 5%: 1.3M multiply-adds) and split over the
-    // pool (700x600 at 20%); 84k non-zeros: the forward product copies its weights into CSC
-    // order first. Slots in mask order and scrambled.
-    for (rows, cols, density, seed) in [(300, 700, 0.05, 21), (700, 600, 0.2, 22)] {
+    // dyᵀ over 256 KiB (700, 600 and 1100 columns at batch 128): the sampled dW walks the
+    // rows in several column blocks, serially (300x700 at 5%: 1.3M multiply-adds) and split
+    // over the pool; 84k and 73k non-zeros: the forward product copies its weights into CSC
+    // order first; 1100 x 1100: both gathering products read a source of over 512 KiB, and
+    // prefetch. Slots in mask order and scrambled.
+    for (rows, cols, density, seed) in [
+        (300, 700, 0.05, 21),
+        (700, 600, 0.2, 22),
+        (1100, 1100, 0.06, 24),
+    ] {
         check(&case(rows, cols, density, 128, seed));
         check(&scrambled(case(rows, cols, density, 128, seed), seed));
     }

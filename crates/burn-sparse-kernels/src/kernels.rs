@@ -342,21 +342,35 @@ const SDDMM_BLOCK_BYTES: usize = 1 << 17;
 /// `xᵀ` loads. Every result is `dot(xᵀ[r], dyᵀ[c])` bit for bit: each lane multiplies the
 /// same two floats (IEEE multiplication commutes) and sums them in the same order, so the
 /// value of a position does not depend on the traversal, the block size or the pairing.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn sddmm_rows(
-    row_ptr: &[usize],
-    cols: &[u32],
+/// The operands of [`sddmm_rows`]: a pattern's CSR rows and columns, its column count, `xᵀ`,
+/// `dyᵀ` and the batch.
+#[derive(Clone, Copy)]
+struct Sddmm<'a> {
+    row_ptr: &'a [usize],
+    cols: &'a [u32],
     ncols: usize,
-    xt: &[f32],
-    dyt: &[f32],
+    xt: &'a [f32],
+    dyt: &'a [f32],
     b: usize,
+}
+
+#[inline(always)]
+fn sddmm_rows(
+    a: Sddmm<'_>,
     r0: usize,
     r1: usize,
     out: &mut [f32],
     dot: impl Fn(&[f32], &[f32]) -> f32,
     dot2: impl Fn(&[f32], &[f32], &[f32]) -> (f32, f32),
 ) {
+    let Sddmm {
+        row_ptr,
+        cols,
+        ncols,
+        xt,
+        dyt,
+        b,
+    } = a;
     let base = row_ptr[r0];
     let row_bytes = 4 * b.max(1);
     let block = if ncols * row_bytes <= 2 * SDDMM_BLOCK_BYTES {
@@ -505,103 +519,42 @@ multiversion!(fn gather_axpy_copied_prefetched_mv => gather_axpy::<true, true>, 
     ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
     first: usize, out: &mut [f32],
 ));
-#[allow(clippy::too_many_arguments)]
-fn sddmm_mv(
-    isa: Isa,
-    row_ptr: &[usize],
-    cols: &[u32],
-    ncols: usize,
-    xt: &[f32],
-    dyt: &[f32],
-    b: usize,
-    r0: usize,
-    r1: usize,
-    out: &mut [f32],
-) {
+fn sddmm_mv(isa: Isa, a: Sddmm<'_>, r0: usize, r1: usize, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if Isa::Avx2.available() => {
             #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            fn go(
-                p: &[usize],
-                c: &[u32],
-                n: usize,
-                x: &[f32],
-                d: &[f32],
-                b: usize,
-                r0: usize,
-                r1: usize,
-                o: &mut [f32],
-            ) {
-                sddmm_rows(
-                    p,
-                    c,
-                    n,
-                    x,
-                    d,
-                    b,
-                    r0,
-                    r1,
-                    o,
-                    |x, d| x86dot::dot_avx2(x, d),
-                    |x, y, d| x86dot::dot2_avx2(x, y, d),
-                )
+            fn go(a: Sddmm<'_>, r0: usize, r1: usize, o: &mut [f32]) {
+                let (dot, dot2) = (x86dot::dot_avx2, x86dot::dot2_avx2);
+                sddmm_rows(a, r0, r1, o, |x, d| dot(x, d), |x, y, d| dot2(x, y, d))
             }
             // SAFETY: the CPU has AVX2 (checked by the match guard).
             #[allow(unsafe_code)]
             unsafe {
-                go(row_ptr, cols, ncols, xt, dyt, b, r0, r1, out)
+                go(a, r0, r1, out)
             }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if Isa::Avx512.available() => {
             #[target_feature(enable = "avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            fn go(
-                p: &[usize],
-                c: &[u32],
-                n: usize,
-                x: &[f32],
-                d: &[f32],
-                b: usize,
-                r0: usize,
-                r1: usize,
-                o: &mut [f32],
-            ) {
+            fn go(a: Sddmm<'_>, r0: usize, r1: usize, o: &mut [f32]) {
+                let dot = x86dot::dot_avx512;
                 sddmm_rows(
-                    p,
-                    c,
-                    n,
-                    x,
-                    d,
-                    b,
+                    a,
                     r0,
                     r1,
                     o,
-                    |x, d| x86dot::dot_avx512(x, d),
-                    |x, y, d| (x86dot::dot_avx512(x, d), x86dot::dot_avx512(y, d)),
+                    |x, d| dot(x, d),
+                    |x, y, d| (dot(x, d), dot(y, d)),
                 )
             }
             // SAFETY: the CPU has AVX-512F (checked by the match guard).
             #[allow(unsafe_code)]
             unsafe {
-                go(row_ptr, cols, ncols, xt, dyt, b, r0, r1, out)
+                go(a, r0, r1, out)
             }
         }
-        _ => sddmm_rows(
-            row_ptr,
-            cols,
-            ncols,
-            xt,
-            dyt,
-            b,
-            r0,
-            r1,
-            out,
-            dot,
-            |x, y, d| (dot(x, d), dot(y, d)),
-        ),
+        _ => sddmm_rows(a, r0, r1, out, dot, |x, y, d| (dot(x, d), dot(y, d))),
     }
 }
 
@@ -876,22 +829,19 @@ impl Kernels {
         if nnz == 0 {
             return Ok(());
         }
-        let (ptr, cols) = (p.row_ptr(), p.csr_cols());
+        let ptr = p.row_ptr();
+        let a = Sddmm {
+            row_ptr: ptr,
+            cols: p.csr_cols(),
+            ncols: p.cols(),
+            xt,
+            dyt,
+            b: batch,
+        };
         let isa = self.isa;
         let mut csr = vec![0.0f32; nnz];
         if nnz * batch < PARALLEL_MIN_WORK {
-            sddmm_mv(
-                isa,
-                ptr,
-                cols,
-                p.cols(),
-                xt,
-                dyt,
-                batch,
-                0,
-                p.rows(),
-                &mut csr,
-            );
+            sddmm_mv(isa, a, 0, p.rows(), &mut csr);
         } else {
             let per = outputs_per_chunk(p.rows());
             let mut parts: Vec<(usize, usize, &mut [f32])> = Vec::new();
@@ -906,9 +856,9 @@ impl Kernels {
                 rest = tail;
                 r0 = r1;
             }
-            parts.into_par_iter().for_each(|(r0, r1, o)| {
-                sddmm_mv(isa, ptr, cols, p.cols(), xt, dyt, batch, r0, r1, o)
-            });
+            parts
+                .into_par_iter()
+                .for_each(|(r0, r1, o)| sddmm_mv(isa, a, r0, r1, o));
         }
         let slot_csr = p.slot_csr();
         if nnz < PARALLEL_MIN_COPY {

@@ -90,13 +90,15 @@ fn block<const W: usize, const PREFETCH: bool>(
 
 /// `out[r, :] = Σ_{j ∈ ptr[first + r]..ptr[first + r + 1]} values[slot[j]] · src[idx[j], :]`.
 ///
-/// With `COPY`, the weights of these outputs are first copied into `idx` order (one pass over
-/// `slot`), so the blocks read them sequentially: read through `slot` inside the blocks, once
-/// per block of 64 lanes, they were a dependent random load per non-zero and block when
-/// `slot` is far from sorted, which it is for the forward product (values in slot order, read
-/// in CSC order; with the copy the 784x4096 and 4096x4096 forward products were 1.07-1.3x
-/// faster in five paired runs). `dX` reads them in CSR order, close to slot order, without the copy. The sums are
-/// the same, term for term, either way.
+/// With `COPY` (the forward product from [`FORWARD_COPY_MIN`] non-zeros), the weights of these
+/// outputs are first copied into `idx` order (one pass over `slot`), so the blocks read them
+/// sequentially: read through `slot` inside the blocks, once per block of 64 lanes, they were a
+/// dependent random load per non-zero and block when `slot` is far from sorted, which it is for
+/// the forward product (values in slot order, read in CSC order; with the copy the 784x4096
+/// and 4096x4096 forward products were 1.07-1.3x faster in five paired runs). `dX` reads them
+/// in CSR order, close to slot order, without the copy. With `PREFETCH` (a source of over
+/// [`PREFETCH_MIN_BYTES`]) the blocks prefetch the rows ahead. The sums are the same, term for
+/// term, either way.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gather_axpy<const COPY: bool, const PREFETCH: bool>(

@@ -176,6 +176,10 @@ static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `make(device)` with the device RNG seeded by `seed` (None: as it is), no other thread seeding
 /// or drawing through this function meanwhile. Use it for every model built next to runs.
+///
+/// Known gap: burn initialises a parameter lazily, at its first use, which is after this
+/// returns, so the lock covers the seeding and not those draws; two runs on two threads of one
+/// process can still interleave them (tests/cli.rs runs its tests one at a time for that).
 pub fn seeded<M>(device: &Device, seed: Option<u64>, make: impl FnOnce(&Device) -> M) -> M {
     let _held = DEVICE_RNG.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(s) = seed {

@@ -12,13 +12,13 @@ use burn_sparse_cli::{Error, SweepConfig};
 mod common;
 use common::{BIN, metrics_without_time, run_bin, synthetic, write_config};
 
-/// One test of this file at a time. burn's device RNG is process-wide: `run::seeded` holds a
-/// lock while it seeds and initialises a model, but other draws from that RNG (by another test
-/// running on another thread) are not under it, and one landing between another run's seed
-/// and its initial weights changes them. Seen once (2026-12-04, in a full `cargo test
-/// --workspace`): `sparse_compute_trains_every_fixed_nnz_method` got SNIP masks with other
-/// per-layer counts for its masked and sparse runs, which start from the same seed; the test
-/// alone, and the file three times over, passed.
+/// One test of this file at a time. burn's device RNG is process-wide, and burn initialises a
+/// parameter lazily, at its first use (`Param::uninitialized`, burn-nn's `Initializer`): so
+/// the weights `run::seeded` builds under its lock are drawn after it returns, outside the
+/// lock, and a run on another thread seeding or drawing in between changes them. Seen once
+/// (2026-12-04, in a full `cargo test --workspace`): `sparse_compute_trains_every_fixed_nnz_method`
+/// got SNIP masks with other per-layer counts for its masked and sparse runs, which start from
+/// the same seed; the test alone, and the file three times over, passed.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())

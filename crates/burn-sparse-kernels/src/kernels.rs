@@ -505,22 +505,21 @@ mod x86tile {
     }
 }
 
-multiversion!(fn gather_axpy_mv => gather_axpy::<false, false>, (
-    ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
-    first: usize, out: &mut [f32],
-));
-multiversion!(fn gather_axpy_copied_mv => gather_axpy::<true, false>, (
-    ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
-    first: usize, out: &mut [f32],
-));
-multiversion!(fn gather_axpy_prefetched_mv => gather_axpy::<false, true>, (
-    ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
-    first: usize, out: &mut [f32],
-));
-multiversion!(fn gather_axpy_copied_prefetched_mv => gather_axpy::<true, true>, (
-    ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
-    first: usize, out: &mut [f32],
-));
+/// The compiled copies of [`gather_axpy`], one per `(COPY, PREFETCH)`, each multiversioned.
+macro_rules! gather_axpy_copies {
+    ($($name:ident => $copy:literal, $prefetch:literal;)*) => {$(
+        multiversion!(fn $name => gather_axpy::<$copy, $prefetch>, (
+            ptr: &[usize], idx: &[u32], slot: &[u32], values: &[f32], src: &[f32], b: usize,
+            first: usize, out: &mut [f32],
+        ));
+    )*};
+}
+gather_axpy_copies! {
+    gather_axpy_mv => false, false;
+    gather_axpy_copied_mv => true, false;
+    gather_axpy_prefetched_mv => false, true;
+    gather_axpy_copied_prefetched_mv => true, true;
+}
 fn sddmm_mv(isa: Isa, a: Sddmm<'_>, r0: usize, r1: usize, out: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]

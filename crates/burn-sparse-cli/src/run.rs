@@ -169,19 +169,51 @@ fn write_param_report<M: burn::module::Module>(
     write_atomic(&dir.join("params.csv"), csv.as_bytes())
 }
 
-/// Held while seeding burn's device RNG and drawing a model's initial weights from it. That RNG
-/// is process-wide: two runs initialising models on two threads (the tests do) would otherwise
-/// interleave their draws and lose the same-seed-same-weights guarantee.
+/// Held while a run seeds burn's device RNG and draws from it. That RNG is process-wide, and
+/// burn initialises a parameter lazily, at its first use (burn-nn's `Initializer` returns
+/// `Param::uninitialized`): a model's initial weights are drawn wherever the run first touches
+/// them (a mask, a saliency score, the first forward pass), not where the model is built. So
+/// [`Runner::run_one`] holds this over the whole run, and two runs on two threads of one process
+/// take turns instead of interleaving their draws (which would lose the
+/// same-seed-same-weights guarantee).
 static DEVICE_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// `make(device)` with the device RNG seeded by `seed` (None: as it is), no other thread seeding
-/// or drawing through this function meanwhile. Use it for every model built next to runs.
-///
-/// Known gap: burn initialises a parameter lazily, at its first use, which is after this
-/// returns, so the lock covers the seeding and not those draws; two runs on two threads of one
-/// process can still interleave them (tests/cli.rs runs its tests one at a time for that).
+thread_local! {
+    /// Whether this thread holds [`DEVICE_RNG`] (through a [`DeviceRngHold`]).
+    static HOLDS_DEVICE_RNG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The process's turn at burn's device RNG, until dropped. Re-entrant: taken again on a thread
+/// that holds it, it returns at once (and the outer hold still ends the turn).
+#[must_use = "the turn ends when this is dropped"]
+pub struct DeviceRngHold {
+    guard: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl Drop for DeviceRngHold {
+    fn drop(&mut self) {
+        if self.guard.take().is_some() {
+            HOLDS_DEVICE_RNG.with(|h| h.set(false));
+        }
+    }
+}
+
+/// Waits for, and takes, this process's turn at burn's device RNG (see [`DeviceRngHold`]). Hold
+/// it over everything that seeds or draws from that RNG: building a model and its first use.
+pub fn hold_device_rng() -> DeviceRngHold {
+    if HOLDS_DEVICE_RNG.with(|h| h.get()) {
+        return DeviceRngHold { guard: None };
+    }
+    let guard = DEVICE_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    HOLDS_DEVICE_RNG.with(|h| h.set(true));
+    DeviceRngHold { guard: Some(guard) }
+}
+
+/// `make(device)` with the device RNG seeded by `seed` (None: as it is), during this thread's
+/// turn at it ([`hold_device_rng`]). burn draws the weights at their first use, after this
+/// returns: hold the turn over that use too, as [`Runner::run_one`] does over a whole run.
 pub fn seeded<M>(device: &Device, seed: Option<u64>, make: impl FnOnce(&Device) -> M) -> M {
-    let _held = DEVICE_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = hold_device_rng();
     if let Some(s) = seed {
         device.seed(s);
     }
@@ -582,6 +614,8 @@ impl Runner {
         let shape = data.train.shape();
         // Uses of each weight per image (FLOPs): 1 for fully connected layers.
         let no_uses = BTreeMap::new();
+        // From the seeding to the last draw: burn draws the weights at their first use.
+        let _turn = hold_device_rng();
         let (result, resumed_from) = match cfg.model {
             ModelName::Lenet300 => {
                 let m = LeNet300Config::for_data(shape, classes);

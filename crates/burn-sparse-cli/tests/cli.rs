@@ -12,18 +12,6 @@ use burn_sparse_cli::{Error, SweepConfig};
 mod common;
 use common::{BIN, metrics_without_time, run_bin, synthetic, write_config};
 
-/// One test of this file at a time. burn's device RNG is process-wide, and burn initialises a
-/// parameter lazily, at its first use (`Param::uninitialized`, burn-nn's `Initializer`): so
-/// the weights `run::seeded` builds under its lock are drawn after it returns, outside the
-/// lock, and a run on another thread seeding or drawing in between changes them. Seen once
-/// (2026-12-04, in a full `cargo test --workspace`): `sparse_compute_trains_every_fixed_nnz_method`
-/// got SNIP masks with other per-layer counts for its masked and sparse runs, which start from
-/// the same seed; the test alone, and the file three times over, passed.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 fn field_of(e: &Error) -> String {
     match e {
         Error::Config { field, .. } => field.clone(),
@@ -33,7 +21,6 @@ fn field_of(e: &Error) -> String {
 
 #[test]
 fn config_round_trips_through_toml_and_json() {
-    let _serial = serial();
     let mut c = synthetic(MethodName::Snip, 0.95, 7);
     c.seeds = vec![3, 4];
     c.optimizer.lr = 0.05;
@@ -67,7 +54,6 @@ fn config_round_trips_through_toml_and_json() {
 
 #[test]
 fn the_shipped_configs_parse() {
-    let _serial = serial();
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
     let mut n = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
@@ -88,7 +74,6 @@ fn the_shipped_configs_parse() {
 
 #[test]
 fn invalid_configs_name_the_field() {
-    let _serial = serial();
     let cases: &[(&str, &str)] = &[
         ("epochs = \"ten\"", "epochs"),
         ("epochs = 0", "epochs"),
@@ -328,7 +313,6 @@ fn invalid_configs_name_the_field() {
 
 #[test]
 fn hostile_overrides_are_bounded_errors() {
-    let _serial = serial();
     // A 60,000-segment path used to overflow the stack while decoding the nested tables.
     let deep = vec!["a"; 60_000].join(".");
     let e = ExperimentConfig::from_text("", Format::Toml, "c", &[(deep, "1".into())]).unwrap_err();
@@ -382,7 +366,6 @@ fn hostile_overrides_are_bounded_errors() {
 
 #[test]
 fn a_config_file_that_is_no_file_is_refused_at_once() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let zero = dir.path().join("zero.toml");
     std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
@@ -396,7 +379,6 @@ fn a_config_file_that_is_no_file_is_refused_at_once() {
 
 #[test]
 fn runs_too_long_or_too_short_for_their_schedule_are_config_errors() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(dir.path());
     runner.progress = false;
@@ -426,7 +408,6 @@ fn runs_too_long_or_too_short_for_their_schedule_are_config_errors() {
 
 #[test]
 fn a_run_records_its_data_files_and_refuses_other_ones() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data/cifar-10-batches-bin");
     std::fs::create_dir_all(&data).unwrap();
@@ -511,7 +492,6 @@ fn a_run_records_its_data_files_and_refuses_other_ones() {
 
 #[test]
 fn the_command_line_refuses_what_it_would_ignore() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let cfg = write_config(dir.path(), &synthetic(MethodName::Rigl, 0.9, 1));
     let cfg = cfg.to_str().unwrap();
@@ -550,7 +530,6 @@ fn the_command_line_refuses_what_it_would_ignore() {
 
 #[test]
 fn a_layer_emptied_by_global_magnitude_is_a_typed_error() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(dir.path());
     runner.progress = false;
@@ -567,7 +546,6 @@ fn a_layer_emptied_by_global_magnitude_is_a_typed_error() {
 
 #[test]
 fn every_method_runs_with_the_exact_budget() {
-    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(dir.path());
     runner.progress = false;
@@ -631,7 +609,6 @@ fn every_method_runs_with_the_exact_budget() {
 
 #[test]
 fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
-    let _serial = serial();
     // 2:4 with RigL (masked and on sparse layers), SNIP, GMP and the lottery (3 levels), and
     // 2x2 blocks with static, SET and RigL: exactly half (a quarter) of the 64*300 + 300*100 +
     // 100*4 weights, in the structure.
@@ -672,7 +649,7 @@ fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
             prunable / 4
         };
         assert_eq!(o.result.nnz, want, "{m} {st:?} {compute:?}");
-        // Through the runs' RNG lock, so this draw cannot land inside another test's init.
+        // In the runs' turn at the device RNG, so this draw cannot land inside another run.
         let model = burn_sparse_cli::run::seeded(&burn::tensor::Device::default(), None, |d| {
             burn_sparse::models::LeNet300Config::new()
                 .with_inputs(64)
@@ -692,7 +669,6 @@ fn n_by_m_runs_keep_their_structure_on_both_compute_paths() {
 
 #[test]
 fn lottery_retrain_choices_run_with_the_same_counts() {
-    let _serial = serial();
     use burn_sparse_cli::config::RetrainName;
     let dir = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(dir.path());
@@ -771,9 +747,55 @@ fn lottery_retrain_choices_run_with_the_same_counts() {
 /// from the masked path's initial mask, with the same exact per-layer counts and update
 /// schedule; a fixed mask stays exactly the masked run's mask; the final `model.bpk` is a dense
 /// LeNet-300-100 whose non-zeros lie inside `masks.bsp`; a masked config's hash is unchanged.
+/// burn's device RNG is process-wide and burn draws a parameter at its first use, after the
+/// model is built: two runs on two threads of one process must take turns at it, or their draws
+/// interleave. (Seen once before the runs held their turn over the whole run: a full `cargo test
+/// --workspace` gave `sparse_compute_trains_every_fixed_nnz_method`'s masked and sparse SNIP
+/// runs, which start from the same seed, different per-layer counts.)
+#[test]
+fn concurrent_runs_give_what_each_gives_alone() {
+    let configs: Vec<ExperimentConfig> = [(MethodName::Snip, 2), (MethodName::Rigl, 3)]
+        .into_iter()
+        .map(|(m, seed)| {
+            let mut c = synthetic(m, 0.9, 1);
+            c.seeds = vec![seed];
+            c
+        })
+        .collect();
+    let run = |c: &ExperimentConfig| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runner = Runner::new(dir.path());
+        runner.progress = false;
+        let o = runner.run_one(c).unwrap();
+        let masks = std::fs::read(o.dir.join("masks.bsp")).unwrap();
+        (metrics_without_time(&o.dir), masks, o.result.layer_density)
+    };
+    let alone: Vec<_> = configs.iter().map(run).collect();
+    for _ in 0..2 {
+        let start = std::sync::Barrier::new(configs.len());
+        let together: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = configs
+                .iter()
+                .map(|c| {
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        run(c)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for ((c, a), t) in configs.iter().zip(&alone).zip(&together) {
+            assert_eq!(a.2, t.2, "{}: per-layer counts", c.method);
+            assert!(a.1 == t.1, "{}: the masks differ", c.method);
+            assert_eq!(a.0, t.0, "{}: the metrics differ", c.method);
+        }
+    }
+}
+
 #[test]
 fn sparse_compute_trains_every_fixed_nnz_method() {
-    let _serial = serial();
     use burn::module::Module;
     use burn_sparse_cli::config::ComputeName;
     let dir = tempfile::tempdir().unwrap();
@@ -871,7 +893,6 @@ fn sparse_compute_trains_every_fixed_nnz_method() {
 /// directories, and different from the unaugmented run.
 #[test]
 fn augmented_runs_are_deterministic() {
-    let _serial = serial();
     let mut c = synthetic(MethodName::Rigl, 0.9, 2);
     c.dataset.augment = burn_sparse::data::Augmentation::shift(1);
     let plain = synthetic(MethodName::Rigl, 0.9, 2);
@@ -891,7 +912,6 @@ fn augmented_runs_are_deterministic() {
 
 #[test]
 fn a_killed_run_resumes_to_the_same_result() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let mut c = synthetic(MethodName::Rigl, 0.9, 12);
     c.dataset.train_limit = Some(6000);
@@ -999,7 +1019,6 @@ fn decode_png(path: &Path) -> (u32, u32) {
 
 #[test]
 fn compare_writes_the_table_and_plots() {
-    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let out_dir = tmp.path().join("out");
     let md = tmp.path().join("docs/RESULTS.md");
@@ -1148,7 +1167,6 @@ fn compare_writes_the_table_and_plots() {
 
 #[test]
 fn runs_record_training_and_inference_flops() {
-    let _serial = serial();
     // Fully connected, so each kept weight costs one multiply-add per example forward:
     // dense 1 and 1; static 90% 0.1 and 0.1; RigL pays 2 f_S + f_D on its U update steps:
     // (3 f_S (T - U) + U (2 f_S + f_D)) / (3 f_D T); GMP lies between its final density and
@@ -1198,7 +1216,6 @@ fn runs_record_training_and_inference_flops() {
 
 #[test]
 fn filters_and_schedule_options_reach_the_run() {
-    let _serial = serial();
     // fc1 kept dense (first_dense): 30400 prunable weights, round(0.1 * 30400) kept, and the
     // dense fc1 counted in the FLOPs; RigL with a linear drop schedule, Normal grow init and
     // skipped weight updates runs to the same counts.
@@ -1238,7 +1255,6 @@ fn filters_and_schedule_options_reach_the_run() {
 
 #[test]
 fn config_prints_every_field() {
-    let _serial = serial();
     // As printed it is the default config; with every line uncommented, every commented field
     // is one the config accepts (deny_unknown_fields), and none is left out.
     let text = ExperimentConfig::annotated_default_toml();
@@ -1281,7 +1297,6 @@ fn config_prints_every_field() {
 
 #[test]
 fn resnet20_and_vit_tiny_train_sparse() {
-    let _serial = serial();
     // The zoo's residual net and transformer through the CLI on the synthetic 8x8 data: RigL
     // and GMP at 80% keep round(0.2 n) of the default prunable set (no batch norm, no
     // position embedding), with FLOPs recorded.
@@ -1317,7 +1332,6 @@ fn resnet20_and_vit_tiny_train_sparse() {
 
 #[test]
 fn per_layer_sparsities_reach_the_run() {
-    let _serial = serial();
     // fc1 90%, fc2 80%, fc3 50%: 1920 + 6000 + 200 = 8120 of 49600 kept, sparsity 0.8363,
     // which the config must state; then static and RigL keep exactly those counts.
     let dir = tempfile::tempdir().unwrap();
@@ -1347,7 +1361,6 @@ fn per_layer_sparsities_reach_the_run() {
 
 #[test]
 fn first_and_last_layer_sparsity_pin_their_layers() {
-    let _serial = serial();
     // RigL's first_layer_sparsity / last_layer_sparsity: the pinned layers get their own
     // sparsity and leave the distribution's sums, the others reach `sparsity` among themselves.
     // Synthetic LeNet-300-100: fc1 64x300 (19200), fc2 300x100 (30000), fc3 100x4 (400).

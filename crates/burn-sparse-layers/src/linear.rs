@@ -519,18 +519,31 @@ impl SparseLinear {
     /// As [`SparseLinear::forward`], and if `probe` is not `[d_input, d_output]`.
     pub fn forward_probe(&self, x: Tensor<2>, probe: Tensor<2>) -> Tensor<2> {
         assert_eq!(probe.dims(), [self.d_input, self.d_output], "probe shape");
-        self.forward_with(x, Some(probe))
+        self.forward_with(x, Some(probe), false)
+            .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
+    }
+
+    /// `relu(`[`SparseLinear::forward_probe`]`)`, with the bias and ReLU fused as in
+    /// [`SparseLinear::forward_relu`].
+    ///
+    /// # Panics
+    /// As [`SparseLinear::forward_probe`].
+    pub fn forward_probe_relu(&self, x: Tensor<2>, probe: Tensor<2>) -> Tensor<2> {
+        assert_eq!(probe.dims(), [self.d_input, self.d_output], "probe shape");
+        self.forward_with(x, Some(probe), true)
             .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
     }
 
     /// ReLU of this layer's output `y`, keeping the layout the next sparse layer reads in
-    /// place. On the kernels `y` is a feature-major view, and Flex writes ReLU's backward (a
-    /// binary op of two transposed views) into a new row-major buffer that the next kernel
-    /// would transpose back; on the `[d_output, batch]` transpose the same ops run in place.
-    /// On the masked-dense path it is plain ReLU. Same values and gradients either way.
+    /// place. On the kernels `y` is a feature-major view, and ReLU and its backward pass run in
+    /// place in that layout ([`SparseLinearBackend::sparse_relu`]); Flex's own would write its
+    /// backward (a binary op of two transposed views) into a new row-major buffer that the next
+    /// kernel transposes back. On the masked-dense path it is plain ReLU. Same values and
+    /// gradients either way. [`SparseLinear::forward_relu`] also folds the bias into the pass.
     pub fn relu(&self, y: Tensor<2>) -> Tensor<2> {
         if self.uses_kernels() {
-            burn::tensor::activation::relu(y.transpose()).transpose()
+            type Ops = burn::backend::Dispatch;
+            Tensor::from_dispatch(<Ops as SparseLinearBackend>::sparse_relu(y.into_dispatch()))
         } else {
             burn::tensor::activation::relu(y)
         }
@@ -564,14 +577,36 @@ impl SparseLinear {
     /// As [`SparseLinear::pattern`]; [`LayerError::Shape`] for an input whose last dimension
     /// is not `d_input`.
     pub fn try_forward<const D: usize>(&self, x: Tensor<D>) -> LResult<Tensor<D>> {
-        self.forward_with(x, None)
+        self.forward_with(x, None, false)
     }
 
-    /// The forward pass, with the dense `probe` of [`SparseLinear::forward_probe`] if any.
+    /// `relu(x W + b)`: [`SparseLinear::forward`] then ReLU, the hidden layer of an MLP. On the
+    /// kernels the bias and ReLU are one in-place pass over the output (and their backward one
+    /// pass over its gradient) instead of burn's `relu`, which writes two new activation-sized
+    /// buffers per step; the values and gradients are the same bits.
+    ///
+    /// # Panics
+    /// As [`SparseLinear::forward`]; [`SparseLinear::try_forward_relu`] returns errors instead.
+    pub fn forward_relu<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        self.try_forward_relu(x)
+            .unwrap_or_else(|e| panic!("SparseLinear: {e}"))
+    }
+
+    /// [`SparseLinear::forward_relu`], with bad coordinates or input shapes as errors.
+    ///
+    /// # Errors
+    /// As [`SparseLinear::try_forward`].
+    pub fn try_forward_relu<const D: usize>(&self, x: Tensor<D>) -> LResult<Tensor<D>> {
+        self.forward_with(x, None, true)
+    }
+
+    /// The forward pass, with the dense `probe` of [`SparseLinear::forward_probe`] if any, and
+    /// ReLU after the bias if `relu`.
     fn forward_with<const D: usize>(
         &self,
         x: Tensor<D>,
         probe: Option<Tensor<2>>,
+        relu: bool,
     ) -> LResult<Tensor<D>> {
         let dims = x.dims();
         if dims[D - 1] != self.d_input {
@@ -606,21 +641,30 @@ impl SparseLinear {
             // sums its gradient from contiguous rows (`y + b` would allocate a row-major copy
             // that the next layer transposes back, and burn's reduction of the transposed
             // gradient cost more than a very sparse layer's products).
-            match &self.bias {
-                Some(b) => Tensor::from_dispatch(<Ops as SparseLinearBackend>::sparse_bias_add(
-                    y.into_dispatch(),
-                    b.val().into_dispatch(),
-                )),
-                None => y,
-            }
+            let y = y.into_dispatch();
+            Tensor::from_dispatch(match (&self.bias, relu) {
+                (Some(b), false) => {
+                    <Ops as SparseLinearBackend>::sparse_bias_add(y, b.val().into_dispatch())
+                }
+                (Some(b), true) => {
+                    <Ops as SparseLinearBackend>::sparse_bias_relu(y, b.val().into_dispatch())
+                }
+                (None, true) => <Ops as SparseLinearBackend>::sparse_relu(y),
+                (None, false) => y,
+            })
         } else {
             let y = match probe {
                 None => x2.matmul(self.dense_weight()),
                 Some(probe) => x2.clone().matmul(self.dense_weight()) + x2.matmul(probe),
             };
-            match &self.bias {
+            let y = match &self.bias {
                 Some(b) => y + b.val().unsqueeze::<2>(),
                 None => y,
+            };
+            if relu {
+                burn::tensor::activation::relu(y)
+            } else {
+                y
             }
         };
         let mut out = dims;

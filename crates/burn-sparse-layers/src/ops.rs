@@ -55,6 +55,30 @@ pub trait SparseLinearBackend: burn::backend::Backend {
     /// `y + b` would reduce a transposed view, which cost more than the products on a very
     /// sparse layer (docs/PERFORMANCE.md).
     fn sparse_bias_add(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `relu(y + b)`: [`SparseLinearBackend::sparse_bias_add`] and ReLU in one pass, in `y`'s
+    /// feature-major layout (in place when `y` is not shared). ReLU as burn computes it (a NaN
+    /// stays NaN), and its backward pass keeps the output gradient where the output is positive
+    /// or NaN and zeroes it elsewhere, in place when it can, before summing the bias gradient:
+    /// the same bits as burn's `relu(y + b)`, without its two new activation-sized buffers.
+    fn sparse_bias_relu(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// `relu(y)` in `y`'s layout (in place when `y` is not shared), with the backward pass of
+    /// [`SparseLinearBackend::sparse_bias_relu`].
+    fn sparse_relu(y: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+/// burn's ReLU (Flex's `relu`): NaN propagates.
+#[inline]
+fn relu1(x: f32) -> f32 {
+    if x.is_nan() || x > 0.0 { x } else { 0.0 }
+}
+
+/// burn's ReLU backward (Flex's `relu_backward`): the gradient where the output is positive or
+/// NaN, else 0.
+#[inline]
+fn relu_grad1(out: f32, g: f32) -> f32 {
+    if out.is_nan() || out > 0.0 { g } else { 0.0 }
 }
 
 /// How many activations or gradients the op has transposed since the process started (see
@@ -137,38 +161,72 @@ fn feature_major_slice(t: &FlexTensor) -> Option<&[f32]> {
 /// `y + b` (see [`SparseLinearBackend::sparse_bias_add`]): on `y`'s own storage when it is
 /// feature-major and not shared, else into a new feature-major tensor. Each element is one
 /// `f32` addition, as burn's broadcast addition computes it.
-fn bias_add(mut y: FlexTensor, bias: &FlexTensor) -> FlexTensor {
+fn bias_add(y: FlexTensor, bias: &FlexTensor) -> FlexTensor {
+    elementwise(y, Some(bias), false)
+}
+
+/// `y + b` (when `bias`), then burn's ReLU (when `relu`), element by element in one pass: on
+/// `y`'s own storage when it is feature-major and not shared, else into a new feature-major
+/// tensor.
+fn elementwise(mut y: FlexTensor, bias: Option<&FlexTensor>, relu: bool) -> FlexTensor {
     let (b, n) = dims2(&y);
-    let bias = contiguous_values(bias);
+    let bias = bias.map(contiguous_values);
     if b == 0 || n == 0 {
         return y;
     }
-    let add = |dst: &mut [f32], src: &[f32]| {
-        for ((d, s), &bv) in dst
-            .chunks_exact_mut(b)
-            .zip(src.chunks_exact(b))
-            .zip(bias.iter())
-        {
-            for (d, &s) in d.iter_mut().zip(s) {
-                *d = s + bv;
-            }
+    // One feature's row of `b` values: `src` to `dst` (the same row when in place).
+    let row = |dst: &mut [f32], src: Option<&[f32]>, j: usize| {
+        let bv = bias.as_ref().map(|v| v[j]);
+        let f = |v: f32| {
+            let v = match bv {
+                Some(bv) => v + bv,
+                None => v,
+            };
+            if relu { relu1(v) } else { v }
+        };
+        match src {
+            Some(src) => dst.iter_mut().zip(src).for_each(|(d, &s)| *d = f(s)),
+            None => dst.iter_mut().for_each(|d| *d = f(*d)),
         }
     };
     if let Some(off) = feature_major_offset(&y)
         && let Some(storage) = y.try_storage_mut::<f32>()
     {
         let data = &mut storage[off..off + b * n];
-        for (row, &bv) in data.chunks_exact_mut(b).zip(bias.iter()) {
-            for v in row {
-                *v += bv;
-            }
+        for (j, r) in data.chunks_exact_mut(b).enumerate() {
+            row(r, None, j);
         }
         return y;
     }
     let src = as_feature_major(&y);
     let mut out = vec![0.0f32; b * n];
-    add(&mut out, &src);
+    for (j, (d, s)) in out.chunks_exact_mut(b).zip(src.chunks_exact(b)).enumerate() {
+        row(d, Some(s), j);
+    }
     from_feature_major(out, b, n)
+}
+
+/// ReLU's backward pass (see [`SparseLinearBackend::sparse_bias_relu`]): `dy` kept where the
+/// output `out` is positive or NaN, else 0. On `dy`'s own storage when it and `out` are
+/// feature-major and `dy` is not shared, else into a new feature-major tensor.
+fn relu_backward(mut dy: FlexTensor, out: &FlexTensor) -> FlexTensor {
+    let (b, n) = dims2(&dy);
+    let o = as_feature_major(out);
+    if let Some(off) = feature_major_offset(&dy)
+        && let Some(storage) = dy.try_storage_mut::<f32>()
+    {
+        for (g, &o) in storage[off..off + b * n].iter_mut().zip(o.iter()) {
+            *g = relu_grad1(o, *g);
+        }
+        return dy;
+    }
+    let g = as_feature_major(&dy);
+    let masked: Vec<f32> = g
+        .iter()
+        .zip(o.iter())
+        .map(|(&g, &o)| relu_grad1(o, g))
+        .collect();
+    from_feature_major(masked, b, n)
 }
 
 /// `db[n] = Σ_b dy[b, n]` for `dy: [B, N]`, summed in batch order (`((dy[0, n] + dy[1, n]) +
@@ -327,6 +385,14 @@ impl SparseLinearBackend for Flex {
     fn sparse_bias_add(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         bias_add(y, &bias)
     }
+
+    fn sparse_bias_relu(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        elementwise(y, Some(&bias), true)
+    }
+
+    fn sparse_relu(y: FloatTensor<Self>) -> FloatTensor<Self> {
+        elementwise(y, None, true)
+    }
 }
 
 /// The backward pass of [`SparseLinearBackend::sparse_bias_add`]: `dy` to `y` as it is, its
@@ -345,6 +411,45 @@ impl Backward<Flex, 2> for BiasAddBackward {
             let db = batch_sums(&dy);
             grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [n])));
         }
+        if let Some(node) = node_y {
+            grads.register::<Flex>(node.id, dy);
+        }
+    }
+}
+
+/// The backward pass of [`SparseLinearBackend::sparse_bias_relu`]: `dy` masked by ReLU's output (the state), to `y` as
+/// it is and, summed over the batch, to the bias.
+#[derive(Debug)]
+struct BiasReluBackward;
+
+impl Backward<Flex, 2> for BiasReluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_y, node_b] = ops.parents;
+        let dy = relu_backward(grads.consume::<Flex>(&ops.node), &ops.state);
+        if let Some(node) = node_b {
+            let n = dims2(&dy).1;
+            let db = batch_sums(&dy);
+            grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(db, [n])));
+        }
+        if let Some(node) = node_y {
+            grads.register::<Flex>(node.id, dy);
+        }
+    }
+}
+
+/// The backward pass of [`SparseLinearBackend::sparse_relu`]: `dy` masked by ReLU's output
+/// (the state).
+#[derive(Debug)]
+struct ReluBackward;
+
+impl Backward<Flex, 1> for ReluBackward {
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_y] = ops.parents;
+        let dy = relu_backward(grads.consume::<Flex>(&ops.node), &ops.state);
         if let Some(node) = node_y {
             grads.register::<Flex>(node.id, dy);
         }
@@ -459,6 +564,36 @@ impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
             .stateless(bias_add(yp, bias.primitive()))
     }
 
+    fn sparse_bias_relu(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (yp, y_node) = y.into_parts();
+        match BiasReluBackward
+            .prepare::<C>([y_node, bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = elementwise(yp, Some(bias.primitive()), true);
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(elementwise(yp, Some(bias.primitive()), true)),
+        }
+    }
+
+    fn sparse_relu(y: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (yp, y_node) = y.into_parts();
+        match ReluBackward
+            .prepare::<C>([y_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = elementwise(yp, None, true);
+                prep.finish(out.clone(), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(elementwise(yp, None, true)),
+        }
+    }
+
     fn sparse_matmul(
         x: FloatTensor<Self>,
         values: FloatTensor<Self>,
@@ -532,6 +667,7 @@ impl<C: CheckpointStrategy> SparseLinearBackend for Autodiff<Flex, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::backend::ops::ActivationOps;
 
     /// `[rows, cols]` row-major data `v` as a row-major and as a feature-major tensor.
     fn both_layouts(v: &[f32], rows: usize, cols: usize) -> (FlexTensor, FlexTensor) {
@@ -611,6 +747,70 @@ mod tests {
         for t in [&copied, &in_place, &bias_add(rm, &bias)] {
             assert!(feature_major_slice(t).is_some());
             assert_eq!(host(t), want);
+        }
+    }
+
+    #[test]
+    fn relu_and_its_backward_in_place_copied_or_row_major_are_burns() {
+        let (b, n) = (19, 13);
+        let mut v = data(b * n, 5);
+        v[7] = f32::NAN;
+        v[8] = -0.0;
+        let bias_v = data(n, 9);
+        let bias = FlexTensor::from_data(TensorData::new(bias_v.clone(), [n]));
+        let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        for with_bias in [false, true] {
+            let want: Vec<f32> = (0..b * n)
+                .map(|i| {
+                    let y = if with_bias {
+                        v[i] + bias_v[i % n]
+                    } else {
+                        v[i]
+                    };
+                    host(&Flex::relu(FlexTensor::from_data(TensorData::new(
+                        vec![y],
+                        [1],
+                    ))))[0]
+                })
+                .collect();
+            let bias = with_bias.then_some(&bias);
+            let (rm, fm) = both_layouts(&v, b, n);
+            let shared = fm.clone();
+            let copied = elementwise(fm, bias, true);
+            assert_eq!(
+                bits(host(&shared)),
+                bits(v.clone()),
+                "a shared input is left as it was"
+            );
+            let in_place = elementwise(shared, bias, true);
+            for t in [&copied, &in_place, &elementwise(rm, bias, true)] {
+                assert!(feature_major_slice(t).is_some());
+                assert_eq!(bits(host(t)), bits(want.clone()), "bias {with_bias}");
+            }
+            // The backward pass against Flex's `relu_backward`, for a gradient in each layout
+            // and shared (copied) or not (in place).
+            let g = data(b * n, 17);
+            let out = in_place;
+            let want_dy = host(&Flex::relu_backward(
+                out.clone(),
+                FlexTensor::from_data(TensorData::new(g.clone(), [b, n])),
+            ));
+            let (g_rm, g_fm) = both_layouts(&g, b, n);
+            let g_shared = g_fm.clone();
+            let copied = relu_backward(g_fm, &out);
+            assert_eq!(host(&g_shared), g, "a shared gradient is left as it was");
+            for t in [
+                &copied,
+                &relu_backward(g_shared, &out),
+                &relu_backward(g_rm, &out),
+            ] {
+                assert!(feature_major_slice(t).is_some());
+                assert_eq!(
+                    bits(host(t)),
+                    bits(want_dy.clone()),
+                    "backward, bias {with_bias}"
+                );
+            }
         }
     }
 }

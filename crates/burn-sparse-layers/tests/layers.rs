@@ -240,6 +240,65 @@ fn stacked_layers_match_masked_path() {
     }
 }
 
+/// `forward_relu` (bias and ReLU in one in-place pass, and one backward pass) and the layer's
+/// `relu` (in place) give exactly burn's `relu(forward(x))`: the same bits of the output and
+/// of every gradient, with and without bias, for a ReLU whose output gradient arrives
+/// feature-major (from the next sparse layer) and row-major (from a dense `Linear`), on the
+/// kernels and on the masked-dense path; a NaN stays NaN, as in burn's ReLU.
+#[test]
+fn fused_bias_relu_is_burns_relu_bit_for_bit() {
+    let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+    for bias in [true, false] {
+        for compute in [Compute::Sparse, Compute::Masked] {
+            let l1 = layer(50, 40, 0.2, bias, 11, compute);
+            let l2 = layer(40, 30, 0.2, bias, 12, compute);
+            let l3 = LinearConfig::new(30, 10).init(&device());
+            // 0: burn's relu; 1: the layer's relu; 2: forward_relu.
+            let run = |how: u8, nan: bool| {
+                let act = |l: &SparseLinear, x: Tensor<2>| match how {
+                    0 => relu(l.forward(x)),
+                    1 => l.relu(l.forward(x)),
+                    _ => l.forward_relu(x),
+                };
+                let device = device();
+                let mut rng = SparseRng::new(21);
+                let mut x: Vec<f32> = (0..70 * 50).map(|_| rng.next_f32() * 2.0 - 1.0).collect();
+                if nan {
+                    x[3 * 50 + 7] = f32::NAN;
+                }
+                let x = tensor2(x, [70, 50], &device).require_grad();
+                let y = l3.forward(act(&l2, act(&l1, x.clone())));
+                let loss = (y.clone() * y.clone()).sum();
+                let grads = loss.backward();
+                let b =
+                    |l: &SparseLinear| l.bias.as_ref().map(|b| bits(host(b.grad(&grads).unwrap())));
+                (
+                    bits(host(y)),
+                    bits(host(l1.values.grad(&grads).unwrap())),
+                    bits(host(l2.values.grad(&grads).unwrap())),
+                    b(&l1),
+                    b(&l2),
+                    bits(host(x.grad(&grads).unwrap())),
+                    bits(host(l3.weight.grad(&grads).unwrap())),
+                )
+            };
+            for nan in [false, true] {
+                let want = run(0, nan);
+                assert_eq!(
+                    run(1, nan),
+                    want,
+                    "relu, bias {bias}, {compute:?}, NaN {nan}"
+                );
+                assert_eq!(
+                    run(2, nan),
+                    want,
+                    "forward_relu, bias {bias}, {compute:?}, NaN {nan}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn linear_round_trip_is_exact() {
     let d = device();

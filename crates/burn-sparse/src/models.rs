@@ -621,8 +621,11 @@ impl SparseMlp {
             .zip(probes)
             .enumerate()
             .fold(x, |h, (i, (l, p))| {
-                let y = l.forward_probe(h, p.clone());
-                if i < last { l.relu(y) } else { y }
+                if i < last {
+                    l.forward_probe_relu(h, p.clone())
+                } else {
+                    l.forward_probe(h, p.clone())
+                }
             })
     }
 
@@ -660,8 +663,11 @@ impl SparseMlp {
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len().saturating_sub(1);
         self.layers.iter().enumerate().fold(x, |h, (i, l)| {
-            let y = l.forward(h);
-            if i < last { l.relu(y) } else { y }
+            if i < last {
+                l.forward_relu(h)
+            } else {
+                l.forward(h)
+            }
         })
     }
 }

@@ -840,13 +840,15 @@ impl Kernels {
             b: batch,
         };
         let isa = self.isa;
-        let mut csr = vec![0.0f32; nnz];
-        if nnz * batch < PARALLEL_MIN_WORK {
-            sddmm_mv(isa, a, 0, p.rows(), &mut csr);
-        } else {
+        // The products in CSR order, into `csr`.
+        let compute = |csr: &mut [f32]| {
+            if nnz * batch < PARALLEL_MIN_WORK {
+                sddmm_mv(isa, a, 0, p.rows(), csr);
+                return;
+            }
             let per = outputs_per_chunk(p.rows());
             let mut parts: Vec<(usize, usize, &mut [f32])> = Vec::new();
-            let mut rest: &mut [f32] = &mut csr;
+            let mut rest: &mut [f32] = csr;
             let mut r0 = 0;
             while r0 < p.rows() {
                 let r1 = (r0 + per).min(p.rows());
@@ -860,7 +862,14 @@ impl Kernels {
             parts
                 .into_par_iter()
                 .for_each(|(r0, r1, o)| sddmm_mv(isa, a, r0, r1, o));
+        };
+        if p.slots_in_csr_order() {
+            // Slot order is CSR order: no buffer, no permutation.
+            compute(dv);
+            return Ok(());
         }
+        let mut csr = vec![0.0f32; nnz];
+        compute(&mut csr);
         let slot_csr = p.slot_csr();
         if nnz < PARALLEL_MIN_COPY {
             dv.iter_mut()

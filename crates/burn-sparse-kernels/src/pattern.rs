@@ -27,6 +27,8 @@ pub struct SparsePattern {
     csr_col: Vec<u32>,
     csr_slot: Vec<u32>,
     slot_csr: Vec<u32>,
+    /// Whether slot `s` is CSR position `s` for every `s` (`slot_csr` is the identity).
+    csr_order: bool,
 }
 
 fn fits_u32(what: &'static str, value: usize) -> Result<()> {
@@ -113,6 +115,7 @@ impl SparsePattern {
         for (j, &s) in csr_slot.iter().enumerate() {
             slot_csr[s as usize] = j as u32;
         }
+        let csr_order = slot_csr.iter().enumerate().all(|(s, &j)| j as usize == s);
         Ok(Self {
             rows,
             cols,
@@ -125,6 +128,7 @@ impl SparsePattern {
             csr_col,
             csr_slot,
             slot_csr,
+            csr_order,
         })
     }
 
@@ -250,6 +254,14 @@ impl SparsePattern {
     /// CSR position of every slot (the inverse of [`SparsePattern::csr_slots`]).
     pub fn slot_csr(&self) -> &[u32] {
         &self.slot_csr
+    }
+
+    /// Whether the slots are numbered in CSR order (slot `s` is the `s`-th non-zero in row-major
+    /// order), as [`SparsePattern::from_mask`] numbers them: then [`SparsePattern::slot_csr`]
+    /// is the identity and the sampled `dW` is written in slot order directly. A topology
+    /// update that moves slots ([`SparsePattern::reassign`]) usually ends it.
+    pub fn slots_in_csr_order(&self) -> bool {
+        self.csr_order
     }
 
     /// The dense row-major weight `[rows, cols]` with `values` (slot order) at their

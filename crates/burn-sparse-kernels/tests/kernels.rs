@@ -11,6 +11,7 @@ fn uniform(state: &mut u64) -> f32 {
     (splitmix(state) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
 }
 
+#[derive(Clone)]
 struct Case {
     p: SparsePattern,
     values: Vec<f32>,
@@ -169,8 +170,14 @@ fn column_blocked_dw_and_copied_weights_match_reference() {
         (700, 600, 0.2, 22),
         (1100, 1100, 0.06, 24),
     ] {
-        check(&case(rows, cols, density, 128, seed));
-        check(&scrambled(case(rows, cols, density, 128, seed), seed));
+        // Mask order: `dW` is written in slot order directly; scrambled: through the CSR
+        // buffer and the permutation.
+        let c = case(rows, cols, density, 128, seed);
+        assert!(c.p.slots_in_csr_order());
+        check(&c);
+        let c = scrambled(c, seed);
+        assert!(!c.p.slots_in_csr_order());
+        check(&c);
     }
 }
 
@@ -178,8 +185,17 @@ fn column_blocked_dw_and_copied_weights_match_reference() {
 fn sampled_dw_is_each_positions_own_dot_product() {
     // Whatever the traversal, the column blocks and the pairing in `dot2`, a position's
     // gradient has the bits of the one dot product a single-weight pattern computes.
-    let c = scrambled(case(700, 600, 0.2, 128, 23), 23);
-    for isa in Isa::all_available() {
+    // Scrambled slots (through the CSR buffer) and mask order (written directly): every slot
+    // is written (`dv` starts NaN).
+    let plain = case(700, 600, 0.2, 128, 23);
+    for (c, isa) in [scrambled(plain.clone(), 23), plain]
+        .into_iter()
+        .flat_map(|c| {
+            Isa::all_available()
+                .into_iter()
+                .map(move |i| (c.clone(), i))
+        })
+    {
         let k = Kernels::with_isa(isa).unwrap();
         let mut dv = vec![f32::NAN; c.p.nnz()];
         k.backward_values(&c.p, &c.xt, &c.dyt, c.batch, &mut dv)

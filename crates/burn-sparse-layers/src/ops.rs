@@ -88,7 +88,10 @@ static TRANSPOSES: AtomicU64 = AtomicU64::new(0);
 /// How many activations or output gradients the sparse op had to transpose into feature-major
 /// order since the process started (one relaxed counter; reading it costs nothing). Through a
 /// chain of sparse layers only the network's input and row-major gradients from a dense
-/// consumer should be; a higher count means a layout copy crept in between layers.
+/// consumer should be; a higher count means a layout copy crept in between layers. A dense
+/// layer's gradient that reaches a sparse layer through [`SparseLinearBackend::sparse_relu`]
+/// or [`SparseLinearBackend::sparse_bias_relu`] changes layout inside ReLU's backward pass (as
+/// it did inside Flex's ReLU backward before) and is not counted.
 pub fn transposes() -> u64 {
     TRANSPOSES.load(Ordering::Relaxed)
 }
@@ -220,13 +223,30 @@ fn relu_backward(mut dy: FlexTensor, out: &FlexTensor) -> FlexTensor {
         }
         return dy;
     }
-    let g = as_feature_major(&dy);
-    let masked: Vec<f32> = g
-        .iter()
-        .zip(o.iter())
-        .map(|(&g, &o)| relu_grad1(o, g))
-        .collect();
-    from_feature_major(masked, b, n)
+    // A row-major gradient (from a dense layer after this one) changes layout here, in the
+    // pass that masks it, as Flex's own ReLU backward did in its binary op: not one of the
+    // op's counted transposes ([`transposes`]).
+    let mut g = vec![0.0f32; b * n];
+    match row_major_slice(&dy) {
+        Some(rm) => Kernels::default()
+            .transpose(rm, b, n, &mut g)
+            .expect("lengths match the layout"),
+        None => g.copy_from_slice(&as_feature_major(&dy)),
+    }
+    for (g, &o) in g.iter_mut().zip(o.iter()) {
+        *g = relu_grad1(o, *g);
+    }
+    from_feature_major(g, b, n)
+}
+
+/// A `[rows, cols]` f32 tensor's row-major data, when it has that layout (no copy).
+fn row_major_slice(t: &FlexTensor) -> Option<&[f32]> {
+    let (rows, cols) = dims2(t);
+    let strides = t.layout().strides();
+    let off = t.layout().start_offset();
+    let storage: &[f32] = t.storage();
+    let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
+    (row_major && off + rows * cols <= storage.len()).then(|| &storage[off..off + rows * cols])
 }
 
 /// `db[n] = Σ_b dy[b, n]` for `dy: [B, N]`, summed in batch order (`((dy[0, n] + dy[1, n]) +
@@ -417,8 +437,8 @@ impl Backward<Flex, 2> for BiasAddBackward {
     }
 }
 
-/// The backward pass of [`SparseLinearBackend::sparse_bias_relu`]: `dy` masked by ReLU's output (the state), to `y` as
-/// it is and, summed over the batch, to the bias.
+/// The backward pass of [`SparseLinearBackend::sparse_bias_relu`]: `dy` masked by ReLU's
+/// output (the state), to `y` as it is and, summed over the batch, to the bias.
 #[derive(Debug)]
 struct BiasReluBackward;
 

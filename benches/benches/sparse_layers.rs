@@ -9,7 +9,8 @@
 //! - `sparse_lenet300_100_steps_erk95`: 100 steps of `train_epoch_sparse` (batching, forward,
 //!   backward, SGD momentum) on `SparseMlp` at 95% ERK, static against RigL with delta_t = 100
 //!   (one update in the 100 steps), RigL on dense views (its dense probe products) and streamed
-//!   (`SparseDst::streamed`: taps and the tiled exact top-k);
+//!   (`SparseDst::streamed`: taps and the tiled exact top-k); then 40 alternating triples timed
+//!   outside criterion into `paired.json`, for a ratio the machine's drift does not decide;
 //! - `sparse_mlp4096_10_steps_erk95`: the same on 784-4096-4096-10, 10 steps with one update;
 //! - `rigl_grow_4096x4096_b128`: RigL's grow step alone on one 4096 x 4096 layer, streamed
 //!   (tiled exact top-k) against the dense view (burn's matmul for `dW`, then the top-k).
@@ -168,11 +169,18 @@ fn steps(c: &mut Criterion) {
     );
 }
 
-/// 100 steps of sparse training at 95% ERK: static against RigL updating once (delta_t = 100).
 /// `steps` steps of `train_epoch_sparse` on `widths` at 95% ERK: static against RigL with one
 /// update in the `steps` (`delta_t = steps`), RigL on dense views (the probes' dense `dL/dW`)
-/// and streamed (the taps and the tiled exact top-k, `SparseDst::streamed`).
-fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize) {
+/// and streamed (the taps and the tiled exact top-k, `SparseDst::streamed`, what a run of a RigL
+/// plan gets, `SparseDst::from_plan`).
+///
+/// Criterion times each kind in its own phase, seconds apart, and on these shared machines the
+/// speed drifts by 10-30% between phases: a ratio of two phases' medians cannot resolve a 5%
+/// target. So after the criterion phases the bench also times `rounds` alternating triples
+/// (static, views, streamed: the same networks, optimizers and data, continuing), and writes
+/// them to `<criterion dir>/<group>/paired.json`; `scripts/perf_report.py` reports the median of
+/// the per-triple ratios, which drift hits alike on both sides.
+fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize, rounds: usize) {
     let device = Device::flex().autodiff();
     let mut rng = SparseRng::new(3);
     let n = steps * BATCH;
@@ -186,50 +194,105 @@ fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize) {
         lr: 0.01,
         cosine_total_steps: None,
     };
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10);
     let (views, streamed) = (
         format!("rigl_dt{steps}"),
         format!("rigl_streamed_dt{steps}"),
     );
-    for kind in ["static_sparse", views.as_str(), streamed.as_str()] {
-        device.seed(0);
-        let net = SparseMlpConfig::distributed(widths.to_vec(), s, &SparsityDistribution::Erk)
-            .expect("densities")
-            .init(&device)
-            .expect("model");
-        let rule = SgdRule::default();
-        let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).expect("optimizer");
-        // A run long enough that every `steps`-th step updates (RigL stops at 75% of it).
-        let mut rigl = DropGrowConfig::rigl(1 << 40, 0).expect("config");
-        rigl.schedule = UpdateSchedule::new(0, 1 << 39, steps as u64).expect("schedule");
-        let mut dst = if kind == views {
-            let u = RiglUpdater::rigl(rigl).expect("rigl");
-            Some(SparseDst::new(Box::new(u)).expect("dst"))
-        } else if kind == streamed {
-            Some(SparseDst::streamed(rigl, StreamedGrow::Gradient).expect("dst"))
-        } else {
-            None
-        };
-        let mut net = Some(net);
-        g.bench_function(BenchmarkId::new(kind, format!("{steps}_steps")), |b| {
-            b.iter(|| {
-                let (m, report) = train_epoch_sparse(
-                    net.take().expect("model"),
-                    &mut optim,
-                    dst.as_mut(),
-                    &data,
-                    cfg,
-                    7,
-                    &device,
-                )
-                .expect("epoch");
-                assert_eq!(report.updates.len(), usize::from(dst.is_some()));
-                net = Some(m);
-            })
+    let kinds = ["static_sparse", views.as_str(), streamed.as_str()];
+    struct Run {
+        net: Option<burn_sparse::models::SparseMlp>,
+        optim: SparseOptimizer,
+        dst: Option<SparseDst>,
+    }
+    let mut runs: Vec<Run> = kinds
+        .iter()
+        .map(|&kind| {
+            device.seed(0);
+            let net = SparseMlpConfig::distributed(widths.to_vec(), s, &SparsityDistribution::Erk)
+                .expect("densities")
+                .init(&device)
+                .expect("model");
+            let optim =
+                SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).expect("optimizer");
+            // A run long enough that every `steps`-th step updates (RigL stops at 75% of it).
+            let mut rigl = DropGrowConfig::rigl(1 << 40, 0).expect("config");
+            rigl.schedule = UpdateSchedule::new(0, 1 << 39, steps as u64).expect("schedule");
+            let dst = if kind == views {
+                let u = RiglUpdater::rigl(rigl).expect("rigl");
+                Some(SparseDst::new(Box::new(u)).expect("dst"))
+            } else if kind == streamed {
+                Some(SparseDst::streamed(rigl, StreamedGrow::Gradient).expect("dst"))
+            } else {
+                None
+            };
+            Run {
+                net: Some(net),
+                optim,
+                dst,
+            }
+        })
+        .collect();
+    let epoch = |r: &mut Run| {
+        let (m, report) = train_epoch_sparse(
+            r.net.take().expect("model"),
+            &mut r.optim,
+            r.dst.as_mut(),
+            &data,
+            cfg,
+            7,
+            &device,
+        )
+        .expect("epoch");
+        assert_eq!(report.updates.len(), usize::from(r.dst.is_some()));
+        r.net = Some(m);
+    };
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10);
+    for (kind, run) in kinds.iter().zip(runs.iter_mut()) {
+        g.bench_function(BenchmarkId::new(*kind, format!("{steps}_steps")), |b| {
+            b.iter(|| epoch(run))
         });
     }
     g.finish();
+    // The paired triples (one warm-up triple first).
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
+    for round in 0..=rounds {
+        for (run, times) in runs.iter_mut().zip(ms.iter_mut()) {
+            let t = std::time::Instant::now();
+            epoch(run);
+            if round > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let fields: Vec<String> = kinds
+        .iter()
+        .zip(&ms)
+        .map(|(k, v)| {
+            let list: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+            format!("\"{k}\": [{}]", list.join(", "))
+        })
+        .collect();
+    let dir = criterion_dir().join(name);
+    std::fs::create_dir_all(&dir).expect("criterion dir");
+    std::fs::write(
+        dir.join("paired.json"),
+        format!("{{\"steps\": {steps}, {}}}\n", fields.join(", ")),
+    )
+    .expect("write paired.json");
+}
+
+/// Where criterion writes (its own rule): `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,
+/// else the workspace's `target/criterion`.
+fn criterion_dir() -> std::path::PathBuf {
+    if let Some(h) = std::env::var_os("CRITERION_HOME") {
+        return h.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"),
+        std::path::PathBuf::from,
+    );
+    target.join("criterion")
 }
 
 /// RigL's grow step on one 4096 x 4096 layer at 6.25% density, batch 128, growing 30% of its
@@ -294,12 +357,14 @@ fn rigl_amortised(c: &mut Criterion) {
         "sparse_lenet300_100_steps_erk95",
         &[784, 300, 100, 10],
         100,
+        40,
     );
     amortised(
         c,
         "sparse_mlp4096_10_steps_erk95",
         &[784, 4096, 4096, 10],
         10,
+        5,
     );
 }
 

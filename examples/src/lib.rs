@@ -100,9 +100,7 @@ impl SparseRun {
             burn_sparse::mask::SparseOptimizer::new(rule, burn_sparse::mask::MaskSet::empty())
                 .unwrap_or_else(|e| fail(e));
         let dst = plan.and_then(|p| {
-            p.updater()
-                .unwrap_or_else(|e| fail(e))
-                .map(|u| burn_sparse::sparse_dst::SparseDst::new(u).unwrap_or_else(|e| fail(e)))
+            burn_sparse::sparse_dst::SparseDst::from_plan(p).unwrap_or_else(|e| fail(e))
         });
         Self { net, optim, dst }
     }

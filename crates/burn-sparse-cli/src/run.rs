@@ -733,10 +733,7 @@ impl Runner {
         let net = SparseMlp::from_lenet300(&model, masked.masks(), Compute::Auto)?;
         drop((model, masked));
         let dst = match method::dst_method(cfg.method) {
-            Some(dm) => method::plan(cfg, dm, total, spe)?
-                .updater()?
-                .map(SparseDst::new)
-                .transpose()?,
+            Some(dm) => SparseDst::from_plan(&method::plan(cfg, dm, total, spe)?)?,
             None => None,
         };
         let ck = dir.join("checkpoint");

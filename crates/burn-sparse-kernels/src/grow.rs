@@ -1,26 +1,41 @@
 //! RigL's grow step without the dense gradient: the `k` inactive positions with the largest
-//! `|dW|`, `dW = xᵀ dY`, computed tile by tile with a running exact top-k, so no more than one
-//! tile of `dW` (`block_cols x ROW_TILE` floats per thread) exists at a time.
+//! `|dW|`, `dW = xᵀ dY`, scored block by block in registers (4 rows x 16 columns) and offered to
+//! a running exact top-k, so no part of `dW` is ever stored.
 //!
 //! The order is the masked path's: the larger `|dW|` first, ties to the lower flat index
 //! `row * cols + col` ([`burn_sparse_mask::top_k`]'s rule on the row-major layer). The set of
-//! `k` positions is unique under that total order, so the result does not depend on the tile
-//! sizes or on the number of threads. Every score is the dot product of
-//! [`Kernels::backward_values`](crate::Kernels::backward_values), so a grown position's
-//! gradient is the one the sampled `dW` gives it on the next step.
+//! `k` positions is unique under that total order, so the result does not depend on the block
+//! sizes, the number of threads or the sampled floor ([`floor_estimate`]). Every score is
+//! [`crate::reference::dense_dw`]'s: a running sum over the batch with one fused multiply-add
+//! per term, the same bits on every instruction set.
 
 use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
 use crate::error::{KernelError, Result};
-use crate::kernels::dense_tile_mv;
 use crate::pattern::SparsePattern;
-use crate::simd::Isa;
+use crate::simd::multiversion;
 
-/// Rows of `dW` computed per tile: 64 rows of a batch of 128 are 32 KiB of `xᵀ`, which stay in
-/// cache while the tile's columns pass over them.
-const ROW_TILE: usize = 64;
+/// Rows of `dW` scored per tile: 32 rows of a batch of 128 are 16 KiB of `xᵀ`, which stay in
+/// L1 while every panel of the column block passes over them.
+const ROW_TILE: usize = 32;
+
+/// Columns of one packed panel of `dY` (`[batch, PANEL]`, row-major): the register block's
+/// width, two AVX2 vectors or one AVX-512 vector.
+const PANEL: usize = 16;
+
+/// Below this many multiply-adds (`rows x cols x batch`, 134M: about 4 ms on one core) the
+/// grow step runs on the calling thread. A topology update follows many steps whose small
+/// kernels ran on one thread, so the pool's workers are asleep: on the 2-core machine measured
+/// (LeNet-300-100 at 95%, one update after 99 plain steps, 30 updates) the 784 x 300 layer's
+/// grow step (30M multiply-adds) took a median 1.16 ms on the calling thread and 1.90 ms split
+/// over the pool, where the second worker never woke in time to take its half.
+const GROW_PARALLEL_MIN_WORK: u128 = 1 << 27;
+
+/// Rows scored together against one panel: each panel row loaded is used `ROWS` times, each
+/// broadcast of `xᵀ` `PANEL` times (4 x 16 outputs, 8 AVX2 accumulators).
+const ROWS: usize = 4;
 
 /// A grown position and its gradient `dW[row, col]` at this step.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -73,19 +88,34 @@ struct TopK {
     /// The `k`-th best candidate after the last prune (None before the first).
     worst: Option<Cand>,
     nan: Option<u64>,
+    /// Scores below this are rejected outright (an estimate of the `k`-th best, see
+    /// [`floor_estimate`]; `-inf`: none). The result is exact if at least `k` candidates reached
+    /// it (`seen >= k`); otherwise the scan is repeated without it.
+    floor: f32,
+    /// Non-NaN candidates offered at or above `floor`.
+    seen: usize,
 }
 
 /// The smallest buffer, so that tiny `k` do not prune after every few candidates.
 const MIN_BUFFER: usize = 1024;
 
 impl TopK {
-    fn new(k: usize) -> Self {
+    fn new(k: usize, floor: f32) -> Self {
         Self {
             k,
             buf: Vec::new(),
             worst: None,
             nan: None,
+            floor,
+            seen: 0,
         }
+    }
+
+    /// The smallest `|score|` that can still enter: the floor, or the `k`-th best's after the
+    /// last prune if higher. A score below it is rejected by [`TopK::offer`] whatever its index.
+    #[inline]
+    fn threshold(&self) -> f32 {
+        self.worst.map_or(self.floor, |w| w.score.max(self.floor))
     }
 
     fn capacity(&self) -> usize {
@@ -110,6 +140,10 @@ impl TopK {
             self.nan = Some(self.nan.map_or(flat, |n| n.min(flat)));
             return;
         }
+        if score < self.floor {
+            return;
+        }
+        self.seen += 1;
         let c = Cand { score, flat, grad };
         if self.worst.is_some_and(|w| c >= w) {
             return;
@@ -121,6 +155,7 @@ impl TopK {
     }
 
     fn merge(mut self, other: TopK) -> TopK {
+        self.seen += other.seen;
         self.nan = match (self.nan, other.nan) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -137,56 +172,278 @@ impl TopK {
     }
 }
 
-/// Offer every candidate of the columns `c0..c1` to `top`: positions not in `p`, or in `p` at a
-/// slot with `keep[slot] == false` (dropped this update, so regrowable as in the RigL
-/// reference).
+/// `dyᵀ` (`[cols, b]`) as panels of [`PANEL`] columns, each `[b, PANEL]` row-major (the batch
+/// index outer), zero beyond `cols`: one panel row is the `dY` values of `PANEL` outputs at one
+/// batch index, a contiguous vector.
+fn pack_panels(dyt: &[f32], cols: usize, b: usize) -> Vec<f32> {
+    let np = cols.div_ceil(PANEL);
+    let mut out = vec![0.0f32; np * b * PANEL];
+    for (c, row) in dyt.chunks_exact(b.max(1)).enumerate().take(cols) {
+        let panel = &mut out[(c / PANEL) * b * PANEL..][..b * PANEL];
+        for (k, &v) in row.iter().enumerate() {
+            panel[k * PANEL + c % PANEL] = v;
+        }
+    }
+    out
+}
+
+type Block = [[f32; PANEL]; ROWS];
+
+/// `dW[row i, col j] = Σ_k x[k][i] · panel[k][j]` for `R` rows and one panel's `PANEL` columns,
+/// with `x` the `R` rows of `xᵀ` interleaved (`x[k * R + i]`): each output the product of the
+/// first terms, then one fused multiply-add per further `k` in ascending order (the definition
+/// of [`crate::reference::dense_dw`]; `mul_add` rounds once on every instruction set). The
+/// `R x PANEL` accumulators stay in registers (8 AVX2 vectors at `R = 4`); each step broadcasts
+/// `R` values of `x` and loads one panel row. Fused rather than a multiply and an add: on the
+/// AVX2 machine measured the loop issued 22 instructions per 64 multiply-adds, at the
+/// front end's limit, and the fused copy took LeNet-300-100's 784 x 300 grow step from
+/// 1.26-1.44 ms to 1.06-1.07 ms (fastest of 300, four alternated pairs of binaries); 6 rows a
+/// block spilled the accumulators and was 7x slower.
+#[inline(always)]
+fn panel_block<const R: usize>(x: &[f32], panel: &[f32], out: &mut Block) {
+    let mut acc = [[0.0f32; PANEL]; R];
+    let mut steps = panel.chunks_exact(PANEL).zip(x.chunks_exact(R));
+    if let Some((d, xk)) = steps.next() {
+        for i in 0..R {
+            for j in 0..PANEL {
+                acc[i][j] = xk[i] * d[j];
+            }
+        }
+    }
+    for (d, xk) in steps {
+        for i in 0..R {
+            for j in 0..PANEL {
+                acc[i][j] = xk[i].mul_add(d[j], acc[i][j]);
+            }
+        }
+    }
+    out[..R].copy_from_slice(&acc);
+}
+
+/// The rows `rows[0..R]` of `xᵀ` (`[.., b]`) interleaved into `x`: `x[k * R + i] = xᵀ[rows[i], k]`.
+#[inline(always)]
+fn interleave<const R: usize>(xt: &[f32], b: usize, rows: [usize; R], x: &mut Vec<f32>) {
+    x.clear();
+    x.resize(R * b, 0.0);
+    let src: [&[f32]; R] = rows.map(|r| &xt[r * b..(r + 1) * b]);
+    for (k, dst) in x.chunks_exact_mut(R).enumerate() {
+        for i in 0..R {
+            dst[i] = src[i][k];
+        }
+    }
+}
+
+/// Rows `r0..r1`, columns `c0..c1` (panel-aligned `c0`) of one thread's scan: score the block
+/// of `R` rows against each panel and offer the candidates that can enter `top`.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn scan_columns(
-    isa: Isa,
+fn scan_block<const R: usize>(
     p: &SparsePattern,
     keep: &[bool],
     xt: &[f32],
-    dyt: &[f32],
+    panels: &[f32],
     b: usize,
+    r: usize,
     c0: usize,
     c1: usize,
+    top: &mut TopK,
+) {
+    let cols = p.cols();
+    let mut x = Vec::new();
+    interleave::<R>(xt, b, std::array::from_fn(|i| r + i), &mut x);
+    let mut out = [[0.0f32; PANEL]; ROWS];
+    // Per row: its CSR entries, and the first one at or after the columns scanned so far (the
+    // panels ascend, so a cursor replaces a search per candidate).
+    let (row_ptr, csr_cols, csr_slots) = (p.row_ptr(), p.csr_cols(), p.csr_slots());
+    let mut next: [usize; R] = std::array::from_fn(|i| {
+        let (a, e) = (row_ptr[r + i], row_ptr[r + i + 1]);
+        a + csr_cols[a..e].partition_point(|&col| (col as usize) < c0)
+    });
+    let mut c = c0;
+    while c < c1 {
+        let panel = &panels[(c / PANEL) * b * PANEL..][..b * PANEL];
+        panel_block::<R>(&x, panel, &mut out);
+        let width = PANEL.min(c1 - c);
+        for (i, scores) in out.iter().enumerate().take(R) {
+            // The columns whose `|score|` reaches the threshold (or is NaN, which `offer`
+            // records), as a bit mask: most rows of a block have none.
+            let thr = top.threshold();
+            let mut hits: u32 = 0;
+            for (j, &g) in scores.iter().enumerate() {
+                hits |= u32::from(!(g.abs() < thr)) << j;
+            }
+            hits &= if width == PANEL {
+                u32::MAX
+            } else {
+                (1 << width) - 1
+            };
+            if hits == 0 {
+                continue;
+            }
+            let row = r + i;
+            let end = row_ptr[row + 1];
+            while hits != 0 {
+                let j = hits.trailing_zeros() as usize;
+                hits &= hits - 1;
+                let g = scores[j];
+                if g.abs() < top.threshold() {
+                    continue;
+                }
+                let col = (c + j) as u32;
+                // Kept active positions are not candidates.
+                let q = &mut next[i];
+                while *q < end && csr_cols[*q] < col {
+                    *q += 1;
+                }
+                if *q < end && csr_cols[*q] == col && keep[csr_slots[*q] as usize] {
+                    continue;
+                }
+                top.offer(row as u64 * cols as u64 + col as u64, g);
+            }
+        }
+        c += PANEL;
+    }
+}
+
+/// One thread's rows `r0..r1`: column blocks of `block_cols` (rounded up to whole panels), row
+/// tiles of [`ROW_TILE`] inside each, blocks of [`ROWS`] rows against every panel of the
+/// column block (the tile's `xᵀ` in L1, the block's panels in L2).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scan_rows_body(
+    p: &SparsePattern,
+    keep: &[bool],
+    xt: &[f32],
+    panels: &[f32],
+    b: usize,
+    r0: usize,
+    r1: usize,
     block_cols: usize,
     top: &mut TopK,
 ) {
-    let (rows, cols) = (p.rows(), p.cols() as u64);
-    let (ptr, crow, cslot) = (p.col_ptr(), p.csc_rows(), p.csc_slots());
-    let mut tile = vec![0.0f32; block_cols * ROW_TILE];
-    let mut bc0 = c0;
-    while bc0 < c1 {
-        let bc1 = (bc0 + block_cols).min(c1);
-        // Per column of the block: the next CSC entry not yet passed (rows ascend in a column).
-        let mut cursor: Vec<usize> = (bc0..bc1).map(|c| ptr[c]).collect();
-        let mut r0 = 0;
-        while r0 < rows {
-            let r1 = (r0 + ROW_TILE).min(rows);
-            let h = r1 - r0;
-            let out = &mut tile[..(bc1 - bc0) * h];
-            dense_tile_mv(isa, xt, dyt, b, r0, r1, bc0, out);
-            for (i, col_scores) in out.chunks_exact(h).enumerate() {
-                let c = bc0 + i;
-                let end = ptr[c + 1];
-                let mut j = cursor[i];
-                for (r, &g) in (r0..r1).zip(col_scores) {
-                    if j < end && crow[j] as usize == r {
-                        let kept = keep[cslot[j] as usize];
-                        j += 1;
+    let cols = p.cols();
+    let block = block_cols.div_ceil(PANEL).max(1) * PANEL;
+    let mut bc0 = 0;
+    while bc0 < cols {
+        let bc1 = (bc0 + block).min(cols);
+        let mut t0 = r0;
+        while t0 < r1 {
+            let t1 = (t0 + ROW_TILE).min(r1);
+            let mut r = t0;
+            while r + ROWS <= t1 {
+                scan_block::<ROWS>(p, keep, xt, panels, b, r, bc0, bc1, top);
+                r += ROWS;
+            }
+            while r < t1 {
+                scan_block::<1>(p, keep, xt, panels, b, r, bc0, bc1, top);
+                r += 1;
+            }
+            t0 = t1;
+        }
+        bc0 = bc1;
+    }
+}
+
+multiversion!(fn scan_rows => scan_rows_body, fused, (
+    p: &SparsePattern,
+    keep: &[bool],
+    xt: &[f32],
+    panels: &[f32],
+    b: usize,
+    r0: usize,
+    r1: usize,
+    block_cols: usize,
+    top: &mut TopK,
+));
+
+/// Rows sampled by [`floor_estimate`] (a multiple of [`ROWS`]).
+const SAMPLE_ROWS: usize = 16;
+
+/// `|dW|` of the candidates (positions not kept active) of the rows `sample`, appended to
+/// `out`.
+#[inline(always)]
+fn sample_body(
+    p: &SparsePattern,
+    keep: &[bool],
+    xt: &[f32],
+    panels: &[f32],
+    b: usize,
+    sample: &[usize],
+    out: &mut Vec<f32>,
+) {
+    let cols = p.cols();
+    let mut x = Vec::new();
+    let mut block = [[0.0f32; PANEL]; ROWS];
+    for quad in sample.chunks(ROWS) {
+        let rows: [usize; ROWS] = std::array::from_fn(|i| quad[i.min(quad.len() - 1)]);
+        interleave::<ROWS>(xt, b, rows, &mut x);
+        // Each row's active columns ascend, as the panels do.
+        let mut next: [usize; ROWS] = std::array::from_fn(|i| p.row_ptr()[rows[i]]);
+        for (pi, panel) in panels.chunks_exact(b * PANEL).enumerate() {
+            panel_block::<ROWS>(&x, panel, &mut block);
+            let c0 = pi * PANEL;
+            for (i, &r) in quad.iter().enumerate() {
+                let (q, e) = (&mut next[i], p.row_ptr()[r + 1]);
+                for (j, g) in block[i][..PANEL.min(cols - c0)].iter().enumerate() {
+                    let c = (c0 + j) as u32;
+                    if *q < e && p.csr_cols()[*q] == c {
+                        let kept = keep[p.csr_slots()[*q] as usize];
+                        *q += 1;
                         if kept {
                             continue;
                         }
                     }
-                    top.offer(r as u64 * cols + c as u64, g);
+                    out.push(g.abs());
                 }
-                cursor[i] = j;
             }
-            r0 = r1;
         }
-        bc0 = bc1;
     }
+}
+
+multiversion!(fn sample_scores => sample_body, fused, (
+    p: &SparsePattern,
+    keep: &[bool],
+    xt: &[f32],
+    panels: &[f32],
+    b: usize,
+    sample: &[usize],
+    out: &mut Vec<f32>,
+));
+
+/// A floor for the scan: the score that about `3k` of the layer's candidates reach, estimated
+/// from the candidates of [`SAMPLE_ROWS`] evenly spaced rows (2% of the scan on 784 rows). Scores below it are not offered to the top-k, which otherwise accepts and sorts about
+/// `k ln(n / k)` candidates while its threshold rises. Only a speed choice: the scan checks that
+/// `k` candidates reached it and repeats without it if not (a 3x margin: the estimate is the
+/// `j`-th of a sample where `j` is 16 or more). `-inf` (no floor) for layers of fewer than
+/// `8 x SAMPLE_ROWS` rows, a sample too small to place `3k`, or a NaN score in the sample.
+#[allow(clippy::too_many_arguments)]
+fn floor_estimate(
+    isa: crate::simd::Isa,
+    p: &SparsePattern,
+    keep: &[bool],
+    xt: &[f32],
+    panels: &[f32],
+    b: usize,
+    candidates: u64,
+    k: usize,
+) -> f32 {
+    let rows = p.rows();
+    if rows < 8 * SAMPLE_ROWS || b == 0 {
+        return f32::NEG_INFINITY;
+    }
+    let sample: Vec<usize> = (0..SAMPLE_ROWS)
+        .map(|i| (2 * i + 1) * rows / (2 * SAMPLE_ROWS))
+        .collect();
+    let mut scores = Vec::with_capacity(SAMPLE_ROWS * p.cols());
+    sample_scores(isa, p, keep, xt, panels, b, &sample, &mut scores);
+    let m = scores.len();
+    // The j-th largest of the sample stands for the (3k)-th of the layer's candidates.
+    let j = (3 * k as u128 * m as u128).div_ceil(candidates.max(1) as u128) as usize;
+    if !(16..m).contains(&j) || scores.iter().any(|g| g.is_nan()) {
+        return f32::NEG_INFINITY;
+    }
+    let (_, &mut v, _) = scores.select_nth_unstable_by(j - 1, |a, b| b.total_cmp(a));
+    v
 }
 
 impl crate::Kernels {
@@ -196,9 +453,12 @@ impl crate::Kernels {
     /// index. Returned in ascending flat order with their gradient.
     ///
     /// `xt` is `[rows, batch]` and `dyt` `[cols, batch]` (feature-major, as the other
-    /// kernels). `dW` is computed in tiles of `block_cols` columns by 64 rows and never held
-    /// whole: memory is `O(k + block_cols)` per thread (one tile and one running top-k), time
-    /// is one dense product `rows x cols x batch`, on every thread.
+    /// kernels). `dW` is scored in column blocks of `block_cols` (rounded up to 16), row tiles
+    /// of 32 and register blocks of 4 x 16, and never held: memory is `dyt` once more (packed
+    /// into 16-column panels), the candidates of a sampled row set (16 rows, for the floor) and
+    /// a running top-k of at most `max(2k, 1024)` candidates per thread. Time is one dense
+    /// product `rows x cols x batch`, on the calling thread below 134M multiply-adds and on
+    /// every thread above.
     ///
     /// # Errors
     /// [`KernelError::Length`] for buffers that do not match, [`KernelError::TooLarge`] if `k`
@@ -230,25 +490,45 @@ impl crate::Kernels {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let block_cols = block_cols.max(1);
         let isa = self.isa();
-        let cols = p.cols();
+        let (rows, cols) = (p.rows(), p.cols());
+        let panels = pack_panels(dyt, cols, batch);
         let threads = rayon::current_num_threads().max(1);
         let work = numel as u128 * batch.max(1) as u128;
-        let parts = if work < 1 << 20 { 1 } else { threads.min(cols) };
-        let per = cols.div_ceil(parts.max(1)).max(1);
-        let ranges: Vec<(usize, usize)> = (0..cols)
+        let parts = if work < GROW_PARALLEL_MIN_WORK {
+            1
+        } else {
+            threads.min(rows)
+        };
+        let per = rows.div_ceil(parts.max(1)).max(1);
+        let ranges: Vec<(usize, usize)> = (0..rows)
             .step_by(per)
-            .map(|c0| (c0, (c0 + per).min(cols)))
+            .map(|r0| (r0, (r0 + per).min(rows)))
             .collect();
-        let top = ranges
-            .into_par_iter()
-            .map(|(c0, c1)| {
-                let mut top = TopK::new(k);
-                scan_columns(isa, p, keep, xt, dyt, batch, c0, c1, block_cols, &mut top);
+        let run = |floor: f32| {
+            let scan = |(r0, r1): (usize, usize)| {
+                let mut top = TopK::new(k, floor);
+                scan_rows(
+                    isa, p, keep, xt, &panels, batch, r0, r1, block_cols, &mut top,
+                );
                 top
-            })
-            .reduce(|| TopK::new(k), TopK::merge);
+            };
+            if ranges.len() == 1 {
+                scan(ranges[0])
+            } else {
+                ranges
+                    .par_iter()
+                    .copied()
+                    .map(scan)
+                    .reduce(|| TopK::new(k, floor), TopK::merge)
+            }
+        };
+        let floor = floor_estimate(isa, p, keep, xt, &panels, batch, candidates, k);
+        let mut top = run(floor);
+        if top.seen < k && top.nan.is_none() && floor > f32::NEG_INFINITY {
+            // Fewer than `k` candidates reached the estimate: the best `k` may lie below it.
+            top = run(f32::NEG_INFINITY);
+        }
         if let Some(f) = top.nan {
             return Err(KernelError::NanScore {
                 row: (f / cols as u64) as usize,

@@ -242,8 +242,8 @@ mod x86dot {
     }
 
     /// [`dot_avx2`] of two rows against one `d`, each with its own lanes and tree (so each
-    /// result is bit for bit `dot_avx2`'s): `d` is loaded once for both, which is what bounds
-    /// the dense tiles of RigL's streamed grow step.
+    /// result is bit for bit `dot_avx2`'s): `d` is loaded once for both (the sampled `dW`
+    /// computes two non-zeros of a row at a time).
     #[inline]
     #[target_feature(enable = "avx2")]
     pub(super) fn dot2_avx2(x0: &[f32], x1: &[f32], d: &[f32]) -> (f32, f32) {
@@ -350,6 +350,9 @@ const SDDMM_BLOCK_BYTES: usize = 1 << 17;
 struct Sddmm<'a> {
     row_ptr: &'a [usize],
     cols: &'a [u32],
+    /// Where each CSR position's product goes: `out[slot[j]]` (the slot order of a pattern whose
+    /// slots are not in CSR order, written directly), or `None`: `out[j - row_ptr[r0]]`.
+    slot: Option<&'a [u32]>,
     ncols: usize,
     xt: &'a [f32],
     dyt: &'a [f32],
@@ -368,12 +371,14 @@ fn sddmm_rows(
     let Sddmm {
         row_ptr,
         cols,
+        slot,
         ncols,
         xt,
         dyt,
         b,
     } = a;
     let base = row_ptr[r0];
+    let at = |j: usize| slot.map_or(j - base, |s| s[j] as usize);
     let row_bytes = 4 * b.max(1);
     let block = if ncols * row_bytes <= 2 * SDDMM_BLOCK_BYTES {
         ncols
@@ -395,12 +400,12 @@ fn sddmm_rows(
             let mut j = *j0;
             while j + 2 <= end && cols[j + 1] < c1 {
                 let (p, q) = dot2(dy(j), dy(j + 1), x);
-                out[j - base] = p;
-                out[j + 1 - base] = q;
+                out[at(j)] = p;
+                out[at(j + 1)] = q;
                 j += 2;
             }
             if j < end && cols[j] < c1 {
-                out[j - base] = dot(dy(j), x);
+                out[at(j)] = dot(dy(j), x);
                 j += 1;
             }
             *j0 = j;
@@ -556,107 +561,6 @@ fn sddmm_mv(isa: Isa, a: Sddmm<'_>, r0: usize, r1: usize, out: &mut [f32]) {
             }
         }
         _ => sddmm_rows(a, r0, r1, out, dot, |x, y, d| (dot(x, d), dot(y, d))),
-    }
-}
-
-/// `out[(c - c0) * (r1 - r0) + (r - r0)] = <xt[r, :], dyt[c, :]>` for the rows `r0..r1` and
-/// columns `c0..c0 + out.len() / (r1 - r0)`: a tile of the dense `dW = xᵀ dY`, with the dot
-/// product of [`Kernels::backward_values`] (so a position gets the same value either way).
-///
-/// Two rows at a time through `dot2` (each of its results equal to `dot`'s, so an instruction
-/// set can share the column's loads between the two), the odd last row through `dot`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dense_tile(
-    xt: &[f32],
-    dyt: &[f32],
-    b: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    out: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
-    dot2: impl Fn(&[f32], &[f32], &[f32]) -> (f32, f32),
-) {
-    let h = r1 - r0;
-    for (i, o) in out.chunks_exact_mut(h).enumerate() {
-        let c = c0 + i;
-        let d = &dyt[c * b..(c + 1) * b];
-        let mut pairs = o.chunks_exact_mut(2);
-        let mut r = r0;
-        for v in &mut pairs {
-            let (p, q) = dot2(&xt[r * b..(r + 1) * b], &xt[(r + 1) * b..(r + 2) * b], d);
-            v[0] = p;
-            v[1] = q;
-            r += 2;
-        }
-        if let [v] = pairs.into_remainder() {
-            *v = dot(&xt[r * b..(r + 1) * b], d);
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn dense_tile_mv(
-    isa: Isa,
-    xt: &[f32],
-    dyt: &[f32],
-    b: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    out: &mut [f32],
-) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if Isa::Avx2.available() => {
-            #[target_feature(enable = "avx2")]
-            #[allow(clippy::too_many_arguments)]
-            fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
-                dense_tile(
-                    x,
-                    d,
-                    b,
-                    r0,
-                    r1,
-                    c0,
-                    o,
-                    |x, d| x86dot::dot_avx2(x, d),
-                    |x, y, d| x86dot::dot2_avx2(x, y, d),
-                )
-            }
-            // SAFETY: the CPU has AVX2 (checked by the match guard).
-            #[allow(unsafe_code)]
-            unsafe {
-                go(xt, dyt, b, r0, r1, c0, out)
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if Isa::Avx512.available() => {
-            #[target_feature(enable = "avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            fn go(x: &[f32], d: &[f32], b: usize, r0: usize, r1: usize, c0: usize, o: &mut [f32]) {
-                dense_tile(
-                    x,
-                    d,
-                    b,
-                    r0,
-                    r1,
-                    c0,
-                    o,
-                    |x, d| x86dot::dot_avx512(x, d),
-                    |x, y, d| (x86dot::dot_avx512(x, d), x86dot::dot_avx512(y, d)),
-                )
-            }
-            // SAFETY: the CPU has AVX-512F (checked by the match guard).
-            #[allow(unsafe_code)]
-            unsafe {
-                go(xt, dyt, b, r0, r1, c0, out)
-            }
-        }
-        _ => dense_tile(xt, dyt, b, r0, r1, c0, out, dot, |x, y, d| {
-            (dot(x, d), dot(y, d))
-        }),
     }
 }
 fn transpose_mv(isa: Isa, src: &[f32], rows: usize, cols: usize, c0: usize, dst: &mut [f32]) {
@@ -834,6 +738,7 @@ impl Kernels {
         let a = Sddmm {
             row_ptr: ptr,
             cols: p.csr_cols(),
+            slot: None,
             ncols: p.cols(),
             xt,
             dyt,
@@ -866,6 +771,16 @@ impl Kernels {
         if p.slots_in_csr_order() {
             // Slot order is CSR order: no buffer, no permutation.
             compute(dv);
+            return Ok(());
+        }
+        if nnz * batch < PARALLEL_MIN_WORK {
+            // One thread: each product straight to its slot (no buffer, no second pass; after a
+            // topology update the moved slots are out of CSR order for the rest of the run).
+            let direct = Sddmm {
+                slot: Some(p.csr_slots()),
+                ..a
+            };
+            sddmm_mv(isa, direct, 0, p.rows(), dv);
             return Ok(());
         }
         let mut csr = vec![0.0f32; nnz];
@@ -978,12 +893,33 @@ pub mod reference {
             .collect()
     }
 
-    /// RigL's grow step the dense way: the whole `dW` (through `kernels`' sampled product on
-    /// the fully dense pattern, so every value is the one [`Kernels::grow_topk`](crate::Kernels::grow_topk) computes),
-    /// the candidates in flat order, sorted by `|dW|` descending and flat index ascending,
-    /// the first `k`, back in flat order. Panics on bad sizes or NaN (a test reference).
+    /// The dense `dW = xᵀ dY`, row-major `[rows, cols]`, as RigL's grow step scores it
+    /// ([`Kernels::grow_topk`](crate::Kernels::grow_topk)): each entry `x₀·d₀`, then one fused
+    /// multiply-add (`f32::mul_add`, a single rounding) per further batch index in ascending
+    /// order (0 for an empty batch). Not the sampled `dW`'s 32-lane tree of separate
+    /// multiplies and adds: the grow step computes every position of the layer, and a plain
+    /// running sum lets it keep a register block of outputs (one broadcast and one load per
+    /// 4 x 16 multiply-adds) where the tree needs 32 partial sums per output.
+    pub fn dense_dw(xt: &[f32], dyt: &[f32], rows: usize, cols: usize, batch: usize) -> Vec<f32> {
+        let mut dw = vec![0.0f32; rows * cols];
+        for r in 0..rows {
+            let x = &xt[r * batch..(r + 1) * batch];
+            for (c, out) in dw[r * cols..(r + 1) * cols].iter_mut().enumerate() {
+                let d = &dyt[c * batch..(c + 1) * batch];
+                let mut terms = x.iter().zip(d);
+                *out = terms.next().map_or(0.0, |(&a, &b)| {
+                    terms.fold(a * b, |s, (&a, &b)| a.mul_add(b, s))
+                });
+            }
+        }
+        dw
+    }
+
+    /// RigL's grow step the dense way: the whole `dW` ([`dense_dw`], every value the one
+    /// [`Kernels::grow_topk`](crate::Kernels::grow_topk) computes), the candidates in flat
+    /// order, sorted by `|dW|` descending and flat index ascending, the first `k`, back in flat
+    /// order. Panics on bad sizes or NaN (a test reference).
     pub fn grow_topk(
-        kernels: &crate::Kernels,
         p: &SparsePattern,
         keep: &[bool],
         xt: &[f32],
@@ -992,11 +928,7 @@ pub mod reference {
         k: usize,
     ) -> Vec<crate::Grown> {
         let (rows, cols) = (p.rows(), p.cols());
-        let full = SparsePattern::from_mask(rows, cols, &vec![true; rows * cols]).unwrap();
-        let mut dw = vec![0.0f32; rows * cols];
-        kernels
-            .backward_values(&full, xt, dyt, batch, &mut dw)
-            .unwrap();
+        let dw = dense_dw(xt, dyt, rows, cols, batch);
         let mut excluded = vec![false; rows * cols];
         for s in 0..p.nnz() {
             if keep[s] {

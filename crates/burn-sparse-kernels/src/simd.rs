@@ -62,13 +62,40 @@ impl Isa {
     }
 }
 
+/// Whether the CPU has FMA3 (the fused multiply-add of the `fused` kernel copies).
+pub(crate) fn fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// Defines `$name(isa, args..)` that runs `$body(args..)` compiled for `isa`.
 ///
 /// The x86-64 copies are `#[target_feature]` functions; calling one is `unsafe` because the
 /// CPU must have the feature. Each call site checks [`Isa::available`] first, which is the whole
 /// safety argument; `Kernels::with_isa` refuses an unavailable `Isa`, so no other path exists.
+///
+/// With `fused` the AVX2 copy also enables FMA3 and runs only where the CPU has it (else the
+/// portable copy runs): for a body that fuses explicitly (`f32::mul_add`, exactly rounded on
+/// every instruction set, a library call where the target has no FMA), which the AVX2 copy
+/// would otherwise also call out of line. AVX-512F implies FMA.
 macro_rules! multiversion {
     ($vis:vis fn $name:ident => $body:path, ($($arg:ident : $ty:ty),* $(,)?)) => {
+        $crate::simd::multiversion!(@copies "avx2", true, $vis fn $name => $body, ($($arg: $ty),*));
+    };
+    ($vis:vis fn $name:ident => $body:path, fused, ($($arg:ident : $ty:ty),* $(,)?)) => {
+        $crate::simd::multiversion!(
+            @copies "avx2,fma", $crate::simd::fma_available(), $vis fn $name => $body,
+            ($($arg: $ty),*)
+        );
+    };
+    (@copies $avx2:literal, $avx2_extra:expr, $vis:vis fn $name:ident => $body:path,
+     ($($arg:ident : $ty:ty),*)) => {
         // A kernel takes its slices and sizes as they are; a struct per kernel would be noise.
         #[allow(clippy::too_many_arguments)]
         $vis fn $name(isa: $crate::simd::Isa, $($arg: $ty),*) {
@@ -76,7 +103,7 @@ macro_rules! multiversion {
             mod x86 {
                 #[allow(unused_imports)]
                 use super::*;
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = $avx2)]
                 #[allow(clippy::too_many_arguments)]
                 pub(super) fn avx2($($arg: $ty),*) { $body($($arg),*) }
                 #[target_feature(enable = "avx512f")]
@@ -85,9 +112,9 @@ macro_rules! multiversion {
             }
             match isa {
                 #[cfg(target_arch = "x86_64")]
-                $crate::simd::Isa::Avx2 if $crate::simd::Isa::Avx2.available() => {
-                    // SAFETY: the CPU has AVX2 (checked on the line above), the only
-                    // requirement of a `#[target_feature(enable = "avx2")]` function.
+                $crate::simd::Isa::Avx2 if $crate::simd::Isa::Avx2.available() && $avx2_extra => {
+                    // SAFETY: the CPU has AVX2, and FMA3 for a `fused` copy (both checked on
+                    // the line above), the only requirements of the copy's `#[target_feature]`.
                     #[allow(unsafe_code)]
                     unsafe { x86::avx2($($arg),*) }
                 }

@@ -52,7 +52,7 @@ fn bits(g: &[Grown]) -> Vec<(u32, u32, u32)> {
 
 fn check(c: &Case, k: usize, block_cols: usize) {
     let portable = Kernels::with_isa(Isa::Portable).unwrap();
-    let want = reference::grow_topk(&portable, &c.p, &c.keep, &c.xt, &c.dyt, c.batch, k);
+    let want = reference::grow_topk(&c.p, &c.keep, &c.xt, &c.dyt, c.batch, k);
     assert_eq!(want.len(), k);
     for isa in Isa::all_available() {
         let kern = Kernels::with_isa(isa).unwrap();
@@ -132,11 +132,38 @@ fn hand_computed_grow() {
 
 #[test]
 fn large_layer_takes_the_parallel_path() {
-    // 300 x 200 x 64 = 3.8M multiply-adds: above the single-thread threshold.
-    let c = case(300, 200, 0.05, 64, 0, 7);
-    let k = candidates(&c) / 10;
-    check(&c, k, 16);
-    check(&c, k, 1000);
+    // 1100 x 1000 x 128 = 141M multiply-adds: above the single-thread threshold (134M), and
+    // enough rows for the sampled floor.
+    let c = case(1100, 1000, 0.03, 128, 0, 7);
+    let k = candidates(&c) / 100;
+    check(&c, k, 1024);
+}
+
+/// A layer of 512 rows gets a floor estimated from every 32nd row (16, 48, 80 ...). Those rows
+/// score 10^4 times higher than the others here, so the floor lies above every score outside
+/// them and fewer than `k` candidates reach it: the scan must notice and repeat without it.
+/// With a NaN outside the sample, the error names it.
+#[test]
+fn a_misleading_floor_sample_is_repeated_without_it() {
+    let mut c = case(512, 64, 0.05, 32, 0, 5);
+    for r in 0..512 {
+        let scale = if r % 32 == 16 { 100.0 } else { 0.01 };
+        for v in &mut c.xt[r * 32..(r + 1) * 32] {
+            *v *= scale;
+        }
+    }
+    // 16 sampled rows x 64 columns (less the kept ones) score high; k reaches past them.
+    for k in [800, 2500, 5000] {
+        check(&c, k, 1024);
+    }
+    c.xt[100 * 32 + 5] = f32::NAN;
+    let first = (0..64)
+        .find(|&col| !(0..c.p.nnz()).any(|s| c.keep[s] && c.p.flat_index(s) == 100 * 64 + col))
+        .unwrap();
+    match Kernels::default().grow_topk(&c.p, &c.keep, &c.xt, &c.dyt, c.batch, 2500, 1024) {
+        Err(KernelError::NanScore { row, col }) => assert_eq!((row, col), (100, first)),
+        other => panic!("expected NanScore, got {other:?}"),
+    }
 }
 
 /// The running top-k prunes its buffer (at 2k, at least 1024 candidates) many times on a layer

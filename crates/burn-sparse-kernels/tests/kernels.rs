@@ -93,6 +93,42 @@ proptest! {
     ) {
         check(&case(rows, cols, density, batch, seed));
     }
+
+    /// The merging `reassign` is `SparsePattern::new` on the moved coordinates: the same
+    /// pattern (every orientation, slot order, CSR-order flag) or the same error, for moves
+    /// that collide with kept slots or with each other, leave the layer, or name a slot twice.
+    #[test]
+    fn reassign_is_new_on_the_moved_coordinates(
+        rows in 1usize..30, cols in 1usize..30, density in 0.0f64..1.0,
+        n_moves in 0usize..40, seed in any::<u64>(),
+    ) {
+        let c = case(rows, cols, density, 1, seed);
+        let p = c.p;
+        let mut s = seed ^ 0x5eed;
+        let mut below = |n: usize| (splitmix(&mut s) % n.max(1) as u64) as u32;
+        let moves: Vec<(u32, u32, u32)> = (0..n_moves)
+            .map(|i| {
+                // Mostly valid slots and coordinates, now and then one out of range.
+                let slot = if i % 13 == 12 { p.nnz() as u32 } else { below(p.nnz()) };
+                let r = if i % 17 == 16 { rows as u32 } else { below(rows) };
+                (slot, r, below(cols))
+            })
+            .filter(|&(slot, ..)| p.nnz() > 0 || slot > 0)
+            .collect();
+        let got = p.reassign(&moves);
+        if moves.iter().any(|&(slot, ..)| slot as usize >= p.nnz()) {
+            let first = moves.iter().find(|&&(slot, ..)| slot as usize >= p.nnz()).unwrap();
+            let named = matches!(got, Err(KernelError::OutOfRange { slot, .. }) if slot == first.0 as usize);
+            prop_assert!(named, "{:?}", got);
+        } else {
+            let (mut r, mut col) = (p.slot_rows().to_vec(), p.slot_cols().to_vec());
+            for &(slot, row, c) in &moves {
+                r[slot as usize] = row;
+                col[slot as usize] = c;
+            }
+            prop_assert_eq!(got, SparsePattern::new(rows, cols, r, col));
+        }
+    }
 }
 
 #[test]

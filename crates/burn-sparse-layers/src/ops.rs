@@ -142,6 +142,50 @@ fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
     FeatureMajor::Owned(out)
 }
 
+/// A `[rows, cols]` f32 tensor's values feature-major (`[cols, rows]`, contiguous) in a pooled
+/// buffer ([`Buf`], every value written): on Flex straight from the tensor's storage (one copy,
+/// or one transpose of a row-major tensor), elsewhere through `into_data`. For the host reads of
+/// every topology-update step (the streamed RigL taps): a fresh buffer of a few hundred KiB
+/// costs a page fault per 4 KiB page on every step, more than the copy.
+///
+/// # Errors
+/// [`crate::LayerError::Data`] if the values cannot be read as `f32`.
+pub fn feature_major_host(t: burn::tensor::Tensor<2>) -> crate::Result<Buf> {
+    let [rows, cols] = t.dims();
+    let inner = t.inner();
+    if let Ok(flex) = inner.clone().try_into_primitive::<Flex>()
+        && flex.dtype() == burn::tensor::DType::F32
+    {
+        let mut out = Buf::for_overwrite(rows * cols);
+        if let Some(s) = feature_major_slice(&flex) {
+            out.copy_from_slice(s);
+            return Ok(out);
+        }
+        // Not counted in `transposes()`: that counts the op's own layout copies.
+        let c = flex.to_contiguous();
+        let s: &[f32] = c.storage();
+        Kernels::default()
+            .transpose(
+                &s[c.layout().start_offset()..][..rows * cols],
+                rows,
+                cols,
+                &mut out,
+            )
+            .map_err(crate::LayerError::from)?;
+        return Ok(out);
+    }
+    let host = inner
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| crate::LayerError::Data(format!("{e:?}")))?;
+    let mut out = Buf::for_overwrite(rows * cols);
+    Kernels::default()
+        .transpose(&host, rows, cols, &mut out)
+        .map_err(crate::LayerError::from)?;
+    Ok(out)
+}
+
 /// Where a `[rows, cols]` f32 tensor's data lies feature-major (`[cols, rows]`, contiguous) in
 /// its storage, if it does: the start offset.
 fn feature_major_offset(t: &FlexTensor) -> Option<usize> {

@@ -60,6 +60,20 @@ impl Buf {
     }
 }
 
+impl Clone for Buf {
+    fn clone(&self) -> Self {
+        let mut b = Buf::for_overwrite(self.len());
+        b.copy_from_slice(self);
+        b
+    }
+}
+
+impl PartialEq for Buf {
+    fn eq(&self, other: &Self) -> bool {
+        self[..] == other[..]
+    }
+}
+
 impl Deref for Buf {
     type Target = [f32];
     fn deref(&self) -> &[f32] {

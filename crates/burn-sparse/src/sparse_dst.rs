@@ -24,6 +24,8 @@
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use burn_sparse_kernels::SparsePattern;
+use burn_sparse_layers::ops::feature_major_host;
+use burn_sparse_layers::scratch::Buf;
 use burn_sparse_layers::{LayerError, SlotMove, SparseLinear};
 use burn_sparse_mask::{
     LayerView, MaskError, ParamInfo, SparseOptimizer, TopologyChange, TopologyUpdater,
@@ -44,6 +46,10 @@ pub enum SparseDstError {
     /// An updater this storage cannot serve.
     #[error("{0}")]
     Unsupported(String),
+    /// From the method's plan (its settings, its updater).
+    #[cfg(feature = "dynamic")]
+    #[error(transparent)]
+    Dst(#[from] burn_sparse_dynamic::DstError),
 }
 
 /// Drives a topology update over a [`SparseMlp`]: a [`TopologyUpdater`] (SET, RigL,
@@ -158,6 +164,35 @@ impl SparseDst {
                 skipped: Vec::new(),
             }),
         })
+    }
+
+    /// The driver a training run of `plan` gets on sparse layers (`None` for static): RigL
+    /// streamed ([`SparseDst::streamed`]) whenever its settings allow it (unstructured,
+    /// `grad_accumulation = 1`, no `skip_weight_update`), every other case on dense views
+    /// ([`SparseDst::new`] with the plan's updater).
+    ///
+    /// Streamed RigL makes the dense-view driver's choices given the same gradients (tested bit
+    /// for bit), but it scores the inactive positions itself, tile by tile, instead of reading
+    /// the probes' dense gradient (burn's matmul): the scores, and a grown weight's first
+    /// gradient, can differ from the dense-view driver's in the last bits, and so can a run.
+    /// It costs O(nnz) memory and, on LeNet-300-100 at 95%, a third of the dense-view update's
+    /// time (docs/PERFORMANCE.md). SET stays on dense views: its streamed twin draws the same
+    /// distribution from another random stream, so it would not pick the masked path's
+    /// positions from the same seed.
+    ///
+    /// # Errors
+    /// The plan's own errors; [`SparseDst::new`]'s refusals (SNFS, GMP, accumulated scores).
+    #[cfg(feature = "dynamic")]
+    pub fn from_plan(plan: &burn_sparse_dynamic::DstPlan) -> Result<Option<Self>, SparseDstError> {
+        if plan.method == burn_sparse_dynamic::DstMethod::Rigl
+            && let Some(c) = plan.drop_grow_config()?
+            && matches!(c.structure, burn_sparse_mask::Structure::Unstructured)
+            && c.grad_accumulation == 1
+            && !c.skip_weight_update
+        {
+            return Self::streamed(c, StreamedGrow::Gradient).map(Some);
+        }
+        plan.updater()?.map(Self::new).transpose()
     }
 
     /// The method's name (`set`, `rigl`, `static` ...).
@@ -409,9 +444,13 @@ pub fn read_taps(
             let dy = tap
                 .grad(grads)
                 .ok_or(crate::train::TrainError::MissingProbeGradient { layer })?;
+            let host = |t: Tensor<2>| {
+                feature_major_host(t)
+                    .map_err(|e| crate::train::TrainError::Sparse(SparseDstError::Layer(e)))
+            };
             Ok(LayerTap {
-                xt: burn_sparse_mask::to_host(x.clone().inner().transpose())?,
-                dyt: burn_sparse_mask::to_host(dy)?,
+                xt: host(x.clone())?,
+                dyt: host(dy.transpose())?,
                 batch,
             })
         })
@@ -603,13 +642,15 @@ pub enum StreamedGrow {
 }
 
 /// One layer's input and output gradient at a topology-update step, feature-major: all a
-/// streamed update needs to score any position (`dL/dW[r, c] = <xt[r, :], dyt[c, :]>`).
+/// streamed update needs to score any position (`dL/dW[r, c] = <xt[r, :], dyt[c, :]>`). The
+/// buffers come from, and go back to, the layers' buffer pool ([`Buf`]), so the reads of every
+/// update step reuse memory already mapped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerTap {
     /// The layer's input, `[d_input, batch]`.
-    pub xt: Vec<f32>,
+    pub xt: Buf,
     /// `dL/dy`, `[d_output, batch]`.
-    pub dyt: Vec<f32>,
+    pub dyt: Buf,
     /// The batch size.
     pub batch: usize,
 }
@@ -696,23 +737,30 @@ impl Streamed {
             return Ok(Some((Vec::new(), vec![true; nnz])));
         }
         // Drop: the n_drop smallest |v|, ties: the higher flat index first (the masked path's
-        // rule). A partial selection, O(nnz).
-        let mut order: Vec<u32> = (0..nnz as u32).collect();
-        let key = |s: u32| (values[s as usize].abs(), p.flat_index(s as usize));
-        let cmp = |a: &u32, b: &u32| {
-            let ((va, fa), (vb, fb)) = (key(*a), key(*b));
-            va.total_cmp(&vb).then(fb.cmp(&fa))
-        };
+        // rule). A partial selection, O(nnz), on keys that compare as integers: the bits of a
+        // non-negative float order as its value (no NaN reaches here), and `!flat` puts the
+        // higher index first.
+        let mut order: Vec<(u32, u64, u32)> = (0..nnz)
+            .map(|s| {
+                let flat = p.flat_index(s) as u64;
+                (values[s].abs().to_bits(), !flat, s as u32)
+            })
+            .collect();
         if n_drop < nnz {
-            order.select_nth_unstable_by(n_drop - 1, cmp);
+            order.select_nth_unstable(n_drop - 1);
         }
         let mut keep = vec![true; nnz];
-        let mut dropped_at = std::collections::HashMap::with_capacity(n_drop);
-        for &s in &order[..n_drop] {
+        for &(_, _, s) in &order[..n_drop] {
             keep[s as usize] = false;
-            dropped_at.insert(p.flat_index(s as usize) as u64, s);
         }
         drop(order);
+        // The dropped positions, ascending by flat index (CSR order), with their slots.
+        let dropped: Vec<(u64, u32)> = p
+            .csr_slots()
+            .iter()
+            .filter(|&&s| !keep[s as usize])
+            .map(|&s| (p.flat_index(s as usize) as u64, s))
+            .collect();
         let (rows, cols) = (p.rows(), p.cols());
         // Grow n_drop among the positions inactive after the drop (the just-dropped included).
         let grown: Vec<(u64, f32)> = match self.grow {
@@ -763,23 +811,18 @@ impl Streamed {
             }
         };
         // A position dropped and regrown keeps its slot, value and state; the other dropped
-        // slots, ascending, move to the newly grown positions, ascending.
+        // slots, ascending, move to the newly grown positions, ascending. Both lists ascend by
+        // flat index: one merge.
         let mut fresh = Vec::with_capacity(grown.len());
+        let mut d = dropped.iter().peekable();
         for &(f, g) in &grown {
-            match dropped_at.get(&f) {
-                Some(&s) => keep[s as usize] = true,
-                None => fresh.push((f, g)),
+            while d.next_if(|&&(df, _)| df < f).is_some() {}
+            match d.peek() {
+                Some(&&(df, s)) if df == f => keep[s as usize] = true,
+                _ => fresh.push((f, g)),
             }
         }
-        let freed: Vec<u32> = {
-            let mut v: Vec<u32> = dropped_at
-                .values()
-                .copied()
-                .filter(|&s| !keep[s as usize])
-                .collect();
-            v.sort_unstable();
-            v
-        };
+        let freed: Vec<u32> = (0..nnz as u32).filter(|&s| !keep[s as usize]).collect();
         let flats: Vec<usize> = fresh.iter().map(|&(f, _)| f as usize).collect();
         let init =
             burn_sparse_dynamic::grown_values(self.cfg.init, self.cfg.seed, t, index, &flats);

@@ -268,3 +268,48 @@ fn sparse_dst_resumes_bit_identically() {
         );
     }
 }
+
+/// What a training run of a plan gets: RigL streamed when its settings allow, on dense views
+/// otherwise (structured, accumulated scores, skipped weight updates) and for SET; nothing for
+/// static; SNFS and GMP refused.
+#[test]
+fn a_plan_gets_streamed_rigl_where_it_can() {
+    use burn_sparse::dynamic::{DstMethod, DstPlan};
+    let s = Sparsity::new(0.9).unwrap();
+    let plan = |m: DstMethod| DstPlan::new(m, s, 1000, 100, 0);
+    let rigl = SparseDst::from_plan(&plan(DstMethod::Rigl))
+        .unwrap()
+        .unwrap();
+    assert!(rigl.is_streamed() && rigl.name() == "rigl");
+    let mut accumulated = plan(DstMethod::Rigl);
+    accumulated.grad_accumulation = 2;
+    let views = SparseDst::from_plan(&accumulated);
+    // Accumulated grow scores read dense gradients between updates: refused on sparse layers.
+    assert!(
+        matches!(views, Err(SparseDstError::Unsupported(_))),
+        "{views:?}"
+    );
+    let mut skip = plan(DstMethod::Rigl);
+    skip.skip_weight_update = true;
+    let views = SparseDst::from_plan(&skip).unwrap().unwrap();
+    assert!(!views.is_streamed() && views.name() == "rigl");
+    let mut nm = DstPlan::new(DstMethod::Rigl, Sparsity::new(0.5).unwrap(), 1000, 100, 0);
+    nm.structure = burn_sparse::mask::Structure::NByM { n: 2, m: 4 };
+    let views = SparseDst::from_plan(&nm).unwrap().unwrap();
+    assert!(!views.is_streamed());
+    let set = SparseDst::from_plan(&plan(DstMethod::Set))
+        .unwrap()
+        .unwrap();
+    assert!(!set.is_streamed() && set.name() == "set");
+    assert!(
+        SparseDst::from_plan(&plan(DstMethod::Static))
+            .unwrap()
+            .is_none()
+    );
+    for m in [DstMethod::Snfs, DstMethod::Gmp] {
+        assert!(matches!(
+            SparseDst::from_plan(&plan(m)),
+            Err(SparseDstError::Unsupported(_))
+        ));
+    }
+}

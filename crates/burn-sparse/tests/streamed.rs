@@ -8,7 +8,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_sparse::dynamic::{GrowInit, RiglUpdater};
-use burn_sparse::kernels::{Kernels, SparsePattern};
+use burn_sparse::kernels::{Kernels, SparsePattern, reference};
 use burn_sparse::layers::{Compute, SparseLinear};
 use burn_sparse::mask::prelude::*;
 use burn_sparse::models::{SparseMlp, SparseMlpConfig};
@@ -67,9 +67,19 @@ fn tapped_step(
     (l, tapped, GradientsParams::from_grads(raw, net))
 }
 
-/// The dense `dL/dW` of every layer from its tap, with the kernels' own dot product (what the
-/// streamed grow scores): a fully dense pattern's sampled gradient, slots in flat order.
+/// The dense `dL/dW` of every layer from its tap, summed as the streamed grow step scores it
+/// (`reference::dense_dw`: each entry a plain sum over the batch), row-major.
 fn dense_grads(net: &SparseMlp, taps: &[LayerTap]) -> Vec<Vec<f32>> {
+    net.layers
+        .iter()
+        .zip(taps)
+        .map(|(l, t)| reference::dense_dw(&t.xt, &t.dyt, l.d_input, l.d_output, t.batch))
+        .collect()
+}
+
+/// The dense `dL/dW` of every layer with the sampled product's dot product (a fully dense
+/// pattern's sampled gradient, slots in flat order): what streamed SET gives a grown slot.
+fn sampled_grads(net: &SparseMlp, taps: &[LayerTap]) -> Vec<Vec<f32>> {
     net.layers
         .iter()
         .zip(taps)
@@ -179,7 +189,7 @@ fn set_run(seed: u64, init: GrowInit) -> (Vec<Vec<usize>>, usize) {
             let was: std::collections::HashSet<usize> = before[i].iter().copied().collect();
             let values = l.host_values().unwrap();
             let state = optim.state(l.values.id).map(|s| host(s.slots[0].clone()));
-            let dense = dense_grads(&n, &taps);
+            let dense = sampled_grads(&n, &taps);
             let g = host(grads.get::<1>(l.values.id).unwrap());
             let mut here = 0;
             for s in 0..l.nnz() {

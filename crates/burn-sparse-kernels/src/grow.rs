@@ -270,7 +270,7 @@ fn scan_block<const R: usize>(
             let thr = top.threshold();
             let mut hits: u32 = 0;
             for (j, &g) in scores.iter().enumerate() {
-                hits |= u32::from(!(g.abs() < thr)) << j;
+                hits |= u32::from((g.abs() >= thr) | g.is_nan()) << j;
             }
             hits &= if width == PANEL {
                 u32::MAX

@@ -51,7 +51,6 @@ fn bits(g: &[Grown]) -> Vec<(u32, u32, u32)> {
 }
 
 fn check(c: &Case, k: usize, block_cols: usize) {
-    let portable = Kernels::with_isa(Isa::Portable).unwrap();
     let want = reference::grow_topk(&c.p, &c.keep, &c.xt, &c.dyt, c.batch, k);
     assert_eq!(want.len(), k);
     for isa in Isa::all_available() {

@@ -9,11 +9,13 @@
 //! - `sparse_lenet300_100_steps_erk95`: 100 steps of `train_epoch_sparse` (batching, forward,
 //!   backward, SGD momentum) on `SparseMlp` at 95% ERK, static against RigL with delta_t = 100
 //!   (one update in the 100 steps), RigL on dense views (its dense probe products) and streamed
-//!   (`SparseDst::streamed`: taps and the tiled exact top-k); then 40 alternating triples timed
-//!   outside criterion into `paired.json`, for a ratio the machine's drift does not decide;
+//!   (`SparseDst::streamed`: taps and the panel-blocked exact top-k); then 80 alternating
+//!   triples timed outside criterion into `paired.json`, for a ratio the machine's drift does
+//!   not decide;
 //! - `sparse_mlp4096_10_steps_erk95`: the same on 784-4096-4096-10, 10 steps with one update;
 //! - `rigl_grow_4096x4096_b128`: RigL's grow step alone on one 4096 x 4096 layer, streamed
-//!   (tiled exact top-k) against the dense view (burn's matmul for `dW`, then the top-k).
+//!   (register-blocked scores, exact top-k) against the dense view (burn's matmul for `dW`,
+//!   then the top-k).
 //!
 //! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
 
@@ -296,8 +298,8 @@ fn criterion_dir() -> std::path::PathBuf {
 }
 
 /// RigL's grow step on one 4096 x 4096 layer at 6.25% density, batch 128, growing 30% of its
-/// non-zeros: streamed (`Kernels::grow_topk`, tiles of `GROW_BLOCK_COLS` columns and a
-/// running exact top-k) against the dense-view path (the dense `dW = xᵀ dY` by burn's matmul,
+/// non-zeros: streamed (`Kernels::grow_topk`: 4 x 16 register blocks in column blocks of
+/// `GROW_BLOCK_COLS`, a sampled floor and a running exact top-k) against the dense-view path (the dense `dW = xᵀ dY` by burn's matmul,
 /// read back, and the exact top-k over the inactive positions).
 fn rigl_grow(c: &mut Criterion) {
     use burn_sparse::kernels::{Kernels, SparsePattern};
@@ -357,7 +359,7 @@ fn rigl_amortised(c: &mut Criterion) {
         "sparse_lenet300_100_steps_erk95",
         &[784, 300, 100, 10],
         100,
-        40,
+        80,
     );
     amortised(
         c,

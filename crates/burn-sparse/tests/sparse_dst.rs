@@ -32,7 +32,19 @@ fn sparse_step(
     y: Tensor<1, Int>,
 ) -> (SparseMlp, f32, Option<Vec<usize>>) {
     let ce = CrossEntropyLossConfig::new().init(&device());
-    if dst.is_update_step(t) {
+    if dst.is_update_step(t) && dst.is_streamed() {
+        let taps = net.taps(x.dims()[0]);
+        let (logits, inputs) = net.forward_tapped(x, &taps);
+        let loss = ce.forward(logits, y);
+        let l = finite_loss(&loss).unwrap();
+        let raw = loss.backward();
+        let tapped = burn_sparse::sparse_dst::read_taps(&inputs, &taps, &raw).unwrap();
+        let mut grads = GradientsParams::from_grads(raw, &net);
+        let (net, changed) = dst
+            .update_streamed(t, net, &tapped, optim, &mut grads)
+            .unwrap();
+        (optim.step(0.05, net, grads).unwrap(), l, Some(changed))
+    } else if dst.is_update_step(t) {
         let probes = net.probes();
         let loss = ce.forward(net.forward_probed(x, &probes), y);
         let l = finite_loss(&loss).unwrap();
@@ -49,7 +61,17 @@ fn sparse_step(
     }
 }
 
+/// Sparse layers against the masked path from the same start: the losses agree within 1e-3
+/// (relative) at every step, and every update keeps each layer's nnz. The dense-view driver
+/// (`streamed = false`) reads the same dense gradient as the masked path and must choose the
+/// same masks bit for bit; streamed RigL scores positions with its own summation order, so a
+/// position whose score ties another's to the last bits may fall on either side of the cut: it
+/// must choose all but at most 0.5% of each layer's positions alike.
 fn same_topology_as_masked_path(rigl: bool) {
+    masked_and_sparse_paths_agree(rigl, false);
+}
+
+fn masked_and_sparse_paths_agree(rigl: bool, streamed: bool) {
     let m = Mlp::seeded([784, 300, 100, 10], 11, &device());
     let net = LeNet300 {
         fc1: m.l1,
@@ -73,7 +95,11 @@ fn same_topology_as_masked_path(rigl: bool) {
     // Sparse path: SparseMlp on the kernels, the same updater through SparseDst.
     let mut snet = SparseMlp::from_lenet300(&net, &masks, Compute::Auto).unwrap();
     let mut os = SparseOptimizer::new(SgdRule::default(), MaskSet::empty()).unwrap();
-    let mut dst = SparseDst::new(updater(rigl, c)).unwrap();
+    let mut dst = if streamed {
+        SparseDst::streamed(c, burn_sparse::sparse_dst::StreamedGrow::Gradient).unwrap()
+    } else {
+        SparseDst::new(updater(rigl, c)).unwrap()
+    };
     let ce = CrossEntropyLossConfig::new().init(&device());
     let mut mnet = net;
     let mut updates = 0;
@@ -98,18 +124,25 @@ fn same_topology_as_masked_path(rigl: bool) {
             assert!(changed.iter().sum::<usize>() > 0, "step {t}: nothing moved");
             let report = om.last_report().unwrap();
             let masked_changed: Vec<usize> = report.changed.iter().map(|(_, c)| *c).collect();
-            assert_eq!(changed, masked_changed, "step {t}: connections changed");
+            if !streamed {
+                assert_eq!(changed, masked_changed, "step {t}: connections changed");
+            }
             for (i, name) in ["fc1.weight", "fc2.weight", "fc3.weight"]
                 .iter()
                 .enumerate()
             {
                 let bits = om.masks().layer(name).unwrap().bits().to_vec();
-                assert_eq!(
-                    snet.layers[i].active_mask().unwrap(),
-                    bits,
-                    "step {t}: {name}"
-                );
+                let ours = snet.layers[i].active_mask().unwrap();
                 assert_eq!(snet.layers[i].nnz(), masks.layer(name).unwrap().nnz());
+                if streamed {
+                    let differ = ours.iter().zip(&bits).filter(|(a, b)| a != b).count();
+                    assert!(
+                        200 * differ <= snet.layers[i].nnz(),
+                        "step {t}: {name}: {differ} positions differ"
+                    );
+                } else {
+                    assert_eq!(ours, bits, "step {t}: {name}");
+                }
             }
         }
     }
@@ -128,6 +161,11 @@ fn same_topology_as_masked_path(rigl: bool) {
 #[test]
 fn rigl_on_sparse_layers_chooses_the_masked_topology() {
     same_topology_as_masked_path(true);
+}
+
+#[test]
+fn streamed_rigl_on_sparse_layers_follows_the_masked_path() {
+    masked_and_sparse_paths_agree(true, true);
 }
 
 #[test]

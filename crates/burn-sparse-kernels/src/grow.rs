@@ -233,6 +233,18 @@ fn interleave<const R: usize>(xt: &[f32], b: usize, rows: [usize; R], x: &mut Ve
     }
 }
 
+/// Whether column `col` of a row is an active position kept this update (not a candidate):
+/// `next` is the row's CSR cursor, moved past the columns before `col` (columns ascend, so a
+/// cursor replaces a search per position); `end` is the row's end in CSR.
+#[inline(always)]
+fn kept_active(p: &SparsePattern, keep: &[bool], next: &mut usize, end: usize, col: u32) -> bool {
+    let cols = p.csr_cols();
+    while *next < end && cols[*next] < col {
+        *next += 1;
+    }
+    *next < end && cols[*next] == col && keep[p.csr_slots()[*next] as usize]
+}
+
 /// Rows `r0..r1`, columns `c0..c1` (panel-aligned `c0`) of one thread's scan: score the block
 /// of `R` rows against each panel and offer the candidates that can enter `top`.
 #[inline(always)]
@@ -246,15 +258,14 @@ fn scan_block<const R: usize>(
     r: usize,
     c0: usize,
     c1: usize,
+    x: &mut Vec<f32>,
     top: &mut TopK,
 ) {
     let cols = p.cols();
-    let mut x = Vec::new();
-    interleave::<R>(xt, b, std::array::from_fn(|i| r + i), &mut x);
+    interleave::<R>(xt, b, std::array::from_fn(|i| r + i), x);
     let mut out = [[0.0f32; PANEL]; ROWS];
-    // Per row: its CSR entries, and the first one at or after the columns scanned so far (the
-    // panels ascend, so a cursor replaces a search per candidate).
-    let (row_ptr, csr_cols, csr_slots) = (p.row_ptr(), p.csr_cols(), p.csr_slots());
+    // Per row: its CSR cursor at the first column of the block.
+    let (row_ptr, csr_cols) = (p.row_ptr(), p.csr_cols());
     let mut next: [usize; R] = std::array::from_fn(|i| {
         let (a, e) = (row_ptr[r + i], row_ptr[r + i + 1]);
         a + csr_cols[a..e].partition_point(|&col| (col as usize) < c0)
@@ -262,7 +273,7 @@ fn scan_block<const R: usize>(
     let mut c = c0;
     while c < c1 {
         let panel = &panels[(c / PANEL) * b * PANEL..][..b * PANEL];
-        panel_block::<R>(&x, panel, &mut out);
+        panel_block::<R>(x, panel, &mut out);
         let width = PANEL.min(c1 - c);
         for (i, scores) in out.iter().enumerate().take(R) {
             // The columns whose `|score|` reaches the threshold (or is NaN, which `offer`
@@ -290,12 +301,7 @@ fn scan_block<const R: usize>(
                     continue;
                 }
                 let col = (c + j) as u32;
-                // Kept active positions are not candidates.
-                let q = &mut next[i];
-                while *q < end && csr_cols[*q] < col {
-                    *q += 1;
-                }
-                if *q < end && csr_cols[*q] == col && keep[csr_slots[*q] as usize] {
+                if kept_active(p, keep, &mut next[i], end, col) {
                     continue;
                 }
                 top.offer(row as u64 * cols as u64 + col as u64, g);
@@ -323,6 +329,8 @@ fn scan_rows_body(
 ) {
     let cols = p.cols();
     let block = block_cols.div_ceil(PANEL).max(1) * PANEL;
+    // The interleaved rows of the current block, reused by every block of the scan.
+    let mut x = Vec::with_capacity(ROWS * b);
     let mut bc0 = 0;
     while bc0 < cols {
         let bc1 = (bc0 + block).min(cols);
@@ -331,11 +339,11 @@ fn scan_rows_body(
             let t1 = (t0 + ROW_TILE).min(r1);
             let mut r = t0;
             while r + ROWS <= t1 {
-                scan_block::<ROWS>(p, keep, xt, panels, b, r, bc0, bc1, top);
+                scan_block::<ROWS>(p, keep, xt, panels, b, r, bc0, bc1, &mut x, top);
                 r += ROWS;
             }
             while r < t1 {
-                scan_block::<1>(p, keep, xt, panels, b, r, bc0, bc1, top);
+                scan_block::<1>(p, keep, xt, panels, b, r, bc0, bc1, &mut x, top);
                 r += 1;
             }
             t0 = t1;
@@ -377,23 +385,17 @@ fn sample_body(
     for quad in sample.chunks(ROWS) {
         let rows: [usize; ROWS] = std::array::from_fn(|i| quad[i.min(quad.len() - 1)]);
         interleave::<ROWS>(xt, b, rows, &mut x);
-        // Each row's active columns ascend, as the panels do.
+        // Each row's CSR cursor (its active columns ascend, as the panels do).
         let mut next: [usize; ROWS] = std::array::from_fn(|i| p.row_ptr()[rows[i]]);
         for (pi, panel) in panels.chunks_exact(b * PANEL).enumerate() {
             panel_block::<ROWS>(&x, panel, &mut block);
             let c0 = pi * PANEL;
             for (i, &r) in quad.iter().enumerate() {
-                let (q, e) = (&mut next[i], p.row_ptr()[r + 1]);
+                let end = p.row_ptr()[r + 1];
                 for (j, g) in block[i][..PANEL.min(cols - c0)].iter().enumerate() {
-                    let c = (c0 + j) as u32;
-                    if *q < e && p.csr_cols()[*q] == c {
-                        let kept = keep[p.csr_slots()[*q] as usize];
-                        *q += 1;
-                        if kept {
-                            continue;
-                        }
+                    if !kept_active(p, keep, &mut next[i], end, (c0 + j) as u32) {
+                        out.push(g.abs());
                     }
-                    out.push(g.abs());
                 }
             }
         }

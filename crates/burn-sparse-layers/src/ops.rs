@@ -120,12 +120,18 @@ fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
     if let Some(s) = feature_major_slice(t) {
         return FeatureMajor::Borrowed(s);
     }
+    TRANSPOSES.fetch_add(1, Ordering::Relaxed);
+    FeatureMajor::Owned(transposed(t))
+}
+
+/// A `[rows, cols]` f32 tensor that is not feature-major, transposed into a pooled buffer:
+/// straight from its storage when it is row-major, else from a contiguous copy.
+fn transposed(t: &FlexTensor) -> Buf {
     let (rows, cols) = dims2(t);
     let strides = t.layout().strides();
     let off = t.layout().start_offset();
     let n = rows * cols;
     let storage: &[f32] = t.storage();
-    TRANSPOSES.fetch_add(1, Ordering::Relaxed);
     let row_major = (rows <= 1 || strides[0] == cols as isize) && (cols <= 1 || strides[1] == 1);
     let mut out = Buf::for_overwrite(n);
     if row_major && off + n <= storage.len() {
@@ -139,14 +145,15 @@ fn as_feature_major(t: &FlexTensor) -> FeatureMajor<'_> {
             .transpose(&s[c.layout().start_offset()..][..n], rows, cols, &mut out)
             .expect("lengths match the layout");
     }
-    FeatureMajor::Owned(out)
+    out
 }
 
 /// A `[rows, cols]` f32 tensor's values feature-major (`[cols, rows]`, contiguous) in a pooled
 /// buffer ([`Buf`], every value written): on Flex straight from the tensor's storage (one copy,
-/// or one transpose of a row-major tensor), elsewhere through `into_data`. For the host reads of
-/// every topology-update step (the streamed RigL taps): a fresh buffer of a few hundred KiB
-/// costs a page fault per 4 KiB page on every step, more than the copy.
+/// or one transpose of a row-major tensor; not counted in [`transposes`], which counts the op's
+/// own layout copies), elsewhere through `into_data`. For the host reads of every
+/// topology-update step (the streamed RigL taps): a fresh buffer of a few hundred KiB costs a
+/// page fault per 4 KiB page on every step, more than the copy.
 ///
 /// # Errors
 /// [`crate::LayerError::Data`] if the values cannot be read as `f32`.
@@ -156,23 +163,14 @@ pub fn feature_major_host(t: burn::tensor::Tensor<2>) -> crate::Result<Buf> {
     if let Ok(flex) = inner.clone().try_into_primitive::<Flex>()
         && flex.dtype() == burn::tensor::DType::F32
     {
-        let mut out = Buf::for_overwrite(rows * cols);
-        if let Some(s) = feature_major_slice(&flex) {
-            out.copy_from_slice(s);
-            return Ok(out);
-        }
-        // Not counted in `transposes()`: that counts the op's own layout copies.
-        let c = flex.to_contiguous();
-        let s: &[f32] = c.storage();
-        Kernels::default()
-            .transpose(
-                &s[c.layout().start_offset()..][..rows * cols],
-                rows,
-                cols,
-                &mut out,
-            )
-            .map_err(crate::LayerError::from)?;
-        return Ok(out);
+        return Ok(match feature_major_slice(&flex) {
+            Some(s) => {
+                let mut out = Buf::for_overwrite(s.len());
+                out.copy_from_slice(s);
+                out
+            }
+            None => transposed(&flex),
+        });
     }
     let host = inner
         .into_data()

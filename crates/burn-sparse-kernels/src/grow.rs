@@ -11,8 +11,6 @@
 
 use std::cmp::Ordering;
 
-use rayon::prelude::*;
-
 use crate::error::{KernelError, Result};
 use crate::pattern::SparsePattern;
 use crate::simd::multiversion;
@@ -25,13 +23,14 @@ const ROW_TILE: usize = 32;
 /// width, two AVX2 vectors or one AVX-512 vector.
 const PANEL: usize = 16;
 
-/// Below this many multiply-adds (`rows x cols x batch`, 134M: about 4 ms on one core) the
-/// grow step runs on the calling thread. A topology update follows many steps whose small
-/// kernels ran on one thread, so the pool's workers are asleep: on the 2-core machine measured
-/// (LeNet-300-100 at 95%, one update after 99 plain steps, 30 updates) the 784 x 300 layer's
-/// grow step (30M multiply-adds) took a median 1.16 ms on the calling thread and 1.90 ms split
-/// over the pool, where the second worker never woke in time to take its half.
-const GROW_PARALLEL_MIN_WORK: u128 = 1 << 27;
+/// Below this many multiply-adds (`rows x cols x batch`, 16.8M: about 0.6 ms on one core)
+/// the grow step runs on the calling thread alone; above it the calling thread starts on the
+/// rows at once and the pool's other workers take row chunks as they wake
+/// ([`crate::shared::share`]). A topology update follows many steps whose small kernels ran
+/// on one thread, so the workers are asleep: the 784 x 300 grow of LeNet-300-100 (30M
+/// multiply-adds) took a median 1.90 ms split in halves by a parallel iterator (the second
+/// half waited for a worker that never woke in time) and 1.16 ms on the calling thread alone.
+const GROW_SHARED_MIN_WORK: u128 = 1 << 24;
 
 /// Rows scored together against one panel: each panel row loaded is used `ROWS` times, each
 /// broadcast of `xᵀ` `PANEL` times (4 x 16 outputs, 8 AVX2 accumulators).
@@ -459,8 +458,9 @@ impl crate::Kernels {
     /// of 32 and register blocks of 4 x 16, and never held: memory is `dyt` once more (packed
     /// into 16-column panels), the candidates of a sampled row set (16 rows, for the floor) and
     /// a running top-k of at most `max(2k, 1024)` candidates per thread. Time is one dense
-    /// product `rows x cols x batch`, on the calling thread below 134M multiply-adds and on
-    /// every thread above.
+    /// product `rows x cols x batch`, on the calling thread below 16.8M multiply-adds, and
+    /// above on the calling thread and the current rayon pool's other workers as they wake
+    /// (`RAYON_NUM_THREADS=1` keeps it on one thread).
     ///
     /// # Errors
     /// [`KernelError::Length`] for buffers that do not match, [`KernelError::TooLarge`] if `k`
@@ -495,35 +495,32 @@ impl crate::Kernels {
         let isa = self.isa();
         let (rows, cols) = (p.rows(), p.cols());
         let panels = pack_panels(dyt, cols, batch);
-        let threads = rayon::current_num_threads().max(1);
-        let work = numel as u128 * batch.max(1) as u128;
-        let parts = if work < GROW_PARALLEL_MIN_WORK {
-            1
+        let helpers =
+            crate::shared::helpers_for(numel as u128 * batch.max(1) as u128, GROW_SHARED_MIN_WORK);
+        // Rows per task: all of them on one thread, else whole row tiles, about 8 tasks per
+        // thread.
+        let chunk = if helpers == 0 {
+            rows
         } else {
-            threads.min(rows)
+            rows.div_ceil(8 * (helpers + 1)).div_ceil(ROW_TILE) * ROW_TILE
         };
-        let per = rows.div_ceil(parts.max(1)).max(1);
-        let ranges: Vec<(usize, usize)> = (0..rows)
-            .step_by(per)
-            .map(|r0| (r0, (r0 + per).min(rows)))
-            .collect();
         let run = |floor: f32| {
-            let scan = |(r0, r1): (usize, usize)| {
-                let mut top = TopK::new(k, floor);
-                scan_rows(
-                    isa, p, keep, xt, &panels, batch, r0, r1, block_cols, &mut top,
-                );
-                top
-            };
-            if ranges.len() == 1 {
-                scan(ranges[0])
-            } else {
-                ranges
-                    .par_iter()
-                    .copied()
-                    .map(scan)
-                    .reduce(|| TopK::new(k, floor), TopK::merge)
-            }
+            // Each thread's own top-k over the chunks it took, merged: the best `k` are unique,
+            // `seen >= k` holds exactly when `k` candidates reached the floor, and the NaN kept
+            // is the lowest, whoever scanned what.
+            let tops = crate::shared::share(
+                helpers,
+                rows.div_ceil(chunk),
+                || TopK::new(k, floor),
+                |top, i| {
+                    let r0 = i * chunk;
+                    let r1 = (r0 + chunk).min(rows);
+                    scan_rows(isa, p, keep, xt, &panels, batch, r0, r1, block_cols, top);
+                },
+            );
+            tops.into_iter()
+                .reduce(TopK::merge)
+                .unwrap_or_else(|| TopK::new(k, floor))
         };
         let floor = floor_estimate(isa, p, keep, xt, &panels, batch, candidates, k);
         let mut top = run(floor);

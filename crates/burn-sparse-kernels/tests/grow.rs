@@ -131,11 +131,34 @@ fn hand_computed_grow() {
 
 #[test]
 fn large_layer_takes_the_parallel_path() {
-    // 1100 x 1000 x 128 = 141M multiply-adds: above the single-thread threshold (134M), and
-    // enough rows for the sampled floor.
+    // 1100 x 1000 x 128 = 141M multiply-adds: far above the single-thread threshold (16.8M),
+    // and enough rows for the sampled floor.
     let c = case(1100, 1000, 0.03, 128, 0, 7);
     let k = candidates(&c) / 100;
     check(&c, k, 1024);
+}
+
+/// LeNet-300-100's first layer (784 x 300 x 128 = 30M multiply-adds: shared with helper
+/// threads) in pools of 1 to 4 threads: the same positions and bits as the dense reference
+/// whatever the number of helpers and however the row chunks fall to them.
+#[test]
+fn the_shared_scan_does_not_depend_on_the_threads() {
+    let c = case(784, 300, 0.05, 128, 0, 3);
+    let k = c.p.nnz() * 3 / 10;
+    for threads in 1..=4 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| check(&c, k, 1024));
+    }
+    // Heavy ties: the lower flat index must win across chunks too.
+    let c = case(784, 300, 0.05, 128, 2, 4);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| check(&c, 5000, 64));
 }
 
 /// A layer of 512 rows gets a floor estimated from every 32nd row (16, 48, 80 ...). Those rows

@@ -261,8 +261,8 @@ impl SparseDst {
             }
             let f = st.cfg.drop_fraction.at(t, &st.cfg.schedule);
             let mut planned = Vec::with_capacity(n);
-            for (i, (l, tap)) in net.layers.iter().zip(taps).enumerate() {
-                match st.layer(t, i, l, tap, f)? {
+            for (i, plan) in st.plan(t, &net.layers, taps, f).into_iter().enumerate() {
+                match plan? {
                     Some(m) => planned.push(m),
                     None => {
                         let msg = format!(
@@ -719,8 +719,44 @@ fn sample_candidates(
     chosen
 }
 
+/// Below this many multiply-adds of grow scores outside a network's largest layer (about
+/// 0.1 ms on one core), a streamed update plans its layers on the calling thread alone.
+#[cfg(feature = "dynamic")]
+const PLAN_SHARED_MIN_WORK: u128 = 1 << 21;
+
 #[cfg(feature = "dynamic")]
 impl Streamed {
+    /// Every layer's update ([`Streamed::layer`]), in layer order. The layers are independent,
+    /// so with more than one thread in the rayon pool and enough work outside the largest
+    /// layer, the calling thread takes the layers largest first and the pool's other workers
+    /// the next ones as they wake ([`burn_sparse_kernels::shared::share`]): on LeNet-300-100
+    /// the 784 x 300 layer on one side (its grow step shared in turn) and the two small
+    /// layers on the other. Each layer's
+    /// plan is a function of its own inputs (SET's random draws are seeded per layer), so the
+    /// result does not depend on the threads.
+    fn plan(
+        &self,
+        t: u64,
+        layers: &[SparseLinear],
+        taps: &[LayerTap],
+        fraction: f64,
+    ) -> Vec<Result<Option<LayerMoves>, SparseDstError>> {
+        let work = |i: usize| {
+            layers[i].d_input as u128 * layers[i].d_output as u128 * taps[i].batch as u128
+        };
+        let mut order: Vec<usize> = (0..layers.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(work(i)));
+        let rest: u128 = order.iter().skip(1).map(|&i| work(i)).sum();
+        let helpers = burn_sparse_kernels::shared::helpers_for(rest, PLAN_SHARED_MIN_WORK);
+        let done = burn_sparse_kernels::shared::share(helpers, order.len(), Vec::new, |out, j| {
+            let i = order[j];
+            out.push((i, self.layer(t, i, &layers[i], &taps[i], fraction)));
+        });
+        let mut plans: Vec<_> = done.into_iter().flatten().collect();
+        plans.sort_by_key(|&(i, _)| i);
+        plans.into_iter().map(|(_, p)| p).collect()
+    }
+
     /// One layer's update: `Ok(None)` if a value or a grow score is NaN (the update is skipped).
     fn layer(
         &self,

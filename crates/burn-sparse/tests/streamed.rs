@@ -160,6 +160,63 @@ fn streamed_rigl_makes_the_dense_view_choices_bit_for_bit() {
     assert_eq!(streamed.streamed_history().0.len(), 30);
 }
 
+/// Layers large enough to share an update's work (the 512 x 256 layer's grow step, 16.8M
+/// multiply-adds at batch 128, with a helper thread; the two smaller layers planned on
+/// another): pools of 1, 2 and 3 threads make the same moves, values and gradients.
+#[test]
+fn streamed_updates_do_not_depend_on_the_threads() {
+    type Layers = Vec<(Vec<usize>, Vec<f32>, Vec<f32>)>;
+    // One network for every run (burn's initialiser draws the values from the device's
+    // shared stream).
+    let start = SparseMlpConfig::new(vec![512, 256, 128, 10], vec![0.05, 0.05, 0.3])
+        .with_seed(5)
+        .with_compute(Compute::Sparse)
+        .init(&device())
+        .unwrap();
+    let run = |threads: usize| -> Vec<(Vec<usize>, Layers)> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut net = start.clone();
+            let mut dst = SparseDst::streamed(cfg(true, 1, 40), StreamedGrow::Gradient).unwrap();
+            let rule = SgdRule {
+                momentum: 0.9,
+                ..SgdRule::default()
+            };
+            let mut optim = SparseOptimizer::new(rule, MaskSet::empty()).unwrap();
+            let mut out = Vec::new();
+            for step in 0..3u64 {
+                let (x, y) = data(128, 512, 10, step);
+                let (_, taps, mut g) = tapped_step(&net, x, y);
+                let (n, changed) = dst
+                    .update_streamed(step + 1, net, &taps, &mut optim, &mut g)
+                    .unwrap();
+                let layers = n
+                    .layers
+                    .iter()
+                    .map(|l| {
+                        let grad = host(g.get::<1>(l.values.id).unwrap());
+                        (slots(l), l.host_values().unwrap(), grad)
+                    })
+                    .collect();
+                out.push((changed, layers));
+                net = optim.step(0.05, n, g).unwrap();
+            }
+            out
+        })
+    };
+    let one = run(1);
+    assert!(
+        one.iter().all(|(c, _)| c.iter().all(|&n| n > 0)),
+        "{:?}",
+        one[0].0
+    );
+    assert!(run(2) == one, "2 threads");
+    assert!(run(3) == one, "3 threads");
+}
+
 /// SET, streamed, every step: exact nnz, moved slots at fresh positions with value 0 and state
 /// 0 (before the step), and the same topology from the same seed.
 fn set_run(seed: u64, init: GrowInit) -> (Vec<Vec<usize>>, usize) {

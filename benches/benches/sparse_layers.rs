@@ -17,6 +17,10 @@
 //!   (register-blocked scores, exact top-k) against the dense view (burn's matmul for `dW`,
 //!   then the top-k).
 //!
+//! The first three groups also time alternating rounds of their variants after the criterion
+//! phases (60, 60 and 12 rounds), into `paired.json` beside criterion's output, for speedups
+//! the machine's drift between phases does not decide ([`compare`]).
+//!
 //! `python3 scripts/perf_report.py` turns the medians into the tables of docs/PERFORMANCE.md.
 
 use burn::module::Module;
@@ -54,35 +58,106 @@ fn sgd() -> burn::optim::SgdConfig {
 fn fc1(c: &mut Criterion) {
     let device = Device::flex().autodiff();
     let (x, _) = inputs(784, &device);
-    let mut g = c.benchmark_group("fc1_fwd_dw_784x300_b128");
-    g.sample_size(40);
     device.seed(0);
     let dense: Linear = LinearConfig::new(784, 300).init(&device);
-    g.bench_function(BenchmarkId::new("dense", "100%"), |b| {
-        b.iter(|| {
+    let sparse: Vec<(String, SparseLinear)> = [0.90, 0.95, 0.98]
+        .iter()
+        .map(|&sparsity| {
+            let layer: SparseLinear = SparseLinearConfig::new(784, 300)
+                .with_density(1.0 - sparsity)
+                .init(&device)
+                .expect("layer");
+            assert!(layer.uses_kernels());
+            (format!("{:.0}%", sparsity * 100.0), layer)
+        })
+        .collect();
+    let mut variants: Vec<Variant> = vec![(
+        "dense/100%".into(),
+        Box::new(|| {
             let y = dense.forward(x.clone());
             let grads = y.sum().backward();
-            dense.weight.grad(&grads).expect("grad")
-        })
-    });
-    for sparsity in [0.90, 0.95, 0.98] {
-        let layer: SparseLinear = SparseLinearConfig::new(784, 300)
-            .with_density(1.0 - sparsity)
-            .init(&device)
-            .expect("layer");
-        assert!(layer.uses_kernels());
-        g.bench_function(
-            BenchmarkId::new("sparse", format!("{:.0}%", sparsity * 100.0)),
-            |b| {
-                b.iter(|| {
-                    let y = layer.forward(x.clone());
-                    let grads = y.sum().backward();
-                    layer.values.grad(&grads).expect("grad")
-                })
-            },
-        );
+            std::hint::black_box(dense.weight.grad(&grads).expect("grad"));
+        }),
+    )];
+    for (label, layer) in &sparse {
+        let x = x.clone();
+        variants.push((
+            format!("sparse/{label}"),
+            Box::new(move || {
+                let y = layer.forward(x.clone());
+                let grads = y.sum().backward();
+                std::hint::black_box(layer.values.grad(&grads).expect("grad"));
+            }),
+        ));
+    }
+    compare(c, "fc1_fwd_dw_784x300_b128", 40, &mut variants, 60, 20);
+}
+
+/// One timed variant of a comparison: `"<kind>/<parameter>"` and one call.
+type Variant<'a> = (String, Box<dyn FnMut() + 'a>);
+
+/// Each variant as a criterion benchmark of `group` (`samples` samples), then `rounds`
+/// alternating rounds (one warm-up round first) that time `iters` calls of every variant in
+/// turn, each after two untimed calls, written as milliseconds per call to
+/// `<criterion dir>/<group>/paired.json`.
+///
+/// Criterion times each variant in its own phase, seconds apart, and on these shared machines
+/// the speed drifts by 10-30% between phases: the dense and the sparse side of a speedup can
+/// see different machines. Within a round they run milliseconds apart, so
+/// `scripts/perf_report.py` also reports the median of the per-round ratios, which drift hits
+/// alike on both sides.
+fn compare(
+    c: &mut Criterion,
+    group: &str,
+    samples: usize,
+    variants: &mut [Variant],
+    rounds: usize,
+    iters: usize,
+) {
+    let mut g = c.benchmark_group(group);
+    g.sample_size(samples);
+    for (name, f) in variants.iter_mut() {
+        let (kind, param) = name.split_once('/').expect("kind/parameter");
+        g.bench_function(BenchmarkId::new(kind, param), |b| b.iter(&mut *f));
     }
     g.finish();
+    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    for round in 0..=rounds {
+        for ((_, f), times) in variants.iter_mut().zip(ms.iter_mut()) {
+            // Two untimed calls first: the previous variant left other data in the caches and
+            // perhaps the pool's workers asleep, which criterion's back-to-back calls never see.
+            f();
+            f();
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                f();
+            }
+            if round > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3 / iters as f64);
+            }
+        }
+    }
+    let names: Vec<&str> = variants.iter().map(|(n, _)| n.as_str()).collect();
+    write_paired(group, &format!("\"iters\": {iters}"), &names, &ms);
+}
+
+/// `{<head>, "<name>": [ms, ...], ...}` into `<criterion dir>/<group>/paired.json`.
+fn write_paired(group: &str, head: &str, names: &[&str], ms: &[Vec<f64>]) {
+    let fields: Vec<String> = names
+        .iter()
+        .zip(ms)
+        .map(|(k, v)| {
+            let list: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
+            format!("\"{k}\": [{}]", list.join(", "))
+        })
+        .collect();
+    let dir = criterion_dir().join(group);
+    std::fs::create_dir_all(&dir).expect("criterion dir");
+    std::fs::write(
+        dir.join("paired.json"),
+        format!("{{{head}, {}}}\n", fields.join(", ")),
+    )
+    .expect("write paired.json");
 }
 
 /// Dense MLP with burn's Linear.
@@ -109,23 +184,31 @@ impl DenseMlp {
     }
 }
 
-fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64], samples: usize) {
+#[allow(clippy::too_many_arguments)]
+fn step_group(
+    c: &mut Criterion,
+    name: &str,
+    widths: &[usize],
+    sparsities: &[f64],
+    samples: usize,
+    rounds: usize,
+    iters: usize,
+) {
     let device = Device::flex().autodiff();
     let (x, y) = inputs(widths[0], &device);
     let ce = CrossEntropyLossConfig::new().init(&device);
-    let mut g = c.benchmark_group(name);
-    g.sample_size(samples);
     device.seed(0);
-    let mut model = Some(DenseMlp::new(widths, &device));
-    let mut optim = sgd().init();
-    g.bench_function(BenchmarkId::new("dense", "100%"), |b| {
-        b.iter(|| {
-            let m = model.take().expect("model");
+    let mut dense = Some(DenseMlp::new(widths, &device));
+    let mut dense_optim = sgd().init();
+    let mut variants: Vec<Variant> = vec![(
+        "dense/100%".into(),
+        Box::new(|| {
+            let m = dense.take().expect("model");
             let loss = ce.forward(m.forward(x.clone()), y.clone());
             let grads = GradientsParams::from_grads(loss.backward(), &m);
-            model = Some(optim.step(0.01, m, grads));
-        })
-    });
+            dense = Some(dense_optim.step(0.01, m, grads));
+        }),
+    )];
     for &s in sparsities {
         let m = SparseMlpConfig::distributed(
             widths.to_vec(),
@@ -137,19 +220,18 @@ fn step_group(c: &mut Criterion, name: &str, widths: &[usize], sparsities: &[f64
         .expect("model");
         let mut model = Some(m);
         let mut optim = sgd().init();
-        g.bench_function(
-            BenchmarkId::new("sparse", format!("{:.0}%", s * 100.0)),
-            |b| {
-                b.iter(|| {
-                    let m = model.take().expect("model");
-                    let loss = ce.forward(m.forward(x.clone()), y.clone());
-                    let grads = GradientsParams::from_grads(loss.backward(), &m);
-                    model = Some(optim.step(0.01, m, grads));
-                })
-            },
-        );
+        let (x, y, ce) = (x.clone(), y.clone(), &ce);
+        variants.push((
+            format!("sparse/{:.0}%", s * 100.0),
+            Box::new(move || {
+                let m = model.take().expect("model");
+                let loss = ce.forward(m.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optim.step(0.01, m, grads));
+            }),
+        ));
     }
-    g.finish();
+    compare(c, name, samples, &mut variants, rounds, iters);
 }
 
 fn steps(c: &mut Criterion) {
@@ -161,6 +243,8 @@ fn steps(c: &mut Criterion) {
         &[784, 300, 100, 10],
         &[0.90, 0.95, 0.98],
         30,
+        60,
+        20,
     );
     step_group(
         c,
@@ -168,6 +252,8 @@ fn steps(c: &mut Criterion) {
         &[784, 4096, 4096, 10],
         &[0.90, 0.95, 0.98],
         10,
+        12,
+        1,
     );
 }
 
@@ -267,21 +353,7 @@ fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize, roun
             }
         }
     }
-    let fields: Vec<String> = kinds
-        .iter()
-        .zip(&ms)
-        .map(|(k, v)| {
-            let list: Vec<String> = v.iter().map(|x| format!("{x:.4}")).collect();
-            format!("\"{k}\": [{}]", list.join(", "))
-        })
-        .collect();
-    let dir = criterion_dir().join(name);
-    std::fs::create_dir_all(&dir).expect("criterion dir");
-    std::fs::write(
-        dir.join("paired.json"),
-        format!("{{\"steps\": {steps}, {}}}\n", fields.join(", ")),
-    )
-    .expect("write paired.json");
+    write_paired(name, &format!("\"steps\": {steps}"), &kinds, &ms);
 }
 
 /// Where criterion writes (its own rule): `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,

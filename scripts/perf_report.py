@@ -234,7 +234,8 @@ def sparse_layers_section(w):
       "bench therefore also runs alternating rounds (every variant in turn, each timed over 20 calls for fc1 and "
       "LeNet and 1 for the 4096-wide step, after 2 untimed calls) and the rows marked \"alternating rounds\" give each "
       "side's median milliseconds per call and, in bold, the median of the per-round speedups with its "
-      "quartiles. The targets are checked on those.")
+      "quartiles. The rounds cancel the drift between phases; criterion's phases run each variant back to "
+      "back for seconds. Both are reported, and where they disagree about a target, so does the table.")
     w("")
     st = median_ms("sparse_lenet300_100_steps_erk95", "static_sparse", "100_steps")
     rg = median_ms("sparse_lenet300_100_steps_erk95", "rigl_dt100", "100_steps")

@@ -20,11 +20,14 @@ use crate::pattern::SparsePattern;
 use crate::simd::{Isa, multiversion};
 
 /// Below this many multiply-adds a kernel runs on the calling thread. Between two kernels of a
-/// training step rayon's idle worker has gone to sleep, and waking it costs tens of
+/// training step rayon's idle worker may have gone to sleep, and waking it costs tens of
 /// microseconds: measured on the 784x300 layer (batch 128, forward + dW on 2 cores,
 /// `fc1_fwd_dw` in benches/benches/sparse_layers.rs, 2026-12-04), splitting products of 0.6M
 /// (98%) and 1.5M (95%) multiply-adds over both cores was 1.5x and 1.1x *slower* than one
-/// core, and 3M (90%) 1.3x faster.
+/// core, and 3M (90%) 1.3x faster. Above it the calling thread starts on the chunks at once
+/// and the pool takes the rest as it wakes ([`crate::shared::share_items`]): 90% forward +
+/// dW, 3000 calls, three runs each way alternated (2026-12-07), a median 0.41-0.46 ms against
+/// 0.51-0.60 ms when the whole product was handed to the pool (a parallel iterator).
 const PARALLEL_MIN_WORK: usize = 1 << 21;
 
 /// Below this many elements a copy (a transpose, a permutation) runs on the calling thread.
@@ -599,10 +602,15 @@ impl Default for Kernels {
     }
 }
 
-/// Splits `n` outputs of `b` lanes into chunks of whole outputs for the rayon pool.
+/// The current rayon pool's threads (at least 1).
+fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// Splits `n` outputs of `b` lanes into chunks of whole outputs, 4 per thread, taken by the
+/// calling thread and the pool as they come ([`crate::shared::share_items`]).
 fn outputs_per_chunk(n: usize) -> usize {
-    let pieces = 4 * rayon::current_num_threads().max(1);
-    n.div_ceil(pieces).max(1)
+    n.div_ceil(4 * threads()).max(1)
 }
 
 impl Kernels {
@@ -709,9 +717,8 @@ impl Kernels {
             return;
         }
         let per = outputs_per_chunk(n);
-        out.par_chunks_mut(per * b)
-            .enumerate()
-            .for_each(|(i, o)| run(i * per, o));
+        let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(per * b).enumerate().collect();
+        crate::shared::share_items(threads() - 1, chunks, |(i, o)| run(i * per, o));
     }
 
     /// `dv[s] = Σ_b xᵀ[row(s), b] · dyᵀ[col(s), b]` for every slot `s` (slot order):
@@ -764,9 +771,9 @@ impl Kernels {
                 rest = tail;
                 r0 = r1;
             }
-            parts
-                .into_par_iter()
-                .for_each(|(r0, r1, o)| sddmm_mv(isa, a, r0, r1, o));
+            crate::shared::share_items(threads() - 1, parts, |(r0, r1, o)| {
+                sddmm_mv(isa, a, r0, r1, o)
+            });
         };
         if p.slots_in_csr_order() {
             // Slot order is CSR order: no buffer, no permutation.

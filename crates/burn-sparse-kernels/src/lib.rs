@@ -9,9 +9,9 @@
 //! is one vectorised pass over a contiguous batch vector.
 //!
 //! - Multithreaded with rayon; each output is computed by one thread in a fixed order, so the
-//!   results do not depend on the thread count. Bursts that run once in many steps (RigL's grow
-//!   step) start on the calling thread and share the rest with the pool as it wakes
-//!   ([`shared::share`]).
+//!   results do not depend on the thread count. The calling thread starts on a product's
+//!   chunks at once and shares the rest with the pool as it wakes ([`shared::share`]), as does
+//!   RigL's grow step.
 //! - Vectorised by the compiler for AVX-512, AVX2 or the portable target, chosen at run time
 //!   ([`Isa`]); the bodies never reassociate or fuse, so every instruction set gives
 //!   bit-identical results.

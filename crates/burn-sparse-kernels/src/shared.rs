@@ -66,6 +66,29 @@ where
     states
 }
 
+/// Runs `run(item)` for every item, each exactly once, shared between the calling thread and
+/// up to `helpers` jobs on the pool as [`share`] shares tasks (the calling thread starts at
+/// once, the others take what is left as they wake). The items are typically disjoint
+/// `&mut` pieces of one output, each written by whoever takes it.
+pub fn share_items<T, R>(helpers: usize, items: Vec<T>, run: R)
+where
+    T: Send,
+    R: Fn(T) + Sync,
+{
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    share(
+        helpers,
+        slots.len(),
+        || (),
+        |_, i| {
+            let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(item) = item {
+                run(item);
+            }
+        },
+    );
+}
+
 /// The helpers a burst of work should use next to the calling thread: none below
 /// `min_work` (in whatever unit the caller counts, where the spawn would cost more than it
 /// saves), else one fewer than the current rayon pool's threads (`RAYON_NUM_THREADS=1` keeps

@@ -1,7 +1,8 @@
-//! `shared::share`: every task runs exactly once, whatever the helpers, the tasks and the
-//! timing; states come back the calling thread's first; a panicking task panics the call.
+//! `shared::share` and `share_items`: every task runs exactly once, whatever the helpers, the
+//! tasks and the timing; states come back the calling thread's first; a panicking task panics
+//! the call.
 
-use burn_sparse_kernels::shared::{helpers_for, share};
+use burn_sparse_kernels::shared::{helpers_for, share, share_items};
 use proptest::prelude::*;
 
 proptest! {
@@ -26,6 +27,20 @@ proptest! {
         let mut all: Vec<usize> = states.into_iter().flat_map(|(_, d)| d).collect();
         all.sort_unstable();
         prop_assert_eq!(all, (0..tasks).collect::<Vec<_>>());
+    }
+}
+
+proptest! {
+    #[test]
+    fn every_item_is_written_once_by_whoever_takes_it(helpers in 0usize..4, n in 0usize..500, per in 1usize..40) {
+        let mut out = vec![0u32; n];
+        let chunks: Vec<(usize, &mut [u32])> = out.chunks_mut(per).enumerate().collect();
+        share_items(helpers, chunks, |(i, o)| {
+            for (j, v) in o.iter_mut().enumerate() {
+                *v += (i * per + j) as u32 + 1;
+            }
+        });
+        prop_assert_eq!(out, (1..=n as u32).collect::<Vec<_>>());
     }
 }
 

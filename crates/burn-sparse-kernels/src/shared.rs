@@ -1,11 +1,12 @@
-//! Short bursts of work shared between the calling thread and rayon's pool, for the steps that
-//! run once in many (a topology update) while the other cores sit idle.
+//! Work shared between the calling thread and rayon's pool when the pool may be asleep: the
+//! products of a training step (between two of them the idle workers go to sleep) and the
+//! bursts that run once in many steps (a topology update).
 //!
 //! A parallel iterator called from outside the pool hands all of its work to the pool and
-//! blocks the calling thread: after many one-thread steps the workers are asleep, and on the
-//! 2-core machine measured a split that waits for a second worker took 0.7 ms to start its
-//! second half (see [`share`]). Here the calling thread starts on the tasks at once and the
-//! workers take what is left when they wake.
+//! blocks the calling thread until the workers wake; on the 2-core machine measured, a split
+//! that waited for a second worker took 0.7 ms to start its second half (see [`share`]). Here
+//! the calling thread starts on the tasks at once and the workers take what is left when they
+//! wake.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -23,7 +23,7 @@ def median_ms(group, bench, param):
         return json.load(f)["median"]["point_estimate"] / 1e6
 
 
-def paired(group, base="static_sparse", speedup=False):
+def paired(group, base, speedup=False):
     """The bench's alternating rounds (`paired.json`): for each variant other than `base` the
     median of its per-round ratio to `base` in the same round (`base / variant` if `speedup`,
     else `variant / base`), the quartiles, the count, and both sides' medians."""
@@ -242,13 +242,13 @@ def sparse_layers_section(w):
     if st is not None and rg is not None:
         w("| ratio, same run | value | target |")
         w("|---|---|---|")
-        pr = paired("sparse_lenet300_100_steps_erk95")
+        pr = paired("sparse_lenet300_100_steps_erk95", base="static_sparse/100_steps")
         for key, label in (("rigl_streamed_dt100", "RigL streamed (`SparseDst::streamed`, what `SparseDst::from_plan` "
                             "gives a RigL run: taps and the panel-blocked exact top-k, no dense probes or views)"),
                            ("rigl_dt100", "RigL on dense views (`SparseDst::new`: the probes' dense gradient and the "
                             "generic updater)")):
-            if pr and key in pr:
-                r, lo, hi, n, a, b = pr[key]
+            if pr and f"{key}/100_steps" in pr:
+                r, lo, hi, n, a, b = pr[f"{key}/100_steps"]
                 w(f"| 100 sparse steps with {label}, delta_t = 100 (one update) / 100 static sparse steps, "
                   f"LeNet-300-100 at 95% ERK: median of {n} alternating pairs timed after the criterion phases "
                   f"(quartiles {lo:.3f}-{hi:.3f}; medians {fmt(b)} / {fmt(a)} ms) | {r:.3f} | <= 1.05 |")

@@ -90,7 +90,7 @@ fn fc1(c: &mut Criterion) {
             }),
         ));
     }
-    compare(c, "fc1_fwd_dw_784x300_b128", 40, &mut variants, 60, 20);
+    compare(c, "fc1_fwd_dw_784x300_b128", 40, &mut variants, 60, 20, 2);
 }
 
 /// One timed variant of a comparison: `"<kind>/<parameter>"` and one call.
@@ -98,7 +98,7 @@ type Variant<'a> = (String, Box<dyn FnMut() + 'a>);
 
 /// Each variant as a criterion benchmark of `group` (`samples` samples), then `rounds`
 /// alternating rounds (one warm-up round first) that time `iters` calls of every variant in
-/// turn, each after two untimed calls, written as milliseconds per call to
+/// turn, each after `untimed` calls, written as milliseconds per call to
 /// `<criterion dir>/<group>/paired.json`.
 ///
 /// Criterion times each variant in its own phase, seconds apart, and on these shared machines
@@ -113,6 +113,7 @@ fn compare(
     variants: &mut [Variant],
     rounds: usize,
     iters: usize,
+    untimed: usize,
 ) {
     let mut g = c.benchmark_group(group);
     g.sample_size(samples);
@@ -124,10 +125,11 @@ fn compare(
     let mut ms: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     for round in 0..=rounds {
         for ((_, f), times) in variants.iter_mut().zip(ms.iter_mut()) {
-            // Two untimed calls first: the previous variant left other data in the caches and
-            // perhaps the pool's workers asleep, which criterion's back-to-back calls never see.
-            f();
-            f();
+            // The previous variant left other data in the caches and perhaps the pool's workers
+            // asleep, which criterion's back-to-back calls never see.
+            for _ in 0..untimed {
+                f();
+            }
             let t = std::time::Instant::now();
             for _ in 0..iters {
                 f();
@@ -231,7 +233,7 @@ fn step_group(
             }),
         ));
     }
-    compare(c, name, samples, &mut variants, rounds, iters);
+    compare(c, name, samples, &mut variants, rounds, iters, 2);
 }
 
 fn steps(c: &mut Criterion) {
@@ -262,12 +264,10 @@ fn steps(c: &mut Criterion) {
 /// and streamed (the taps and the tiled exact top-k, `SparseDst::streamed`, what a run of a RigL
 /// plan gets, `SparseDst::from_plan`).
 ///
-/// Criterion times each kind in its own phase, seconds apart, and on these shared machines the
-/// speed drifts by 10-30% between phases: a ratio of two phases' medians cannot resolve a 5%
-/// target. So after the criterion phases the bench also times `rounds` alternating triples
-/// (static, views, streamed: the same networks, optimizers and data, continuing), and writes
-/// them to `<criterion dir>/<group>/paired.json`; `scripts/perf_report.py` reports the median of
-/// the per-triple ratios, which drift hits alike on both sides.
+/// A ratio of two criterion phases' medians cannot resolve a 5% target on these machines, so
+/// [`compare`] also times `rounds` alternating triples (static, views, streamed: the same
+/// networks, optimizers and data, continuing); `scripts/perf_report.py` reports the median of
+/// the per-triple ratios.
 fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize, rounds: usize) {
     let device = Device::flex().autodiff();
     let mut rng = SparseRng::new(3);
@@ -292,7 +292,7 @@ fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize, roun
         optim: SparseOptimizer,
         dst: Option<SparseDst>,
     }
-    let mut runs: Vec<Run> = kinds
+    let runs: Vec<Run> = kinds
         .iter()
         .map(|&kind| {
             device.seed(0);
@@ -334,26 +334,18 @@ fn amortised(c: &mut Criterion, name: &str, widths: &[usize], steps: usize, roun
         assert_eq!(report.updates.len(), usize::from(r.dst.is_some()));
         r.net = Some(m);
     };
-    let mut g = c.benchmark_group(name);
-    g.sample_size(10);
-    for (kind, run) in kinds.iter().zip(runs.iter_mut()) {
-        g.bench_function(BenchmarkId::new(*kind, format!("{steps}_steps")), |b| {
-            b.iter(|| epoch(run))
-        });
-    }
-    g.finish();
-    // The paired triples (one warm-up triple first).
-    let mut ms: Vec<Vec<f64>> = vec![Vec::new(); kinds.len()];
-    for round in 0..=rounds {
-        for (run, times) in runs.iter_mut().zip(ms.iter_mut()) {
-            let t = std::time::Instant::now();
-            epoch(run);
-            if round > 0 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-        }
-    }
-    write_paired(name, &format!("\"steps\": {steps}"), &kinds, &ms);
+    // Every call of a variant is `steps` steps with one update: no untimed calls needed.
+    let mut variants: Vec<Variant> = kinds
+        .iter()
+        .zip(runs)
+        .map(|(kind, mut run)| -> Variant {
+            (
+                format!("{kind}/{steps}_steps"),
+                Box::new(move || epoch(&mut run)),
+            )
+        })
+        .collect();
+    compare(c, name, 10, &mut variants, rounds, 1, 0);
 }
 
 /// Where criterion writes (its own rule): `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`,

@@ -602,15 +602,10 @@ impl Default for Kernels {
     }
 }
 
-/// The current rayon pool's threads (at least 1).
-fn threads() -> usize {
-    rayon::current_num_threads().max(1)
-}
-
 /// Splits `n` outputs of `b` lanes into chunks of whole outputs, 4 per thread, taken by the
 /// calling thread and the pool as they come ([`crate::shared::share_items`]).
 fn outputs_per_chunk(n: usize) -> usize {
-    n.div_ceil(4 * threads()).max(1)
+    n.div_ceil(4 * (crate::shared::helpers() + 1)).max(1)
 }
 
 impl Kernels {
@@ -718,7 +713,7 @@ impl Kernels {
         }
         let per = outputs_per_chunk(n);
         let chunks: Vec<(usize, &mut [f32])> = out.chunks_mut(per * b).enumerate().collect();
-        crate::shared::share_items(threads() - 1, chunks, |(i, o)| run(i * per, o));
+        crate::shared::share_items(crate::shared::helpers(), chunks, |(i, o)| run(i * per, o));
     }
 
     /// `dv[s] = Σ_b xᵀ[row(s), b] · dyᵀ[col(s), b]` for every slot `s` (slot order):
@@ -771,7 +766,7 @@ impl Kernels {
                 rest = tail;
                 r0 = r1;
             }
-            crate::shared::share_items(threads() - 1, parts, |(r0, r1, o)| {
+            crate::shared::share_items(crate::shared::helpers(), parts, |(r0, r1, o)| {
                 sddmm_mv(isa, a, r0, r1, o)
             });
         };

@@ -92,12 +92,13 @@ where
 
 /// The helpers a burst of work should use next to the calling thread: none below
 /// `min_work` (in whatever unit the caller counts, where the spawn would cost more than it
-/// saves), else one fewer than the current rayon pool's threads (`RAYON_NUM_THREADS=1` keeps
-/// everything on the calling thread).
+/// saves), else [`helpers`].
 pub fn helpers_for(work: u128, min_work: u128) -> usize {
-    if work < min_work {
-        0
-    } else {
-        rayon::current_num_threads().saturating_sub(1)
-    }
+    if work < min_work { 0 } else { helpers() }
+}
+
+/// One fewer than the current rayon pool's threads (`RAYON_NUM_THREADS=1`: none, everything
+/// on the calling thread).
+pub fn helpers() -> usize {
+    rayon::current_num_threads().saturating_sub(1)
 }

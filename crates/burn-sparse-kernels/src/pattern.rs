@@ -1,6 +1,42 @@
 //! The sparsity pattern of one weight, in both orientations, with stable slot numbers.
 
+use std::sync::OnceLock;
+
 use crate::error::{KernelError, Result};
+
+/// Columns per block of [`ColumnBlocks`]: 128 KiB of `dyᵀ` rows at a batch of 128, the
+/// sampled `dW`'s block (`SDDMM_BLOCK_BYTES` in `kernels.rs`).
+pub(crate) const BLOCK_COLS: usize = 256;
+
+/// The CSR positions regrouped by blocks of [`BLOCK_COLS`] columns, for the sampled `dW` of a
+/// layer wider than two blocks: the positions of block `k` are
+/// `entries[ptr[k]..ptr[k + 1]]`, `[row, col, csr position]` ordered by row, then column. The
+/// kernel walks a block's positions in one sequential pass with its `dyᵀ` rows in cache,
+/// instead of resuming each row's CSR run at a cursor (a dependent load per row and block).
+#[derive(Clone, Debug)]
+pub(crate) struct ColumnBlocks {
+    pub(crate) ptr: Vec<usize>,
+    pub(crate) entries: Vec<[u32; 3]>,
+}
+
+/// A value computed from the pattern on first use and kept: patterns are equal whether or not
+/// it has been built (it is a function of the rest).
+#[derive(Clone, Debug)]
+struct Derived<T>(OnceLock<T>);
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Self(OnceLock::new())
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Derived<T> {}
 
 /// The positions of the non-zeros of a weight `W: [rows, cols]` (burn's `Linear` layout:
 /// `rows = d_in`, `cols = d_out`, row-major flat index `row * cols + col`).
@@ -29,6 +65,8 @@ pub struct SparsePattern {
     slot_csr: Vec<u32>,
     /// Whether slot `s` is CSR position `s` for every `s` (`slot_csr` is the identity).
     csr_order: bool,
+    /// Built by the first sampled `dW` that uses it ([`SparsePattern::column_blocks`]).
+    column_blocks: Derived<ColumnBlocks>,
 }
 
 fn fits_u32(what: &'static str, value: usize) -> Result<()> {
@@ -129,6 +167,7 @@ impl SparsePattern {
             csr_slot,
             slot_csr,
             csr_order,
+            column_blocks: Derived::default(),
         })
     }
 
@@ -287,15 +326,47 @@ impl SparsePattern {
         Ok((0..self.nnz()).map(|s| dense[self.flat_index(s)]).collect())
     }
 
-    /// Bytes held by the pattern (both orientations and the slot coordinates).
+    /// The CSR positions by blocks of [`BLOCK_COLS`] columns, built on first use in
+    /// O(nnz + rows + cols) (one counting pass, one placing pass over CSR order) and kept.
+    pub(crate) fn column_blocks(&self) -> &ColumnBlocks {
+        self.column_blocks.0.get_or_init(|| {
+            let blocks = self.cols.div_ceil(BLOCK_COLS);
+            let mut ptr = vec![0usize; blocks + 1];
+            for &c in &self.csr_col {
+                ptr[c as usize / BLOCK_COLS + 1] += 1;
+            }
+            for k in 0..blocks {
+                ptr[k + 1] += ptr[k];
+            }
+            let mut next = ptr.clone();
+            let mut entries = vec![[0u32; 3]; self.nnz()];
+            for r in 0..self.rows {
+                for j in self.row_ptr[r]..self.row_ptr[r + 1] {
+                    let c = self.csr_col[j];
+                    let at = &mut next[c as usize / BLOCK_COLS];
+                    // Rows, columns and positions fit u32 (checked in `new`).
+                    entries[*at] = [r as u32, c, j as u32];
+                    *at += 1;
+                }
+            }
+            ColumnBlocks { ptr, entries }
+        })
+    }
+
+    /// Bytes held by the pattern (both orientations, the slot coordinates and, once built,
+    /// the column blocks of the sampled `dW`).
     pub fn heap_bytes(&self) -> usize {
-        4 * (self.slot_row.len()
-            + self.slot_col.len()
-            + self.csc_row.len()
-            + self.csc_slot.len()
-            + self.csr_col.len()
-            + self.csr_slot.len()
-            + self.slot_csr.len())
+        let blocks = self.column_blocks.0.get().map_or(0, |b| {
+            std::mem::size_of_val(b.entries.as_slice()) + std::mem::size_of_val(b.ptr.as_slice())
+        });
+        blocks
+            + 4 * (self.slot_row.len()
+                + self.slot_col.len()
+                + self.csc_row.len()
+                + self.csc_slot.len()
+                + self.csr_col.len()
+                + self.csr_slot.len()
+                + self.slot_csr.len())
             + std::mem::size_of::<usize>() * (self.col_ptr.len() + self.row_ptr.len())
     }
 

@@ -197,7 +197,7 @@ fn scrambled(c: Case, seed: u64) -> Case {
 #[test]
 fn column_blocked_dw_and_copied_weights_match_reference() {
     // dyᵀ over 256 KiB (700, 600 and 1100 columns at batch 128): the sampled dW walks the
-    // rows in several column blocks, serially (300x700 at 5%: 1.3M multiply-adds) and split
+    // pattern's column blocks, serially (300x700 at 5%: 1.3M multiply-adds) and split
     // over the pool; 84k and 73k non-zeros: the forward product copies its weights into CSC
     // order first; 1100 x 1100: both gathering products read a source of over 512 KiB, and
     // prefetch. Slots in mask order and scrambled.
@@ -218,13 +218,36 @@ fn column_blocked_dw_and_copied_weights_match_reference() {
 }
 
 #[test]
+fn column_blocks_are_built_once_and_leave_equality_alone() {
+    // The sampled dW of a layer wider than two blocks builds its column blocks on first use
+    // (counted by `heap_bytes`); a pattern is equal to its copy from before.
+    let c = case(300, 1100, 0.05, 128, 27);
+    let fresh = c.p.clone();
+    let before = c.p.heap_bytes();
+    let k = Kernels::default();
+    let mut dv = vec![0.0; c.p.nnz()];
+    k.backward_values(&c.p, &c.xt, &c.dyt, c.batch, &mut dv)
+        .unwrap();
+    assert_eq!(c.p, fresh);
+    let built = before + 12 * c.p.nnz() + 8 * (1100usize.div_ceil(256) + 1);
+    assert_eq!(c.p.heap_bytes(), built);
+    k.backward_values(&c.p, &c.xt, &c.dyt, c.batch, &mut dv)
+        .unwrap();
+    assert_eq!(c.p.heap_bytes(), built);
+}
+
+#[test]
 fn sampled_dw_is_each_positions_own_dot_product() {
     // Whatever the traversal, the column blocks and the pairing in `dot2`, a position's
     // gradient has the bits of the one dot product a single-weight pattern computes.
     // Scrambled slots (through the CSR buffer) and mask order (written directly): every slot
-    // is written (`dv` starts NaN).
+    // is written (`dv` starts NaN). 600 columns at batch 128 walk the pattern's column blocks;
+    // at batch 300 the rows' CSR runs, resumed block by block at a cursor; 400 columns one
+    // block. Each has the bits of the single dot product, so the traversals agree bit for bit.
     let plain = case(700, 600, 0.2, 128, 23);
-    for (c, isa) in [scrambled(plain.clone(), 23), plain]
+    let cursor = case(700, 600, 0.2, 300, 25);
+    let narrow = case(300, 400, 0.2, 128, 26);
+    for (c, isa) in [scrambled(plain.clone(), 23), plain, cursor, narrow]
         .into_iter()
         .flat_map(|c| {
             Isa::all_available()
@@ -271,22 +294,24 @@ fn hand_computed_layer() {
 
 #[test]
 fn results_do_not_depend_on_thread_count() {
-    // 6.1M multiply-adds per product: parallel with more than one thread.
-    let c = case(400, 300, 0.4, 128, 5);
-    let k = Kernels::default();
-    let many = run(&k, &c);
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| run(&k, &c));
-    let three = rayon::ThreadPoolBuilder::new()
-        .num_threads(3)
-        .build()
-        .unwrap()
-        .install(|| run(&k, &c));
-    assert_eq!(many, one);
-    assert_eq!(many, three);
+    // 6.1M and 8.4M multiply-adds per product: parallel with more than one thread; the
+    // second layer's sampled dW walks its column blocks, each thread its own rows of them.
+    for c in [case(400, 300, 0.4, 128, 5), case(300, 1100, 0.2, 128, 6)] {
+        let k = Kernels::default();
+        let many = run(&k, &c);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| run(&k, &c));
+        let three = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap()
+            .install(|| run(&k, &c));
+        assert_eq!(many, one);
+        assert_eq!(many, three);
+    }
 }
 
 #[test]

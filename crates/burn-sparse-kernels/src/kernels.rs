@@ -45,6 +45,11 @@ const FORWARD_COPY_MIN: usize = 1 << 16;
 /// 4096 x 4096 layer, `dX` of both), paired; 4 and 16 ahead were no better. On sources that
 /// stay in L2 (784x300, 300x100) prefetching cost 10-17%, and the code for it in the loop,
 /// even switched off at run time, 3-15%: it is compiled only into the copies that use it.
+/// A smaller source prefetches too when source and output together pass twice this (1 MiB):
+/// the 784 x 4096 forward of 784-4096-4096-10 (400 KiB of `xᵀ`, 2 MiB of `yᵀ` streaming past
+/// it) at 11.2% took a median 3.52-3.72 ms prefetched against 3.74-3.93 ms on one thread and
+/// 1.88-2.62 against 2.05-3.71 ms on two (41 calls, three runs each way alternated,
+/// 2026-12-07); 784x300 (550 KiB together) stays unprefetched.
 const PREFETCH_MIN_BYTES: usize = 1 << 19;
 
 /// How many non-zeros ahead a gathering product prefetches its source rows.
@@ -730,7 +735,9 @@ impl Kernels {
         }
         let n = out.len() / b;
         let isa = self.isa;
-        let prefetch = std::mem::size_of_val(src) > PREFETCH_MIN_BYTES;
+        let (src_bytes, out_bytes) = (std::mem::size_of_val(src), std::mem::size_of_val(out));
+        let prefetch =
+            src_bytes > PREFETCH_MIN_BYTES || src_bytes + out_bytes > 2 * PREFETCH_MIN_BYTES;
         let run = |first: usize, o: &mut [f32]| match (copy, prefetch) {
             (false, false) => gather_axpy_mv(isa, ptr, idx, slot, values, src, b, first, o),
             (true, false) => gather_axpy_copied_mv(isa, ptr, idx, slot, values, src, b, first, o),

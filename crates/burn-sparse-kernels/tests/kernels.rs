@@ -200,11 +200,13 @@ fn column_blocked_dw_and_copied_weights_match_reference() {
     // pattern's column blocks, serially (300x700 at 5%: 1.3M multiply-adds) and split
     // over the pool; 84k and 73k non-zeros: the forward product copies its weights into CSC
     // order first; 1100 x 1100: both gathering products read a source of over 512 KiB, and
-    // prefetch. Slots in mask order and scrambled.
+    // prefetch; 300 x 2200: the forward product prefetches its 150 KiB source, which 1.1 MiB
+    // of output stream past. Slots in mask order and scrambled.
     for (rows, cols, density, seed) in [
         (300, 700, 0.05, 21),
         (700, 600, 0.2, 22),
         (1100, 1100, 0.06, 24),
+        (300, 2200, 0.1, 28),
     ] {
         // Mask order: `dW` is written in slot order directly; scrambled: through the CSR
         // buffer and the permutation.
